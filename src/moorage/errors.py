@@ -1,0 +1,214 @@
+"""Protocol-neutral domain exceptions.
+
+Services raise these; each wire front-end maps them to its own codes in exactly one table
+(`oci/errors.py` for the registry API, `ecr/wire.py` for the ECR API). No wire name appears here.
+
+    MoorageError
+    ├── NotFoundError
+    │   ├── RepositoryNotFoundError
+    │   ├── ManifestUnknownError          (image / tag / digest not in the repository)
+    │   ├── BlobUnknownError
+    │   └── UploadUnknownError
+    ├── InvalidRequestError
+    │   ├── NameInvalidError
+    │   ├── TagInvalidError
+    │   ├── DigestInvalidError
+    │   │   └── DigestMismatchError       (content does not hash to the digest given)
+    │   ├── ManifestInvalidError
+    │   ├── ManifestBlobUnknownError      (manifest names blobs / children that are not in the repository)
+    │   ├── SizeInvalidError
+    │   ├── UploadInvalidError
+    │   ├── RangeNotSatisfiableError      (blob Range outside the blob)
+    │   ├── PaginationInvalidError
+    │   └── UnsupportedError
+    ├── ConflictError
+    │   ├── RepositoryAlreadyExistsError
+    │   ├── RepositoryNotEmptyError
+    │   ├── ImageTagAlreadyExistsError    (tag is immutable)
+    │   └── UploadOffsetMismatchError     (chunk does not start where the session ends)
+    ├── TooLargeError                     (a body over its size limit)
+    ├── AuthenticationError
+    └── AccessDeniedError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthenticationError",
+    "BlobUnknownError",
+    "ConflictError",
+    "DigestInvalidError",
+    "DigestMismatchError",
+    "ImageTagAlreadyExistsError",
+    "InvalidRequestError",
+    "ManifestBlobUnknownError",
+    "ManifestInvalidError",
+    "ManifestUnknownError",
+    "MoorageError",
+    "NameInvalidError",
+    "NotFoundError",
+    "PaginationInvalidError",
+    "RangeNotSatisfiableError",
+    "RepositoryAlreadyExistsError",
+    "RepositoryNotEmptyError",
+    "RepositoryNotFoundError",
+    "SizeInvalidError",
+    "TagInvalidError",
+    "TooLargeError",
+    "UnsupportedError",
+    "UploadInvalidError",
+    "UploadOffsetMismatchError",
+    "UploadUnknownError",
+]
+
+
+class MoorageError(Exception):
+    """Base of every domain error. `message` is safe to show to the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFoundError(MoorageError):
+    pass
+
+
+class RepositoryNotFoundError(NotFoundError):
+    def __init__(self, name: str, registry_id: str) -> None:
+        super().__init__(
+            f"The repository with name '{name}' does not exist in the registry with id '{registry_id}'"
+        )
+        self.name = name
+        self.registry_id = registry_id
+
+
+class ManifestUnknownError(NotFoundError):
+    def __init__(self, message: str, reference: str = "") -> None:
+        super().__init__(message)
+        self.reference = reference
+
+
+class BlobUnknownError(NotFoundError):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob unknown to registry: {digest}")
+        self.digest = digest
+
+
+class UploadUnknownError(NotFoundError):
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"blob upload unknown to registry: {upload_id}")
+        self.upload_id = upload_id
+
+
+class InvalidRequestError(MoorageError):
+    pass
+
+
+class NameInvalidError(InvalidRequestError):
+    pass
+
+
+class TagInvalidError(InvalidRequestError):
+    pass
+
+
+class DigestInvalidError(InvalidRequestError):
+    pass
+
+
+class DigestMismatchError(DigestInvalidError):
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"provided digest did not match uploaded content: expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class ManifestInvalidError(InvalidRequestError):
+    pass
+
+
+class ManifestBlobUnknownError(InvalidRequestError):
+    def __init__(self, digests: list[str]) -> None:
+        super().__init__("manifest references unknown blobs or manifests: " + ", ".join(digests))
+        self.digests = digests
+
+
+class SizeInvalidError(InvalidRequestError):
+    pass
+
+
+class UploadInvalidError(InvalidRequestError):
+    pass
+
+
+class RangeNotSatisfiableError(InvalidRequestError):
+    def __init__(self, size: int) -> None:
+        super().__init__("requested range not satisfiable")
+        self.size = size
+
+
+class PaginationInvalidError(InvalidRequestError):
+    pass
+
+
+class UnsupportedError(InvalidRequestError):
+    pass
+
+
+class ConflictError(MoorageError):
+    pass
+
+
+class RepositoryAlreadyExistsError(ConflictError):
+    def __init__(self, name: str, registry_id: str) -> None:
+        super().__init__(
+            f"The repository with name '{name}' already exists in the registry with id '{registry_id}'"
+        )
+        self.name = name
+        self.registry_id = registry_id
+
+
+class RepositoryNotEmptyError(ConflictError):
+    def __init__(self, name: str, registry_id: str) -> None:
+        super().__init__(
+            f"The repository with name '{name}' in registry with id '{registry_id}' cannot be deleted "
+            "because it still contains images"
+        )
+        self.name = name
+        self.registry_id = registry_id
+
+
+class ImageTagAlreadyExistsError(ConflictError):
+    def __init__(self, tag: str, name: str, registry_id: str) -> None:
+        super().__init__(
+            f"The image tag '{tag}' already exists in the '{name}' repository and cannot be overwritten "
+            "because the repository is immutable."
+        )
+        self.tag = tag
+        self.name = name
+        self.registry_id = registry_id
+
+
+class UploadOffsetMismatchError(ConflictError):
+    """A chunk did not start at the session's current end; `size` is how many bytes it holds."""
+
+    def __init__(self, upload_id: str, size: int) -> None:
+        super().__init__(f"upload {upload_id} holds {size} bytes; the chunk must start at byte {size}")
+        self.upload_id = upload_id
+        self.size = size
+
+
+class TooLargeError(MoorageError):
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class AuthenticationError(MoorageError):
+    pass
+
+
+class AccessDeniedError(MoorageError):
+    pass
