@@ -1,0 +1,146 @@
+"""Plain-ASGI plumbing shared by both wire front-ends: a small request view, bounded body
+reading, and responses (bytes, streamed chunks, or a file handed to the server's native sender).
+
+The hot paths (blob and manifest GET/HEAD, blob upload) run on this instead of a framework:
+no per-request routing tables, no middleware stack, the request body streamed straight through.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from moorage.errors import TooLargeError
+
+__all__ = ["Receive", "Request", "Scope", "Send", "send_bytes", "send_file", "send_stream"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = Iterable[tuple[str, str]]
+
+_FILE_CHUNK = 1024 * 1024
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away before the request body was complete."""
+
+
+class Request:
+    """A read-only view of one HTTP request scope plus its body stream."""
+
+    __slots__ = ("_headers", "_query", "method", "path", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self._headers: dict[str, list[str]] | None = None
+        self._query: dict[str, list[str]] | None = None
+
+    @property
+    def headers(self) -> dict[str, list[str]]:
+        if self._headers is None:
+            found: dict[str, list[str]] = {}
+            for key, value in self.scope["headers"]:
+                found.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+            self._headers = found
+        return self._headers
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name)
+        return values[-1] if values else None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        if self._query is None:
+            self._query = parse_qs(
+                self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+            )
+        return self._query
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    @property
+    def host(self) -> str | None:
+        return self.header("host")
+
+    async def stream(self, limit: int | None = None) -> AsyncIterator[bytes]:
+        """The request body, chunk by chunk as it arrives; TooLargeError past `limit` bytes."""
+        total = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnectedError
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                total += len(chunk)
+                if limit is not None and total > limit:
+                    raise TooLargeError("request body", limit)
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body (small bodies only: manifests, JSON); TooLargeError past `limit`."""
+        declared = self.header("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise TooLargeError("request body", limit)
+        parts = [chunk async for chunk in self.stream(limit)]
+        return b"".join(parts)
+
+
+def _raw_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def send_bytes(
+    send: Send, status: int, headers: Headers, body: bytes = b"", *, head: bool = False
+) -> None:
+    """A complete response. `head` sends the headers (with the body's Content-Length) only."""
+    raw = _raw_headers(headers)
+    if not any(k == b"content-length" for k, _ in raw):
+        raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def send_stream(send: Send, status: int, headers: Headers, chunks: AsyncIterator[bytes]) -> None:
+    """A response whose body comes from an async iterator (Content-Length set by the caller)."""
+    await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def send_file(
+    scope: Scope, send: Send, status: int, headers: Headers, path: Path, span: tuple[int, int] | None
+) -> None:
+    """Send a file, or the inclusive byte `span` of it. A whole file goes to the server's native
+    sender when it offers the ASGI `http.response.pathsend` extension."""
+    raw = _raw_headers(headers)
+    if span is None and "http.response.pathsend" in scope.get("extensions", {}):
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.pathsend", "path": str(path)})
+        return
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start, end = span if span is not None else (0, os.fstat(fd).st_size - 1)
+        position = start
+        while position <= end:
+            chunk = os.pread(fd, min(_FILE_CHUNK, end - position + 1), position)
+            if not chunk:
+                break
+            position += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        os.close(fd)
+    await send({"type": "http.response.body", "body": b""})

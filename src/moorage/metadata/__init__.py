@@ -1,0 +1,225 @@
+"""The MetadataStore protocol: the source of truth for everything but blob bytes.
+
+A `MetadataStore` hands out `Transaction`s. Each transaction groups typed sub-tables, so no
+single protocol grows to fifty methods:
+
+    Transaction
+    ├── repositories   create / get / list / update / delete
+    ├── images         put / get / get_by_tag / tags / set_tag / remove_tag / delete / referrers
+    ├── blobs          add / get / link / linked / unlink
+    ├── uploads        create / get / save / delete
+    ├── leases         acquire / release
+    └── kv             get / put
+
+Contract (checked by tests/contract/test_metadata_store.py against every backend):
+- A transaction opened with `write=True` is serialisable with every other write transaction
+  touching the same repository: `repositories.get(..., for_update=True)` locks the repository
+  row until the transaction ends, so tag moves and immutable-tag checks never race.
+- Leaving the `async with` block normally commits; an exception rolls everything back.
+- Read transactions (`write=False`) see a consistent snapshot and must not write.
+- Names are unique per registry; `create` of an existing name raises RepositoryAlreadyExistsError.
+- Deleting a repository deletes its manifests, tags, references, blob links and uploads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from moorage.model import (
+    BlobInfo,
+    Digest,
+    Image,
+    Page,
+    PageRequest,
+    RegistryRef,
+    Repository,
+    RepositoryName,
+    UploadSession,
+    UploadState,
+)
+
+__all__ = [
+    "BlobTable",
+    "ImageTable",
+    "KvTable",
+    "LeaseTable",
+    "ManifestRef",
+    "MetadataStore",
+    "RepositoryTable",
+    "Transaction",
+    "UploadTable",
+]
+
+# (child digest, kind) where kind is "blob" (config, layer) or "manifest" (index child)
+ManifestRef = tuple[Digest, str]
+
+
+class RepositoryTable(Protocol):
+    async def create(self, repo: Repository) -> Repository:
+        """Insert `repo` (its `id` is ignored); return it with its id. Raises RepositoryAlreadyExistsError."""
+        ...
+
+    async def get(
+        self, registry: RegistryRef, name: RepositoryName, *, for_update: bool = False
+    ) -> Repository | None:
+        """The repository, or None. `for_update` locks it until the write transaction ends."""
+        ...
+
+    async def list_page(
+        self, registry: RegistryRef, page: PageRequest, *, prefix: str | None = None
+    ) -> Page[Repository]:
+        """Repositories of one registry in name order, after `page.after`, at most `page.limit`."""
+        ...
+
+    async def update(self, repo: Repository) -> None:
+        """Store the settings fields of `repo` (by id)."""
+        ...
+
+    async def delete(self, repo_id: int) -> None:
+        """Delete the repository and everything scoped to it. Idempotent."""
+        ...
+
+
+class ImageTable(Protocol):
+    async def put(self, repo_id: int, image: Image, body: bytes, refs: Sequence[ManifestRef]) -> bool:
+        """Insert a manifest with its references; return False (and change nothing) if the
+        repository already holds that digest."""
+        ...
+
+    async def get(
+        self, repo_id: int, digest: Digest, *, with_body: bool = True, with_tags: bool = False
+    ) -> Image | None:
+        """The manifest (its tags filled in only when `with_tags`), or None."""
+        ...
+
+    async def get_by_tag(
+        self, repo_id: int, tag: str, *, with_body: bool = True, with_tags: bool = False
+    ) -> Image | None:
+        """The manifest a tag points at, or None."""
+        ...
+
+    async def list_page(self, repo_id: int, page: PageRequest) -> Page[Image]:
+        """Manifests of a repository in digest order, without bodies."""
+        ...
+
+    async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:
+        """Tag names in lexical order after `page.after`, at most `page.limit`."""
+        ...
+
+    async def set_tag(self, repo_id: int, tag: str, digest: Digest, now: datetime) -> Digest | None:
+        """Point `tag` at `digest` (which must be in the repository); return the previous digest."""
+        ...
+
+    async def remove_tag(self, repo_id: int, tag: str) -> Digest | None:
+        """Remove a tag; return the digest it pointed at, or None when there was no such tag."""
+        ...
+
+    async def delete(self, repo_id: int, digest: Digest) -> list[str]:
+        """Delete a manifest, its references and every tag pointing at it; return those tags.
+        Raises nothing when absent (returns [])."""
+        ...
+
+    async def referenced_by(self, repo_id: int, digest: Digest) -> list[Digest]:
+        """Manifests of the repository (indexes) that list `digest` as a child."""
+        ...
+
+    async def referrers(self, repo_id: int, subject: Digest) -> list[Image]:
+        """Manifests whose `subject` is `subject`, without bodies, in digest order."""
+        ...
+
+    async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
+        """Those of `digests` that are not manifests of the repository."""
+        ...
+
+
+class BlobTable(Protocol):
+    async def add(self, info: BlobInfo, now: datetime) -> None:
+        """Record that the blob store holds `info.digest` (idempotent)."""
+        ...
+
+    async def get(self, digest: Digest) -> BlobInfo | None:
+        """The committed blob, whichever repository links it, or None."""
+        ...
+
+    async def link(self, repo_id: int, digest: Digest, now: datetime) -> None:
+        """Make a committed blob available in a repository (idempotent)."""
+        ...
+
+    async def linked(self, repo_id: int, digest: Digest) -> BlobInfo | None:
+        """The blob when the repository links it, else None."""
+        ...
+
+    async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
+        """Those of `digests` the repository does not link."""
+        ...
+
+    async def unlink(self, repo_id: int, digest: Digest) -> bool:
+        """Remove the repository's link; False when there was none."""
+        ...
+
+
+class UploadTable(Protocol):
+    async def create(self, repo_id: int, state: UploadState, now: datetime) -> None:
+        """Record a new upload session in a repository."""
+        ...
+
+    async def get(self, registry: RegistryRef, name: RepositoryName, upload_id: str) -> UploadSession | None:
+        """The session if it exists in that repository, else None."""
+        ...
+
+    async def save(self, upload_id: str, state: UploadState, now: datetime, *, expected_size: int) -> bool:
+        """Store the new state only if the stored size is still `expected_size` (compare-and-set);
+        False when another request moved the session first or it is gone."""
+        ...
+
+    async def delete(self, upload_id: str) -> None:
+        """Forget the session. Idempotent."""
+        ...
+
+
+class LeaseTable(Protocol):
+    async def acquire(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
+        """Take or renew the named lease for `holder` unless another holder's lease is unexpired."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give the lease up if `holder` has it."""
+        ...
+
+
+class KvTable(Protocol):
+    async def get(self, name: str) -> str | None: ...
+
+    async def put(self, name: str, value: str) -> None: ...
+
+    async def put_if_absent(self, name: str, value: str) -> str:
+        """Store `value` unless a value exists; return the value that is stored afterwards."""
+        ...
+
+
+class Transaction(Protocol):
+    repositories: RepositoryTable
+    images: ImageTable
+    blobs: BlobTable
+    uploads: UploadTable
+    leases: LeaseTable
+    kv: KvTable
+
+
+class MetadataStore(Protocol):
+    def transaction(self, *, write: bool = False) -> AbstractAsyncContextManager[Transaction]:
+        """A transaction; commits on normal exit, rolls back on exception."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        ...
+
+    async def reset(self) -> None:
+        """Delete every repository and everything below it, and all uploads (test suites' reset)."""
+        ...
+
+    async def close(self) -> None: ...

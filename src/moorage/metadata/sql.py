@@ -1,0 +1,614 @@
+"""SqlMetadataStore: the MetadataStore on SQLAlchemy Core, for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+Dialect differences live in small named functions here:
+- `_engine_url`: plain `sqlite:///` / `postgresql://` URLs are mapped to the async drivers.
+- `_on_sqlite_connect` / `_on_sqlite_begin`: WAL, foreign keys, a busy timeout, and `BEGIN IMMEDIATE`
+  for write transactions, so SQLite writers queue on the database lock up front instead of
+  failing when a read lock cannot be upgraded.
+- `_insert_ignore`: `INSERT ... ON CONFLICT DO NOTHING` in either dialect.
+PostgreSQL serialises writers per repository with `SELECT ... FOR UPDATE` on the repository row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, Table, and_, delete, event, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
+
+from moorage.errors import RepositoryAlreadyExistsError
+from moorage.metadata import (
+    BlobTable,
+    ImageTable,
+    KvTable,
+    LeaseTable,
+    ManifestRef,
+    RepositoryTable,
+    Transaction,
+    UploadTable,
+)
+from moorage.metadata import tables as t
+from moorage.model import (
+    BlobInfo,
+    Digest,
+    Image,
+    Page,
+    PageRequest,
+    RegistryRef,
+    Repository,
+    RepositoryName,
+    UploadSession,
+    UploadState,
+)
+
+__all__ = ["SqlMetadataStore", "async_url"]
+
+_WRITE = "moorage_write"
+
+
+def async_url(url: str) -> str:
+    """Map a plain database URL to the SQLAlchemy async driver URL."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _dt_req(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _page(items: list[Any], limit: int | None, key: Any) -> Page[Any]:
+    if limit is not None and len(items) > limit:
+        items = items[:limit]
+        return Page(items, key(items[-1]) if items else None)
+    return Page(items, None)
+
+
+def _limit(stmt: Select[Any], page: PageRequest) -> Select[Any]:
+    return stmt if page.limit is None else stmt.limit(page.limit + 1)
+
+
+class _Base:
+    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
+        self._c = conn
+        self._dialect = dialect
+
+    def _insert_ignore(self, table: Table) -> Insert:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def _repository(row: Row[Any]) -> Repository:
+    m = row._mapping
+    return Repository(
+        registry=RegistryRef(m["account_id"], m["region"]),
+        name=RepositoryName(m["name"]),
+        created_at=_dt_req(m["created_at"]),
+        tag_mutability=m["tag_mutability"],
+        mutability_exclusions=tuple(json.loads(m["mutability_exclusions"])),
+        scan_on_push=bool(m["scan_on_push"]),
+        encryption_type=m["encryption_type"],
+        kms_key=m["kms_key"],
+        id=m["id"],
+    )
+
+
+class _Repositories(_Base):
+    async def create(self, repo: Repository) -> Repository:
+        values = {
+            "account_id": repo.registry.account_id,
+            "region": repo.registry.region,
+            "name": repo.name,
+            "created_at": _ts(repo.created_at),
+            **self._settings(repo),
+        }
+        try:
+            async with self._c.begin_nested():
+                result = await self._c.execute(t.repositories.insert().values(values))
+        except IntegrityError:
+            raise RepositoryAlreadyExistsError(repo.name, repo.registry.account_id) from None
+        (new_id,) = result.inserted_primary_key or (0,)
+        return Repository(
+            registry=repo.registry,
+            name=repo.name,
+            created_at=repo.created_at,
+            tag_mutability=repo.tag_mutability,
+            mutability_exclusions=repo.mutability_exclusions,
+            scan_on_push=repo.scan_on_push,
+            encryption_type=repo.encryption_type,
+            kms_key=repo.kms_key,
+            id=int(new_id),
+        )
+
+    @staticmethod
+    def _settings(repo: Repository) -> dict[str, Any]:
+        return {
+            "tag_mutability": repo.tag_mutability,
+            "mutability_exclusions": json.dumps(list(repo.mutability_exclusions)),
+            "scan_on_push": repo.scan_on_push,
+            "encryption_type": repo.encryption_type,
+            "kms_key": repo.kms_key,
+        }
+
+    async def get(
+        self, registry: RegistryRef, name: RepositoryName, *, for_update: bool = False
+    ) -> Repository | None:
+        r = t.repositories
+        stmt = select(r).where(
+            r.c.account_id == registry.account_id, r.c.region == registry.region, r.c.name == name
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._c.execute(stmt)).first()
+        return None if row is None else _repository(row)
+
+    async def list_page(
+        self, registry: RegistryRef, page: PageRequest, *, prefix: str | None = None
+    ) -> Page[Repository]:
+        r = t.repositories
+        stmt = select(r).where(r.c.account_id == registry.account_id, r.c.region == registry.region)
+        if page.after is not None:
+            stmt = stmt.where(r.c.name > page.after)
+        if prefix:
+            stmt = stmt.where(r.c.name >= prefix, r.c.name < prefix + "\U0010ffff")
+        rows = (await self._c.execute(_limit(stmt.order_by(r.c.name), page))).all()
+        return _page([_repository(row) for row in rows], page.limit, lambda repo: repo.name)
+
+    async def update(self, repo: Repository) -> None:
+        await self._c.execute(
+            update(t.repositories).where(t.repositories.c.id == repo.id).values(self._settings(repo))
+        )
+
+    async def delete(self, repo_id: int) -> None:
+        # Children first: SQLite enforces ON DELETE CASCADE only with foreign_keys=ON, and being
+        # explicit keeps the order obvious on every dialect.
+        for table in (t.uploads, t.tags, t.manifest_refs, t.manifests, t.repo_blobs):
+            await self._c.execute(delete(table).where(table.c.repo_id == repo_id))
+        await self._c.execute(delete(t.repositories).where(t.repositories.c.id == repo_id))
+
+
+_IMAGE_COLUMNS = (
+    t.manifests.c.repo_id,
+    t.manifests.c.digest,
+    t.manifests.c.media_type,
+    t.manifests.c.artifact_type,
+    t.manifests.c.config_media_type,
+    t.manifests.c.subject,
+    t.manifests.c.size,
+    t.manifests.c.image_size,
+    t.manifests.c.pushed_at,
+    t.manifests.c.last_pulled_at,
+)
+
+
+class _Images(_Base):
+    def __init__(
+        self, conn: AsyncConnection, dialect: str, repos: dict[int, tuple[RegistryRef, str]]
+    ) -> None:
+        super().__init__(conn, dialect)
+        self._repos = repos
+
+    async def _repo(self, repo_id: int) -> tuple[RegistryRef, str]:
+        known = self._repos.get(repo_id)
+        if known is None:
+            r = t.repositories
+            row = (
+                await self._c.execute(select(r.c.account_id, r.c.region, r.c.name).where(r.c.id == repo_id))
+            ).one()
+            known = (RegistryRef(row.account_id, row.region), row.name)
+            self._repos[repo_id] = known
+        return known
+
+    async def _image(self, row: Row[Any, *tuple[Any, ...]], *, with_body: bool, with_tags: bool) -> Image:
+        m = row._mapping
+        registry, name = await self._repo(m["repo_id"])
+        digest = Digest.parse(m["digest"])
+        tag_names: tuple[str, ...] = ()
+        if with_tags:
+            tg = t.tags
+            rows = await self._c.execute(
+                select(tg.c.name)
+                .where(tg.c.repo_id == m["repo_id"], tg.c.digest == m["digest"])
+                .order_by(tg.c.name)
+            )
+            tag_names = tuple(r[0] for r in rows)
+        return Image(
+            registry=registry,
+            repository=RepositoryName(name),
+            digest=digest,
+            media_type=m["media_type"],
+            size=m["size"],
+            pushed_at=_dt_req(m["pushed_at"]),
+            tags=tag_names,
+            artifact_type=m["artifact_type"],
+            subject=Digest.parse(m["subject"]) if m["subject"] else None,
+            config_media_type=m["config_media_type"],
+            image_size=m["image_size"],
+            last_pulled_at=_dt(m["last_pulled_at"]),
+            body=bytes(m["body"]) if with_body else None,
+        )
+
+    def _columns(self, with_body: bool) -> tuple[Any, ...]:
+        return (*_IMAGE_COLUMNS, t.manifests.c.body) if with_body else _IMAGE_COLUMNS
+
+    async def put(self, repo_id: int, image: Image, body: bytes, refs: Sequence[ManifestRef]) -> bool:
+        m = t.manifests
+        stmt = self._insert_ignore(m).values(
+            repo_id=repo_id,
+            digest=str(image.digest),
+            media_type=image.media_type,
+            artifact_type=image.artifact_type,
+            config_media_type=image.config_media_type,
+            subject=str(image.subject) if image.subject else None,
+            size=len(body),
+            image_size=image.image_size,
+            body=body,
+            pushed_at=_ts(image.pushed_at),
+        )
+        result = await self._c.execute(stmt)
+        if result.rowcount != 1:
+            return False
+        unique = {str(child): kind for child, kind in refs}
+        if unique:
+            await self._c.execute(
+                t.manifest_refs.insert(),
+                [
+                    {"repo_id": repo_id, "parent": str(image.digest), "child": child, "kind": kind}
+                    for child, kind in unique.items()
+                ],
+            )
+        return True
+
+    async def get(
+        self, repo_id: int, digest: Digest, *, with_body: bool = True, with_tags: bool = False
+    ) -> Image | None:
+        m = t.manifests
+        stmt = select(*self._columns(with_body)).where(m.c.repo_id == repo_id, m.c.digest == str(digest))
+        row = (await self._c.execute(stmt)).first()
+        return None if row is None else await self._image(row, with_body=with_body, with_tags=with_tags)
+
+    async def get_by_tag(
+        self, repo_id: int, tag: str, *, with_body: bool = True, with_tags: bool = False
+    ) -> Image | None:
+        m, tg = t.manifests, t.tags
+        stmt = (
+            select(*self._columns(with_body))
+            .select_from(tg.join(m, and_(m.c.repo_id == tg.c.repo_id, m.c.digest == tg.c.digest)))
+            .where(tg.c.repo_id == repo_id, tg.c.name == tag)
+        )
+        row = (await self._c.execute(stmt)).first()
+        return None if row is None else await self._image(row, with_body=with_body, with_tags=with_tags)
+
+    async def list_page(self, repo_id: int, page: PageRequest) -> Page[Image]:
+        m = t.manifests
+        stmt = select(*_IMAGE_COLUMNS).where(m.c.repo_id == repo_id)
+        if page.after is not None:
+            stmt = stmt.where(m.c.digest > page.after)
+        rows = (await self._c.execute(_limit(stmt.order_by(m.c.digest), page))).all()
+        images = [await self._image(row, with_body=False, with_tags=True) for row in rows]
+        return _page(images, page.limit, lambda image: str(image.digest))
+
+    async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:
+        tg = t.tags
+        stmt = select(tg.c.name).where(tg.c.repo_id == repo_id)
+        if page.after is not None:
+            stmt = stmt.where(tg.c.name > page.after)
+        rows = (await self._c.execute(_limit(stmt.order_by(tg.c.name), page))).all()
+        return _page([row[0] for row in rows], page.limit, lambda name: name)
+
+    async def set_tag(self, repo_id: int, tag: str, digest: Digest, now: datetime) -> Digest | None:
+        tg = t.tags
+        previous = (
+            await self._c.execute(select(tg.c.digest).where(tg.c.repo_id == repo_id, tg.c.name == tag))
+        ).scalar()
+        if previous is None:
+            await self._c.execute(
+                tg.insert().values(repo_id=repo_id, name=tag, digest=str(digest), updated_at=_ts(now))
+            )
+            return None
+        if previous != str(digest):
+            await self._c.execute(
+                update(tg)
+                .where(tg.c.repo_id == repo_id, tg.c.name == tag)
+                .values(digest=str(digest), updated_at=_ts(now))
+            )
+        return Digest.parse(previous)
+
+    async def remove_tag(self, repo_id: int, tag: str) -> Digest | None:
+        tg = t.tags
+        previous = (
+            await self._c.execute(select(tg.c.digest).where(tg.c.repo_id == repo_id, tg.c.name == tag))
+        ).scalar()
+        if previous is None:
+            return None
+        await self._c.execute(delete(tg).where(tg.c.repo_id == repo_id, tg.c.name == tag))
+        return Digest.parse(previous)
+
+    async def delete(self, repo_id: int, digest: Digest) -> list[str]:
+        tg, m, refs = t.tags, t.manifests, t.manifest_refs
+        names = [
+            row[0]
+            for row in await self._c.execute(
+                select(tg.c.name)
+                .where(tg.c.repo_id == repo_id, tg.c.digest == str(digest))
+                .order_by(tg.c.name)
+            )
+        ]
+        await self._c.execute(delete(tg).where(tg.c.repo_id == repo_id, tg.c.digest == str(digest)))
+        await self._c.execute(delete(refs).where(refs.c.repo_id == repo_id, refs.c.parent == str(digest)))
+        await self._c.execute(delete(m).where(m.c.repo_id == repo_id, m.c.digest == str(digest)))
+        return names
+
+    async def referenced_by(self, repo_id: int, digest: Digest) -> list[Digest]:
+        refs = t.manifest_refs
+        stmt = (
+            select(refs.c.parent)
+            .where(refs.c.repo_id == repo_id, refs.c.child == str(digest), refs.c.kind == "manifest")
+            .order_by(refs.c.parent)
+        )
+        return [Digest.parse(row[0]) for row in await self._c.execute(stmt)]
+
+    async def referrers(self, repo_id: int, subject: Digest) -> list[Image]:
+        m = t.manifests
+        stmt = (
+            select(*_IMAGE_COLUMNS)
+            .where(m.c.repo_id == repo_id, m.c.subject == str(subject))
+            .order_by(m.c.digest)
+        )
+        rows = (await self._c.execute(stmt)).all()
+        return [await self._image(row, with_body=False, with_tags=False) for row in rows]
+
+    async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
+        if not digests:
+            return []
+        m = t.manifests
+        wanted = {str(d) for d in digests}
+        found = {
+            row[0]
+            for row in await self._c.execute(
+                select(m.c.digest).where(m.c.repo_id == repo_id, m.c.digest.in_(sorted(wanted)))
+            )
+        }
+        return [d for d in digests if str(d) not in found]
+
+
+class _Blobs(_Base):
+    async def add(self, info: BlobInfo, now: datetime) -> None:
+        await self._c.execute(
+            self._insert_ignore(t.blobs).values(digest=str(info.digest), size=info.size, created_at=_ts(now))
+        )
+
+    async def get(self, digest: Digest) -> BlobInfo | None:
+        size = (await self._c.execute(select(t.blobs.c.size).where(t.blobs.c.digest == str(digest)))).scalar()
+        return None if size is None else BlobInfo(digest, int(size))
+
+    async def link(self, repo_id: int, digest: Digest, now: datetime) -> None:
+        await self._c.execute(
+            self._insert_ignore(t.repo_blobs).values(repo_id=repo_id, digest=str(digest), linked_at=_ts(now))
+        )
+
+    async def linked(self, repo_id: int, digest: Digest) -> BlobInfo | None:
+        b, rb = t.blobs, t.repo_blobs
+        stmt = (
+            select(b.c.size)
+            .select_from(rb.join(b, b.c.digest == rb.c.digest))
+            .where(rb.c.repo_id == repo_id, rb.c.digest == str(digest))
+        )
+        size = (await self._c.execute(stmt)).scalar()
+        return None if size is None else BlobInfo(digest, int(size))
+
+    async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
+        if not digests:
+            return []
+        rb, b = t.repo_blobs, t.blobs
+        wanted = sorted({str(d) for d in digests})
+        stmt = (
+            select(rb.c.digest)
+            .select_from(rb.join(b, b.c.digest == rb.c.digest))
+            .where(rb.c.repo_id == repo_id, rb.c.digest.in_(wanted))
+        )
+        found = {row[0] for row in await self._c.execute(stmt)}
+        return [d for d in digests if str(d) not in found]
+
+    async def unlink(self, repo_id: int, digest: Digest) -> bool:
+        rb = t.repo_blobs
+        result = await self._c.execute(delete(rb).where(rb.c.repo_id == repo_id, rb.c.digest == str(digest)))
+        return result.rowcount > 0
+
+
+class _Uploads(_Base):
+    async def create(self, repo_id: int, state: UploadState, now: datetime) -> None:
+        await self._c.execute(
+            t.uploads.insert().values(
+                id=state.upload_id,
+                repo_id=repo_id,
+                size=state.size,
+                backend_state=json.dumps(dict(state.backend)),
+                created_at=_ts(now),
+                updated_at=_ts(now),
+            )
+        )
+
+    async def get(self, registry: RegistryRef, name: RepositoryName, upload_id: str) -> UploadSession | None:
+        u, r = t.uploads, t.repositories
+        stmt = (
+            select(u)
+            .select_from(u.join(r, r.c.id == u.c.repo_id))
+            .where(
+                u.c.id == upload_id,
+                r.c.account_id == registry.account_id,
+                r.c.region == registry.region,
+                r.c.name == name,
+            )
+        )
+        row = (await self._c.execute(stmt)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return UploadSession(
+            registry=registry,
+            repository=name,
+            upload_id=m["id"],
+            state=UploadState(m["id"], int(m["size"]), json.loads(m["backend_state"])),
+            created_at=_dt_req(m["created_at"]),
+            updated_at=_dt_req(m["updated_at"]),
+        )
+
+    async def save(self, upload_id: str, state: UploadState, now: datetime, *, expected_size: int) -> bool:
+        u = t.uploads
+        result = await self._c.execute(
+            update(u)
+            .where(u.c.id == upload_id, u.c.size == expected_size)
+            .values(size=state.size, backend_state=json.dumps(dict(state.backend)), updated_at=_ts(now))
+        )
+        return result.rowcount == 1
+
+    async def delete(self, upload_id: str) -> None:
+        await self._c.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+
+
+class _Leases(_Base):
+    async def acquire(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
+        ls = t.leases
+        expires = _ts(now) + ttl_seconds
+        inserted = await self._c.execute(
+            self._insert_ignore(ls).values(name=name, holder=holder, expires_at=expires)
+        )
+        if inserted.rowcount == 1:
+            return True
+        result = await self._c.execute(
+            update(ls)
+            .where(ls.c.name == name, or_(ls.c.holder == holder, ls.c.expires_at < _ts(now)))
+            .values(holder=holder, expires_at=expires)
+        )
+        return result.rowcount == 1
+
+    async def release(self, name: str, holder: str) -> None:
+        await self._c.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
+
+
+class _Kv(_Base):
+    async def get(self, name: str) -> str | None:
+        value = (await self._c.execute(select(t.kv.c.value).where(t.kv.c.name == name))).scalar()
+        return None if value is None else str(value)
+
+    async def put(self, name: str, value: str) -> None:
+        if self._dialect == "postgresql":
+            pg = postgresql.insert(t.kv).values(name=name, value=value)
+            await self._c.execute(pg.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
+        else:
+            lite = sqlite.insert(t.kv).values(name=name, value=value)
+            await self._c.execute(lite.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
+
+    async def put_if_absent(self, name: str, value: str) -> str:
+        await self._c.execute(self._insert_ignore(t.kv).values(name=name, value=value))
+        stored = await self.get(name)
+        assert stored is not None
+        return stored
+
+
+class _SqlTransaction:
+    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
+        self.repositories: RepositoryTable = _Repositories(conn, dialect)
+        self.images: ImageTable = _Images(conn, dialect, {})
+        self.blobs: BlobTable = _Blobs(conn, dialect)
+        self.uploads: UploadTable = _Uploads(conn, dialect)
+        self.leases: LeaseTable = _Leases(conn, dialect)
+        self.kv: KvTable = _Kv(conn, dialect)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the driver so that `_on_sqlite_begin` decides the BEGIN kind.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _on_sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+class SqlMetadataStore:
+    """MetadataStore on one SQLAlchemy async engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str) -> SqlMetadataStore:
+        """Connect to a plain `sqlite:///path` or `postgresql://` URL (the schema must be migrated)."""
+        full = async_url(url)
+        if full.startswith("sqlite"):
+            path = full.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(full, pool_size=8, max_overflow=16)
+            event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+        else:
+            engine = create_async_engine(full, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = False) -> AsyncIterator[Transaction]:
+        async with self._engine.connect() as conn:
+            if write:
+                conn = await conn.execution_options(**{_WRITE: True})
+            elif self._dialect == "postgresql":
+                # READ COMMITTED would give every statement a new snapshot; the contract promises
+                # read transactions one consistent snapshot (as SQLite's WAL readers get).
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield _SqlTransaction(conn, self._dialect)
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(select(func.count()).select_from(t.kv))
+
+    async def reset(self) -> None:
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                for table in (
+                    t.uploads,
+                    t.tags,
+                    t.manifest_refs,
+                    t.manifests,
+                    t.repo_blobs,
+                    t.repositories,
+                    t.blobs,
+                ):
+                    await conn.execute(delete(table))
+
+    async def close(self) -> None:
+        await self._engine.dispose()

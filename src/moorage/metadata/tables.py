@@ -1,0 +1,155 @@
+"""The metadata schema, in one place (SQLAlchemy Core). Alembic migrations are written against it.
+
+    repositories ─┬─< manifests ─< manifest_refs      (a manifest's blobs and child manifests)
+                  ├─< tags                             (tag → manifest digest, per repository)
+                  ├─< repo_blobs >── blobs             (which committed blobs a repository may use)
+                  └─< uploads                          (upload sessions in progress)
+    leases                                             (background-job leases)
+    kv                                                 (small named values: signing keys, clock offset)
+
+Every repository belongs to one registry `(account_id, region)`; everything below a repository
+is scoped through `repo_id`. `blobs` is the one global content-addressed namespace: a row
+means the bytes are committed in the blob store. Times are epoch seconds (float, UTC).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "blobs",
+    "kv",
+    "leases",
+    "manifest_refs",
+    "manifests",
+    "metadata",
+    "repo_blobs",
+    "repositories",
+    "tags",
+    "uploads",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+DIGEST = String(200)
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("tag_mutability", String(40), nullable=False, server_default="MUTABLE"),
+    Column("mutability_exclusions", Text, nullable=False, server_default="[]"),
+    Column("scan_on_push", Boolean, nullable=False, server_default="0"),
+    Column("encryption_type", String(16), nullable=False, server_default="AES256"),
+    Column("kms_key", String(2048), nullable=True),
+    UniqueConstraint("account_id", "region", "name", name="uq_repositories_registry_name"),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", DIGEST, primary_key=True),
+    Column("media_type", String(255), nullable=False),
+    Column("artifact_type", String(255), nullable=True),
+    Column("config_media_type", String(255), nullable=True),
+    Column("subject", DIGEST, nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("image_size", BigInteger, nullable=False, server_default="0"),
+    Column("body", LargeBinary, nullable=False),
+    Column("pushed_at", Float, nullable=False),
+    Column("last_pulled_at", Float, nullable=True),
+    Column("storage_class", String(16), nullable=False, server_default="STANDARD"),
+    Index("ix_manifests_subject", "repo_id", "subject"),
+)
+
+manifest_refs = Table(
+    "manifest_refs",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("parent", DIGEST, primary_key=True),
+    Column("child", DIGEST, primary_key=True),
+    # "blob" for config/layers, "manifest" for the children of an index
+    Column("kind", String(8), nullable=False),
+    Index("ix_manifest_refs_child", "child"),
+    Index("ix_manifest_refs_repo_child", "repo_id", "child"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(300), primary_key=True),
+    Column("digest", DIGEST, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_tags_repo_digest", "repo_id", "digest"),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+repo_blobs = Table(
+    "repo_blobs",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", DIGEST, primary_key=True),
+    Column("linked_at", Float, nullable=False),
+    Index("ix_repo_blobs_digest", "digest"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("backend_state", Text, nullable=False, server_default="{}"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_uploads_updated_at", "updated_at"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+kv = Table(
+    "kv",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+)

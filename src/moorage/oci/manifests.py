@@ -1,0 +1,133 @@
+"""Manifest, tag-listing, catalog and referrers endpoints of the registry API.
+
+HEAD/GET/PUT/DELETE  /v2/<name>/manifests/<tag|digest>
+GET                  /v2/<name>/tags/list?n=&last=
+GET                  /v2/_catalog?n=&last=
+GET                  /v2/<name>/referrers/<digest>?artifactType=
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from moorage import manifests as mf
+from moorage.errors import PaginationInvalidError
+from moorage.model import Digest, Image, Page, PageRequest
+from moorage.oci import Handler, Kind, OciContext
+
+__all__ = ["HANDLERS"]
+
+MAX_PAGE = 10_000
+
+
+def _manifest_headers(image: Image) -> list[tuple[str, str]]:
+    return [
+        ("content-type", image.media_type),
+        ("docker-content-digest", str(image.digest)),
+        ("etag", f'"{image.digest}"'),
+        ("content-length", str(image.size)),
+    ]
+
+
+async def get_manifest(ctx: OciContext) -> None:
+    head = ctx.request.method == "HEAD"
+    image = await ctx.registry.get_manifest(ctx.registry_ref, ctx.name, ctx.reference, with_body=not head)
+    await ctx.reply(200, _manifest_headers(image), image.body or b"")
+
+
+async def put_manifest(ctx: OciContext) -> None:
+    reference = ctx.reference
+    body = await ctx.request.read(ctx.registry.limits.max_manifest_bytes)
+    is_digest = Digest.looks_like(reference)
+    result = await ctx.registry.put_manifest(
+        ctx.registry_ref,
+        ctx.name,
+        body,
+        ctx.request.header("content-type"),
+        tag=None if is_digest else reference,
+        digest=Digest.parse(reference) if is_digest else None,
+    )
+    image = result.image
+    headers = [
+        ("location", f"/v2/{ctx.name}/manifests/{image.digest}"),
+        ("docker-content-digest", str(image.digest)),
+    ]
+    if image.subject is not None:
+        headers.append(("oci-subject", str(image.subject)))
+    await ctx.reply(201, headers)
+
+
+async def delete_manifest(ctx: OciContext) -> None:
+    await ctx.registry.delete_manifest(ctx.registry_ref, ctx.name, ctx.reference)
+    await ctx.reply(202)
+
+
+def _page_request(ctx: OciContext) -> PageRequest:
+    raw = ctx.request.param("n")
+    limit = None
+    if raw is not None and raw != "":
+        if not raw.isdigit():
+            raise PaginationInvalidError(f"invalid page size n={raw[:20]!r}")
+        limit = min(int(raw), MAX_PAGE)
+    last = ctx.request.param("last")
+    return PageRequest(limit=limit, after=last or None)
+
+
+def _link(path: str, page: Page[str], request: PageRequest) -> list[tuple[str, str]]:
+    if page.next_after is None or request.limit is None:
+        return []
+    return [("link", f'<{path}?n={request.limit}&last={quote(page.next_after, safe="")}>; rel="next"')]
+
+
+async def list_tags(ctx: OciContext) -> None:
+    request = _page_request(ctx)
+    if request.limit == 0:
+        await ctx.registry.get_repository(ctx.registry_ref, ctx.name)
+        await ctx.reply_json(200, {"name": ctx.name, "tags": []})
+        return
+    page = await ctx.registry.list_tags(ctx.registry_ref, ctx.name, request)
+    links = _link(f"/v2/{ctx.name}/tags/list", page, request)
+    await ctx.reply_json(200, {"name": ctx.name, "tags": list(page.items)}, links)
+
+
+async def catalog(ctx: OciContext) -> None:
+    request = _page_request(ctx)
+    if request.limit == 0:
+        await ctx.reply_json(200, {"repositories": []})
+        return
+    page = await ctx.registry.catalog(ctx.registry_ref, request)
+    await ctx.reply_json(200, {"repositories": list(page.items)}, _link("/v2/_catalog", page, request))
+
+
+def _descriptor(image: Image) -> dict[str, Any]:
+    out: dict[str, Any] = {"mediaType": image.media_type, "digest": str(image.digest), "size": image.size}
+    if image.artifact_type:
+        out["artifactType"] = image.artifact_type
+    if image.body is not None:
+        annotations = mf.parse(image.body, image.media_type).annotations
+        if annotations:
+            out["annotations"] = dict(annotations)
+    return out
+
+
+async def referrers(ctx: OciContext) -> None:
+    subject = Digest.parse(ctx.reference)
+    artifact_type = ctx.request.param("artifactType") or None
+    found = await ctx.registry.referrers(ctx.registry_ref, ctx.name, subject, artifact_type)
+    index = {"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [_descriptor(i) for i in found]}
+    headers = [("oci-filters-applied", "artifactType")] if artifact_type else []
+    body = json.dumps(index, separators=(",", ":")).encode()
+    await ctx.reply(200, [("content-type", mf.OCI_INDEX), *headers], body)
+
+
+HANDLERS: dict[tuple[Kind, str], Handler] = {
+    ("manifest", "GET"): get_manifest,
+    ("manifest", "HEAD"): get_manifest,
+    ("manifest", "PUT"): put_manifest,
+    ("manifest", "DELETE"): delete_manifest,
+    ("tags", "GET"): list_tags,
+    ("catalog", "GET"): catalog,
+    ("referrers", "GET"): referrers,
+}

@@ -1,0 +1,349 @@
+"""The Registry service: repositories, manifests (images), tags and blob access.
+
+Both front-ends call this; neither touches storage or SQL. Every method takes the registry
+(`RegistryRef`) it acts on first. Manifest bytes are stored exactly as received, so every face
+serves the bytes that were pushed (conversion on pull by tag is the only exception, and only
+when the client does not accept the stored type).
+
+A manifest PUT is one write transaction: lock the repository row, check that every referenced
+blob is linked and every child manifest present, check tag mutability, insert the manifest and
+its references, move the tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from moorage import manifests as mf
+from moorage.clock import Clock
+from moorage.errors import (
+    BlobUnknownError,
+    DigestInvalidError,
+    ImageTagAlreadyExistsError,
+    ManifestBlobUnknownError,
+    ManifestInvalidError,
+    ManifestUnknownError,
+    RangeNotSatisfiableError,
+    RepositoryNotEmptyError,
+    RepositoryNotFoundError,
+    TooLargeError,
+)
+from moorage.metadata import ManifestRef, MetadataStore, Transaction
+from moorage.model import (
+    BlobInfo,
+    ByteRange,
+    Digest,
+    Image,
+    Page,
+    PageRequest,
+    RegistryRef,
+    Repository,
+    RepositoryName,
+    parse_tag,
+)
+from moorage.storage import BlobStore
+
+__all__ = ["BlobStream", "Limits", "ManifestPut", "Registry", "tag_is_immutable"]
+
+IMAGE_NOT_FOUND = "Requested image not found"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_blob_bytes: int = 64 * 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStream:
+    """An opened blob: the whole blob's info, the inclusive range to send (None: all of it), and
+    either a local file path or an async byte iterator."""
+
+    info: BlobInfo
+    span: tuple[int, int] | None
+    path: Path | None
+    chunks: AsyncIterator[bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestPut:
+    image: Image
+    created: bool
+
+
+@lru_cache(maxsize=1024)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+
+
+def tag_is_immutable(repo: Repository, tag: str) -> bool:
+    """Whether `tag` may not be moved in `repo` (ECR's four mutability modes with wildcard filters)."""
+    matched = any(_wildcard(f).fullmatch(tag) for f in repo.mutability_exclusions)
+    mode = repo.tag_mutability
+    if mode == "IMMUTABLE":
+        return True
+    if mode == "IMMUTABLE_WITH_EXCLUSION":
+        return not matched
+    if mode == "MUTABLE_WITH_EXCLUSION":
+        return matched
+    return False
+
+
+class Registry:
+    def __init__(
+        self,
+        metadata: MetadataStore,
+        blobs: BlobStore,
+        *,
+        clock: Clock,
+        limits: Limits,
+        create_on_push: bool = True,
+    ) -> None:
+        self._metadata = metadata
+        self._blobs = blobs
+        self._clock = clock
+        self.limits = limits
+        self._create_on_push = create_on_push
+
+    # -- repositories ------------------------------------------------------------------------
+
+    async def _repo(self, tx: Transaction, registry: RegistryRef, name: RepositoryName) -> Repository:
+        repo = await tx.repositories.get(registry, name)
+        if repo is None:
+            raise RepositoryNotFoundError(name, registry.account_id)
+        return repo
+
+    async def _repo_for_push(
+        self, tx: Transaction, registry: RegistryRef, name: RepositoryName
+    ) -> Repository:
+        """The repository locked for a write; created here when repositories are created on push."""
+        repo = await tx.repositories.get(registry, name, for_update=True)
+        if repo is None:
+            if not self._create_on_push:
+                raise RepositoryNotFoundError(name, registry.account_id)
+            repo = await tx.repositories.create(Repository(registry, name, created_at=self._clock.now()))
+        return repo
+
+    async def get_repository(self, registry: RegistryRef, name: RepositoryName) -> Repository:
+        async with self._metadata.transaction() as tx:
+            return await self._repo(tx, registry, name)
+
+    async def repository_for_push(self, registry: RegistryRef, name: RepositoryName) -> Repository:
+        """The repository a push goes to (created on first push when so configured)."""
+        async with self._metadata.transaction() as tx:
+            repo = await tx.repositories.get(registry, name)
+        if repo is not None:
+            return repo
+        async with self._metadata.transaction(write=True) as tx:
+            return await self._repo_for_push(tx, registry, name)
+
+    async def create_repository(self, repo: Repository) -> Repository:
+        async with self._metadata.transaction(write=True) as tx:
+            return await tx.repositories.create(repo)
+
+    async def delete_repository(
+        self, registry: RegistryRef, name: RepositoryName, *, force: bool
+    ) -> Repository:
+        async with self._metadata.transaction(write=True) as tx:
+            repo = await tx.repositories.get(registry, name, for_update=True)
+            if repo is None:
+                raise RepositoryNotFoundError(name, registry.account_id)
+            if not force and (await tx.images.list_page(repo.id, PageRequest(limit=1))).items:
+                raise RepositoryNotEmptyError(name, registry.account_id)
+            await tx.repositories.delete(repo.id)
+            return repo
+
+    async def catalog(self, registry: RegistryRef, page: PageRequest) -> Page[str]:
+        async with self._metadata.transaction() as tx:
+            repos = await tx.repositories.list_page(registry, page)
+        return Page([r.name for r in repos.items], repos.next_after)
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    async def put_manifest(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        body: bytes,
+        content_type: str | None,
+        *,
+        tag: str | None = None,
+        digest: Digest | None = None,
+    ) -> ManifestPut:
+        """Store a manifest, optionally tagging it. `digest`, when given, must be the body's digest.
+
+        Raises ManifestInvalidError / UnsupportedError (bad document), DigestInvalidError,
+        TagInvalidError, TooLargeError, ManifestBlobUnknownError, ImageTagAlreadyExistsError,
+        RepositoryNotFoundError.
+        """
+        if len(body) > self.limits.max_manifest_bytes:
+            raise TooLargeError("manifest", self.limits.max_manifest_bytes)
+        if tag is not None:
+            parse_tag(tag)
+        actual = Digest("sha256", hashlib.sha256(body).hexdigest())
+        if digest is not None and digest != actual:
+            if digest.algorithm != "sha256":
+                actual = Digest(digest.algorithm, hashlib.new(digest.algorithm, body).hexdigest())
+            if digest != actual:
+                raise DigestInvalidError(f"manifest digest {actual} does not match {digest}")
+        parsed = mf.parse(body, content_type)
+        refs: list[ManifestRef] = [(d, "blob") for d in parsed.blob_references]
+        refs += [(d, "manifest") for d in parsed.manifest_references]
+        now = self._clock.now()
+        async with self._metadata.transaction(write=True) as tx:
+            repo = await self._repo_for_push(tx, registry, name)
+            missing = await tx.blobs.missing(repo.id, parsed.blob_references)
+            missing += await tx.images.missing(repo.id, parsed.manifest_references)
+            if missing:
+                raise ManifestBlobUnknownError([str(d) for d in missing])
+            if tag is not None and tag_is_immutable(repo, tag):
+                current = await tx.images.get_by_tag(repo.id, tag, with_body=False)
+                if current is not None:
+                    raise ImageTagAlreadyExistsError(tag, name, registry.account_id)
+            image = Image(
+                registry=registry,
+                repository=name,
+                digest=actual,
+                media_type=parsed.media_type,
+                size=len(body),
+                pushed_at=now,
+                artifact_type=parsed.artifact_type,
+                subject=parsed.subject.digest if parsed.subject else None,
+                config_media_type=parsed.config.media_type if parsed.config else None,
+                image_size=await self._image_size(tx, repo.id, parsed),
+            )
+            created = await tx.images.put(repo.id, image, body, refs)
+            if tag is not None:
+                await tx.images.set_tag(repo.id, tag, actual, now)
+        tags = (tag,) if tag is not None else ()
+        return ManifestPut(replace(image, tags=tags, body=body), created)
+
+    async def _image_size(self, tx: Transaction, repo_id: int, parsed: mf.ParsedManifest) -> int:
+        if not parsed.manifest_references:
+            return parsed.image_size
+        # ECR reports the largest child's size for a manifest list / index.
+        sizes = [0]
+        for child in parsed.manifest_references:
+            image = await tx.images.get(repo_id, child, with_body=False)
+            if image is not None:
+                sizes.append(image.image_size)
+        return max(sizes)
+
+    async def get_manifest(
+        self, registry: RegistryRef, name: RepositoryName, reference: str, *, with_body: bool = True
+    ) -> Image:
+        """The manifest named by a tag or a digest. Raises RepositoryNotFoundError,
+        ManifestUnknownError, DigestInvalidError / TagInvalidError for a malformed reference."""
+        async with self._metadata.transaction() as tx:
+            repo = await self._repo(tx, registry, name)
+            if Digest.looks_like(reference):
+                image = await tx.images.get(repo.id, Digest.parse(reference), with_body=with_body)
+            else:
+                image = await tx.images.get_by_tag(repo.id, parse_tag(reference), with_body=with_body)
+        if image is None:
+            raise ManifestUnknownError(IMAGE_NOT_FOUND, reference)
+        return image
+
+    async def delete_manifest(self, registry: RegistryRef, name: RepositoryName, reference: str) -> None:
+        """Delete by digest (the image and all its tags) or by tag (that tag only).
+
+        An image that an index in the repository still lists cannot be deleted
+        (ManifestInvalidError, ECR's ImageReferencedByManifestList)."""
+        async with self._metadata.transaction(write=True) as tx:
+            repo = await tx.repositories.get(registry, name, for_update=True)
+            if repo is None:
+                raise RepositoryNotFoundError(name, registry.account_id)
+            if not Digest.looks_like(reference):
+                if await tx.images.remove_tag(repo.id, parse_tag(reference)) is None:
+                    raise ManifestUnknownError(IMAGE_NOT_FOUND, reference)
+                return
+            digest = Digest.parse(reference)
+            if await tx.images.get(repo.id, digest, with_body=False) is None:
+                raise ManifestUnknownError(IMAGE_NOT_FOUND, reference)
+            parents = await tx.images.referenced_by(repo.id, digest)
+            if parents:
+                raise ManifestInvalidError(
+                    f"image {digest} is referenced by the index {parents[0]}; delete that first"
+                )
+            await tx.images.delete(repo.id, digest)
+
+    async def list_tags(self, registry: RegistryRef, name: RepositoryName, page: PageRequest) -> Page[str]:
+        async with self._metadata.transaction() as tx:
+            repo = await self._repo(tx, registry, name)
+            return await tx.images.tags(repo.id, page)
+
+    async def referrers(
+        self, registry: RegistryRef, name: RepositoryName, subject: Digest, artifact_type: str | None = None
+    ) -> list[Image]:
+        """Manifests whose `subject` is `subject` (bodies included, for their annotations),
+        optionally only those of one artifact type."""
+        async with self._metadata.transaction() as tx:
+            repo = await self._repo(tx, registry, name)
+            found = await tx.images.referrers(repo.id, subject)
+            if artifact_type is not None:
+                found = [i for i in found if i.artifact_type == artifact_type]
+            bodies = [await tx.images.get(repo.id, i.digest) for i in found]
+        return [b for b in bodies if b is not None]
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    async def stat_blob(self, registry: RegistryRef, name: RepositoryName, digest: Digest) -> BlobInfo:
+        """The blob's size when the repository links it. Raises RepositoryNotFoundError, BlobUnknownError."""
+        async with self._metadata.transaction() as tx:
+            repo = await self._repo(tx, registry, name)
+            info = await tx.blobs.linked(repo.id, digest)
+        if info is None:
+            raise BlobUnknownError(str(digest))
+        return info
+
+    async def open_blob(
+        self, registry: RegistryRef, name: RepositoryName, digest: Digest, byte_range: ByteRange | None = None
+    ) -> BlobStream:
+        """Open a linked blob for reading, optionally a byte range of it.
+        Raises BlobUnknownError, RangeNotSatisfiableError."""
+        info = await self.stat_blob(registry, name, digest)
+        span = None
+        if byte_range is not None:
+            span = byte_range.resolve(info.size)
+            if span is None:
+                raise RangeNotSatisfiableError(info.size)
+        path = self._blobs.local_path(digest)
+        if path is not None:
+            return BlobStream(info, span, path, None)
+        chunks = self._blobs.read(digest, ByteRange(*span) if span else None)
+        return BlobStream(info, span, None, chunks)
+
+    async def delete_blob(self, registry: RegistryRef, name: RepositoryName, digest: Digest) -> None:
+        """Unlink a blob from the repository (its bytes are reclaimed by GC when nothing uses them)."""
+        async with self._metadata.transaction(write=True) as tx:
+            repo = await self._repo(tx, registry, name)
+            if not await tx.blobs.unlink(repo.id, digest):
+                raise BlobUnknownError(str(digest))
+
+    async def mount_blob(
+        self, registry: RegistryRef, name: RepositoryName, source: RepositoryName, digest: Digest
+    ) -> BlobInfo | None:
+        """Link a blob that `source` (same registry) links into `name`; None when it cannot be mounted."""
+        async with self._metadata.transaction(write=True) as tx:
+            src = await tx.repositories.get(registry, source)
+            if src is None:
+                return None
+            info = await tx.blobs.linked(src.id, digest)
+            if info is None:
+                return None
+            repo = await self._repo_for_push(tx, registry, name)
+            await tx.blobs.link(repo.id, digest, self._clock.now())
+            return info
+
+    async def check_blobs(
+        self, registry: RegistryRef, name: RepositoryName, digests: Sequence[Digest]
+    ) -> list[Digest]:
+        """Those of `digests` the repository does not link."""
+        async with self._metadata.transaction() as tx:
+            repo = await self._repo(tx, registry, name)
+            return await tx.blobs.missing(repo.id, digests)

@@ -1,0 +1,202 @@
+"""The Uploads service: one blob-upload session model for the registry API and ECR's layer API.
+
+OCI `POST`/`PATCH`/`PUT ?digest=` and ECR `InitiateLayerUpload`/`UploadLayerPart`/
+`CompleteLayerUpload` are the same calls here. Bytes stream from the request through a live
+sha256 into `BlobStore.append`; the session's size is stored in the metadata store after every
+append (compare-and-set on the previous size), so a session continues in any process and after
+a restart.
+
+The live hasher stays in this process only (never pickled). When a later request of the session
+lands in another process, or after a restart, `complete` re-hashes the staged bytes instead.
+A blob becomes visible only after its digest is verified, the bytes are committed durably in the
+blob store, and the metadata transaction that records and links it has committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from moorage.clock import Clock
+from moorage.errors import (
+    DigestMismatchError,
+    TooLargeError,
+    UploadInvalidError,
+    UploadOffsetMismatchError,
+    UploadUnknownError,
+)
+from moorage.metadata import MetadataStore
+from moorage.model import BlobInfo, Digest, RegistryRef, RepositoryName, UploadSession
+from moorage.registry import Registry
+from moorage.storage import BlobStore, UploadStateError
+
+__all__ = ["Uploads"]
+
+_MAX_LIVE_HASHERS = 512
+
+
+class Uploads:
+    def __init__(
+        self,
+        metadata: MetadataStore,
+        blobs: BlobStore,
+        registry: Registry,
+        *,
+        clock: Clock,
+        max_blob_bytes: int,
+    ) -> None:
+        self._metadata = metadata
+        self._blobs = blobs
+        self._registry = registry
+        self._clock = clock
+        self._max_blob_bytes = max_blob_bytes
+        # upload id -> (bytes hashed so far, live sha256); bounded, least recently used dropped
+        self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+
+    async def start(self, registry: RegistryRef, name: RepositoryName) -> UploadSession:
+        """Open a new, empty session in the repository (created on push when so configured)."""
+        repo = await self._registry.repository_for_push(registry, name)
+        upload_id = str(uuid.uuid4())
+        state = await self._blobs.begin_upload(upload_id)
+        now = self._clock.now()
+        try:
+            async with self._metadata.transaction(write=True) as tx:
+                await tx.uploads.create(repo.id, state, now)
+        except BaseException:
+            await self._blobs.abort_upload(state)
+            raise
+        self._remember(upload_id, 0, hashlib.sha256())
+        return UploadSession(registry, name, upload_id, state, now, now)
+
+    async def status(self, registry: RegistryRef, name: RepositoryName, upload_id: str) -> UploadSession:
+        """The session. Raises UploadUnknownError when it does not exist in that repository."""
+        async with self._metadata.transaction() as tx:
+            session = await tx.uploads.get(registry, name, upload_id)
+        if session is None:
+            raise UploadUnknownError(upload_id)
+        return session
+
+    async def append(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        upload_id: str,
+        data: AsyncIterable[bytes],
+        *,
+        first_byte: int | None = None,
+    ) -> UploadSession:
+        """Append a chunk. When `first_byte` is given it must equal the session's size, else
+        UploadOffsetMismatchError(size). Raises UploadUnknownError, TooLargeError."""
+        session = await self.status(registry, name, upload_id)
+        if first_byte is not None and first_byte != session.size:
+            raise UploadOffsetMismatchError(upload_id, session.size)
+        return await self._append(session, data)
+
+    async def _append(self, session: UploadSession, data: AsyncIterable[bytes]) -> UploadSession:
+        upload_id = session.upload_id
+        live = self._hashers.pop(upload_id, None)
+        hasher = live[1] if live is not None and live[0] == session.size else None
+        limit = self._max_blob_bytes
+        size = session.size
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal size
+            async for chunk in data:
+                size += len(chunk)
+                if size > limit:
+                    raise TooLargeError("blob", limit)
+                if hasher is not None:
+                    hasher.update(chunk)
+                yield chunk
+
+        try:
+            state = await self._blobs.append(session.state, counted())
+        except UploadStateError:
+            raise UploadUnknownError(upload_id) from None
+        now = self._clock.now()
+        async with self._metadata.transaction(write=True) as tx:
+            saved = await tx.uploads.save(upload_id, state, now, expected_size=session.size)
+        if not saved:
+            raise UploadInvalidError(f"upload {upload_id} was changed by a concurrent request")
+        if hasher is not None:
+            self._remember(upload_id, state.size, hasher)
+        return UploadSession(session.registry, session.repository, upload_id, state, session.created_at, now)
+
+    async def complete(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        upload_id: str,
+        digest: Digest,
+        final: AsyncIterable[bytes] | None = None,
+    ) -> BlobInfo:
+        """Append an optional last chunk, verify the content against `digest`, publish the blob
+        and link it into the repository; the session ends. A digest mismatch cancels the session
+        (nothing is kept) and raises DigestMismatchError."""
+        session = await self.status(registry, name, upload_id)
+        if final is not None:
+            session = await self._append(session, final)
+        actual = await self._digest_of(session, digest.algorithm)
+        if actual != digest:
+            await self.cancel(registry, name, upload_id)
+            raise DigestMismatchError(str(digest), str(actual))
+        try:
+            info = await self._blobs.commit_upload(session.state, digest)
+        except UploadStateError:
+            raise UploadUnknownError(upload_id) from None
+        now = self._clock.now()
+        async with self._metadata.transaction(write=True) as tx:
+            repo = await tx.repositories.get(registry, name, for_update=True)
+            if repo is None:
+                raise UploadUnknownError(upload_id)
+            await tx.blobs.add(info, now)
+            await tx.blobs.link(repo.id, digest, now)
+            await tx.uploads.delete(upload_id)
+        return info
+
+    async def upload_blob(
+        self, registry: RegistryRef, name: RepositoryName, digest: Digest, data: AsyncIterable[bytes]
+    ) -> BlobInfo:
+        """A whole blob in one request (OCI monolithic `POST ?digest=`)."""
+        session = await self.start(registry, name)
+        try:
+            return await self.complete(registry, name, session.upload_id, digest, data)
+        except BaseException:
+            await self.cancel(registry, name, session.upload_id, missing_ok=True)
+            raise
+
+    async def cancel(
+        self, registry: RegistryRef, name: RepositoryName, upload_id: str, *, missing_ok: bool = False
+    ) -> None:
+        """End the session and drop its staged bytes. Raises UploadUnknownError unless `missing_ok`."""
+        async with self._metadata.transaction() as tx:
+            session = await tx.uploads.get(registry, name, upload_id)
+        self._hashers.pop(upload_id, None)
+        if session is None:
+            if missing_ok:
+                return
+            raise UploadUnknownError(upload_id)
+        async with self._metadata.transaction(write=True) as tx:
+            await tx.uploads.delete(upload_id)
+        await self._blobs.abort_upload(session.state)
+
+    async def _digest_of(self, session: UploadSession, algorithm: str) -> Digest:
+        live = self._hashers.pop(session.upload_id, None)
+        if algorithm == "sha256" and live is not None and live[0] == session.size:
+            return Digest("sha256", live[1].hexdigest())
+        hasher = hashlib.new(algorithm)
+        try:
+            async for chunk in self._blobs.read_upload(session.state):
+                hasher.update(chunk)
+        except UploadStateError:
+            raise UploadUnknownError(session.upload_id) from None
+        return Digest(algorithm, hasher.hexdigest())
+
+    def _remember(self, upload_id: str, size: int, hasher: Any) -> None:
+        self._hashers[upload_id] = (size, hasher)
+        self._hashers.move_to_end(upload_id)
+        while len(self._hashers) > _MAX_LIVE_HASHERS:
+            self._hashers.popitem(last=False)

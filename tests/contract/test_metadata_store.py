@@ -1,0 +1,813 @@
+"""The MetadataStore contract (see moorage.metadata), checked against every backend in conftest.py.
+
+Every test runs on SQLite and on a real PostgreSQL server, each with a freshly migrated database.
+Tests are grouped by sub-table; the last groups check transactions and concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from moorage.errors import RepositoryAlreadyExistsError
+from moorage.metadata import ManifestRef, MetadataStore
+from moorage.model import (
+    BlobInfo,
+    Digest,
+    Image,
+    PageRequest,
+    RegistryRef,
+    Repository,
+    RepositoryName,
+    UploadState,
+)
+
+pytestmark = pytest.mark.anyio
+
+REGISTRY = RegistryRef("123456789012", "us-east-1")
+OTHER_REGISTRY = RegistryRef("210987654321", "eu-west-1")
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+class Boom(Exception):
+    """Raised inside a transaction to force a rollback."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def digest(seed: str | bytes) -> Digest:
+    data = seed.encode() if isinstance(seed, str) else seed
+    return Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def repository(name: str, registry: RegistryRef = REGISTRY) -> Repository:
+    return Repository(registry=registry, name=RepositoryName(name), created_at=now())
+
+
+def image(
+    repo: Repository,
+    body: bytes,
+    *,
+    media_type: str = MANIFEST,
+    subject: Digest | None = None,
+    artifact_type: str | None = None,
+) -> Image:
+    return Image(
+        registry=repo.registry,
+        repository=repo.name,
+        digest=digest(body),
+        media_type=media_type,
+        size=len(body),
+        pushed_at=now(),
+        artifact_type=artifact_type,
+        subject=subject,
+        config_media_type="application/vnd.oci.image.config.v1+json",
+        image_size=len(body) + 1000,
+    )
+
+
+async def create(store: MetadataStore, name: str, registry: RegistryRef = REGISTRY) -> Repository:
+    async with store.transaction(write=True) as tx:
+        return await tx.repositories.create(repository(name, registry))
+
+
+async def push(
+    store: MetadataStore,
+    repo: Repository,
+    body: bytes,
+    *,
+    tags: Sequence[str] = (),
+    refs: Sequence[ManifestRef] = (),
+    media_type: str = MANIFEST,
+    subject: Digest | None = None,
+) -> Image:
+    """Store a manifest (and tags) in one write transaction; return the Image that was put."""
+    img = image(repo, body, media_type=media_type, subject=subject)
+    async with store.transaction(write=True) as tx:
+        assert await tx.images.put(repo.id, img, body, refs)
+        for tag in tags:
+            await tx.images.set_tag(repo.id, tag, img.digest, now())
+    return img
+
+
+async def add_blob(store: MetadataStore, seed: str, size: int = 10) -> BlobInfo:
+    info = BlobInfo(digest(seed), size)
+    async with store.transaction(write=True) as tx:
+        await tx.blobs.add(info, now())
+    return info
+
+
+# --- repositories --------------------------------------------------------------------------------
+
+
+async def test_create_assigns_an_id_and_get_returns_the_repository(metadata_store: MetadataStore) -> None:
+    wanted = Repository(
+        registry=REGISTRY,
+        name=RepositoryName("team/app"),
+        created_at=now(),
+        tag_mutability="IMMUTABLE_WITH_EXCLUSION",
+        mutability_exclusions=("dev-*", "latest"),
+        scan_on_push=True,
+        encryption_type="KMS",
+        kms_key="arn:aws:kms:us-east-1:123456789012:key/abc",
+    )
+    async with metadata_store.transaction(write=True) as tx:
+        created = await tx.repositories.create(wanted)
+    assert created.id > 0
+    async with metadata_store.transaction() as tx:
+        got = await tx.repositories.get(REGISTRY, RepositoryName("team/app"))
+    assert got == created
+    assert got.created_at == wanted.created_at
+    assert got.mutability_exclusions == ("dev-*", "latest")
+
+
+async def test_get_of_an_unknown_repository_is_none(metadata_store: MetadataStore) -> None:
+    await create(metadata_store, "app")
+    async with metadata_store.transaction() as tx:
+        assert await tx.repositories.get(REGISTRY, RepositoryName("other")) is None
+        assert await tx.repositories.get(OTHER_REGISTRY, RepositoryName("app")) is None
+
+
+async def test_create_of_an_existing_name_raises_and_keeps_the_first(metadata_store: MetadataStore) -> None:
+    first = await create(metadata_store, "app")
+    with pytest.raises(RepositoryAlreadyExistsError):
+        await create(metadata_store, "app")
+    async with metadata_store.transaction() as tx:
+        assert await tx.repositories.get(REGISTRY, RepositoryName("app")) == first
+
+
+async def test_the_same_name_in_two_registries_is_two_repositories(metadata_store: MetadataStore) -> None:
+    here = await create(metadata_store, "app")
+    there = await create(metadata_store, "app", OTHER_REGISTRY)
+    assert here.id != there.id
+    async with metadata_store.transaction() as tx:
+        assert await tx.repositories.get(REGISTRY, RepositoryName("app")) == here
+        assert await tx.repositories.get(OTHER_REGISTRY, RepositoryName("app")) == there
+
+
+async def test_list_page_paginates_in_name_order(metadata_store: MetadataStore) -> None:
+    for name in ["c", "a", "e", "b", "d"]:
+        await create(metadata_store, name)
+    await create(metadata_store, "zz-elsewhere", OTHER_REGISTRY)
+    seen: list[str] = []
+    after: str | None = None
+    async with metadata_store.transaction() as tx:
+        everything = await tx.repositories.list_page(REGISTRY, PageRequest())
+        assert [r.name for r in everything.items] == ["a", "b", "c", "d", "e"]
+        assert everything.next_after is None
+        while True:
+            page = await tx.repositories.list_page(REGISTRY, PageRequest(limit=2, after=after))
+            assert len(page.items) <= 2
+            seen.extend(r.name for r in page.items)
+            if page.next_after is None:
+                break
+            assert page.next_after == page.items[-1].name
+            after = page.next_after
+    assert seen == ["a", "b", "c", "d", "e"]
+
+
+async def test_list_page_of_an_exact_fit_has_no_next_page(metadata_store: MetadataStore) -> None:
+    for name in ["a", "b"]:
+        await create(metadata_store, name)
+    async with metadata_store.transaction() as tx:
+        page = await tx.repositories.list_page(REGISTRY, PageRequest(limit=2))
+        empty = await tx.repositories.list_page(REGISTRY, PageRequest(limit=0))
+    assert [r.name for r in page.items] == ["a", "b"]
+    assert page.next_after is None
+    assert list(empty.items) == []
+
+
+async def test_list_page_filters_by_prefix(metadata_store: MetadataStore) -> None:
+    for name in ["team/a", "team/b", "team/c", "teamx", "other/a"]:
+        await create(metadata_store, name)
+    async with metadata_store.transaction() as tx:
+        team = await tx.repositories.list_page(REGISTRY, PageRequest(), prefix="team/")
+        first = await tx.repositories.list_page(REGISTRY, PageRequest(limit=1), prefix="team/")
+        assert first.next_after == "team/a"
+        rest = await tx.repositories.list_page(
+            REGISTRY, PageRequest(limit=5, after=first.next_after), prefix="team/"
+        )
+    assert [r.name for r in team.items] == ["team/a", "team/b", "team/c"]
+    assert [r.name for r in rest.items] == ["team/b", "team/c"]
+    assert rest.next_after is None
+
+
+async def test_update_stores_the_settings(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    changed = Repository(
+        registry=repo.registry,
+        name=repo.name,
+        created_at=repo.created_at,
+        tag_mutability="IMMUTABLE",
+        mutability_exclusions=("latest",),
+        scan_on_push=True,
+        encryption_type=repo.encryption_type,
+        kms_key=None,
+        id=repo.id,
+    )
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.repositories.update(changed)
+    async with metadata_store.transaction() as tx:
+        assert await tx.repositories.get(REGISTRY, repo.name) == changed
+
+
+async def test_delete_removes_everything_scoped_to_the_repository(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    keep = await create(metadata_store, "keep")
+    layer = await add_blob(metadata_store, "layer")
+    child = await push(metadata_store, repo, b"child", refs=[(layer.digest, "blob")])
+    index = await push(metadata_store, repo, b"index", tags=["v1"], refs=[(child.digest, "manifest")])
+    kept = await push(metadata_store, keep, b"child", tags=["v1"])
+    async with metadata_store.transaction(write=True) as tx:
+        for r in (repo, keep):
+            await tx.blobs.link(r.id, layer.digest, now())
+        await tx.uploads.create(repo.id, UploadState("upload-1", 0), now())
+
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.repositories.delete(repo.id)
+
+    async with metadata_store.transaction() as tx:
+        assert await tx.repositories.get(REGISTRY, repo.name) is None
+        assert await tx.images.get(repo.id, child.digest) is None
+        assert await tx.images.get(repo.id, index.digest) is None
+        assert await tx.images.get_by_tag(repo.id, "v1") is None
+        assert list((await tx.images.tags(repo.id, PageRequest())).items) == []
+        assert await tx.images.referenced_by(repo.id, child.digest) == []
+        assert await tx.blobs.linked(repo.id, layer.digest) is None
+        assert await tx.uploads.get(REGISTRY, repo.name, "upload-1") is None
+        # Other repositories and the global blob record are untouched.
+        assert await tx.blobs.get(layer.digest) == layer
+        assert await tx.blobs.linked(keep.id, layer.digest) == layer
+        got = await tx.images.get_by_tag(keep.id, "v1", with_body=False)
+        assert got is not None
+        assert got.digest == kept.digest
+
+
+async def test_delete_is_idempotent(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    for _ in range(2):
+        async with metadata_store.transaction(write=True) as tx:
+            await tx.repositories.delete(repo.id)
+    async with metadata_store.transaction(write=True) as tx:
+        assert (await tx.repositories.create(repository("app"))).name == "app"
+
+
+# --- images --------------------------------------------------------------------------------------
+
+
+async def test_put_returns_false_and_changes_nothing_when_the_digest_exists(
+    metadata_store: MetadataStore,
+) -> None:
+    repo = await create(metadata_store, "app")
+    img = image(repo, b"manifest")
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.images.put(repo.id, img, b"manifest", [])
+    other_media_type = Image(
+        registry=img.registry,
+        repository=img.repository,
+        digest=img.digest,
+        media_type=INDEX,
+        size=img.size,
+        pushed_at=now() + timedelta(hours=1),
+    )
+    async with metadata_store.transaction(write=True) as tx:
+        assert not await tx.images.put(repo.id, other_media_type, b"manifest", [(digest("x"), "blob")])
+    async with metadata_store.transaction() as tx:
+        got = await tx.images.get(repo.id, img.digest)
+    assert got is not None
+    assert got.media_type == MANIFEST
+    assert got.pushed_at == img.pushed_at
+
+
+async def test_get_returns_the_manifest_with_or_without_body_and_tags(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    subject = digest("subject")
+    img = image(repo, b'{"manifest": 1}', subject=subject, artifact_type="application/x-sbom")
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.images.put(repo.id, img, b'{"manifest": 1}', [])
+        for tag in ["v2", "latest", "v1"]:
+            await tx.images.set_tag(repo.id, tag, img.digest, now())
+
+    async with metadata_store.transaction() as tx:
+        full = await tx.images.get(repo.id, img.digest, with_tags=True)
+        bare = await tx.images.get(repo.id, img.digest, with_body=False)
+    assert full is not None
+    assert bare is not None
+    assert full.body == b'{"manifest": 1}'
+    assert full.tags == ("latest", "v1", "v2")
+    assert bare.body is None
+    assert bare.tags == ()
+    for got in (full, bare):
+        assert got.registry == REGISTRY
+        assert got.repository == "app"
+        assert got.digest == img.digest
+        assert got.media_type == MANIFEST
+        assert got.size == len(b'{"manifest": 1}')
+        assert got.pushed_at == img.pushed_at
+        assert got.subject == subject
+        assert got.artifact_type == "application/x-sbom"
+        assert got.config_media_type == img.config_media_type
+        assert got.image_size == img.image_size
+        assert got.last_pulled_at is None
+
+
+async def test_get_of_an_unknown_digest_or_another_repository_is_none(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    img = await push(metadata_store, repo, b"manifest")
+    async with metadata_store.transaction() as tx:
+        assert await tx.images.get(repo.id, digest("nothing")) is None
+        assert await tx.images.get(other.id, img.digest) is None
+
+
+async def test_get_by_tag_follows_the_tag(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    img = await push(metadata_store, repo, b"manifest", tags=["v1", "latest"])
+    async with metadata_store.transaction() as tx:
+        got = await tx.images.get_by_tag(repo.id, "v1", with_tags=True)
+        bare = await tx.images.get_by_tag(repo.id, "latest", with_body=False)
+        assert await tx.images.get_by_tag(repo.id, "nope") is None
+    assert got is not None
+    assert got.digest == img.digest
+    assert got.body == b"manifest"
+    assert got.tags == ("latest", "v1")
+    assert bare is not None
+    assert bare.body is None
+
+
+async def test_set_tag_returns_the_previous_digest_and_moves_the_tag(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    one = await push(metadata_store, repo, b"one")
+    two = await push(metadata_store, repo, b"two")
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.images.set_tag(repo.id, "latest", one.digest, now()) is None
+        assert await tx.images.set_tag(repo.id, "latest", one.digest, now()) == one.digest
+        assert await tx.images.set_tag(repo.id, "latest", two.digest, now()) == one.digest
+    async with metadata_store.transaction() as tx:
+        moved = await tx.images.get_by_tag(repo.id, "latest", with_body=False)
+        old = await tx.images.get(repo.id, one.digest, with_tags=True)
+    assert moved is not None
+    assert moved.digest == two.digest
+    assert old is not None
+    assert old.tags == ()
+
+
+async def test_remove_tag_returns_what_it_pointed_at(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    img = await push(metadata_store, repo, b"manifest", tags=["v1", "v2"])
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.images.remove_tag(repo.id, "v1") == img.digest
+        assert await tx.images.remove_tag(repo.id, "v1") is None
+        assert await tx.images.remove_tag(repo.id, "never") is None
+    async with metadata_store.transaction() as tx:
+        assert await tx.images.get_by_tag(repo.id, "v1") is None
+        got = await tx.images.get(repo.id, img.digest, with_tags=True)
+    assert got is not None
+    assert got.tags == ("v2",)
+
+
+async def test_tags_paginate_in_lexical_order(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    await push(metadata_store, repo, b"manifest", tags=["v3", "latest", "v1", "v2", "beta"])
+    await push(metadata_store, other, b"manifest", tags=["zz"])
+    seen: list[str] = []
+    after: str | None = None
+    async with metadata_store.transaction() as tx:
+        everything = await tx.images.tags(repo.id, PageRequest())
+        while True:
+            page = await tx.images.tags(repo.id, PageRequest(limit=2, after=after))
+            seen.extend(page.items)
+            if page.next_after is None:
+                break
+            assert page.next_after == page.items[-1]
+            after = page.next_after
+    assert list(everything.items) == ["beta", "latest", "v1", "v2", "v3"]
+    assert everything.next_after is None
+    assert seen == ["beta", "latest", "v1", "v2", "v3"]
+
+
+async def test_list_page_lists_manifests_in_digest_order_without_bodies(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    pushed = [await push(metadata_store, repo, f"m{i}".encode(), tags=[f"t{i}"]) for i in range(3)]
+    async with metadata_store.transaction() as tx:
+        first = await tx.images.list_page(repo.id, PageRequest(limit=2))
+        rest = await tx.images.list_page(repo.id, PageRequest(limit=2, after=first.next_after))
+    listed = [*first.items, *rest.items]
+    assert [str(i.digest) for i in listed] == sorted(str(i.digest) for i in pushed)
+    assert first.next_after == str(first.items[-1].digest)
+    assert rest.next_after is None
+    assert all(i.body is None for i in listed)
+    expected_tags = {img.digest: (f"t{i}",) for i, img in enumerate(pushed)}
+    assert all(got.tags == expected_tags[got.digest] for got in listed)
+
+
+async def test_delete_returns_the_removed_tags_and_drops_references(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    child = await push(metadata_store, repo, b"child", tags=["child"])
+    index = await push(
+        metadata_store, repo, b"index", tags=["v1", "latest"], refs=[(child.digest, "manifest")], media_type=INDEX
+    )
+    async with metadata_store.transaction() as tx:
+        assert await tx.images.referenced_by(repo.id, child.digest) == [index.digest]
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.images.delete(repo.id, index.digest) == ["latest", "v1"]
+        assert await tx.images.delete(repo.id, index.digest) == []
+    async with metadata_store.transaction() as tx:
+        assert await tx.images.get(repo.id, index.digest) is None
+        assert await tx.images.get_by_tag(repo.id, "v1") is None
+        assert await tx.images.referenced_by(repo.id, child.digest) == []
+        assert list((await tx.images.tags(repo.id, PageRequest())).items) == ["child"]
+        assert await tx.images.get(repo.id, child.digest) is not None
+
+
+async def test_referenced_by_lists_the_indexes_of_a_child(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    layer = digest("layer")
+    child = await push(metadata_store, repo, b"child", refs=[(layer, "blob")])
+    refs: list[ManifestRef] = [(child.digest, "manifest"), (child.digest, "manifest"), (layer, "blob")]
+    indexes = [
+        await push(metadata_store, repo, f"index-{i}".encode(), refs=refs, media_type=INDEX) for i in range(2)
+    ]
+    await push(metadata_store, other, b"index-x", refs=[(child.digest, "manifest")], media_type=INDEX)
+    async with metadata_store.transaction() as tx:
+        assert await tx.images.referenced_by(repo.id, child.digest) == sorted(
+            (i.digest for i in indexes), key=str
+        )
+        # Only index children count, never config/layer references.
+        assert await tx.images.referenced_by(repo.id, layer) == []
+        assert await tx.images.referenced_by(repo.id, digest("unknown")) == []
+
+
+async def test_referrers_lists_manifests_by_subject(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    subject = await push(metadata_store, repo, b"subject")
+    referrers = [
+        await push(metadata_store, repo, f"sig-{i}".encode(), subject=subject.digest) for i in range(3)
+    ]
+    await push(metadata_store, repo, b"unrelated", subject=digest("other"))
+    async with metadata_store.transaction() as tx:
+        got = await tx.images.referrers(repo.id, subject.digest)
+        assert await tx.images.referrers(repo.id, digest("nobody")) == []
+    assert [i.digest for i in got] == sorted((i.digest for i in referrers), key=str)
+    assert all(i.subject == subject.digest and i.body is None for i in got)
+
+
+async def test_missing_lists_the_manifests_the_repository_lacks(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    have = await push(metadata_store, repo, b"have")
+    elsewhere = await push(metadata_store, other, b"elsewhere")
+    absent = digest("absent")
+    async with metadata_store.transaction() as tx:
+        assert await tx.images.missing(repo.id, [absent, have.digest, elsewhere.digest]) == [
+            absent,
+            elsewhere.digest,
+        ]
+        assert await tx.images.missing(repo.id, [have.digest]) == []
+        assert await tx.images.missing(repo.id, []) == []
+
+
+# --- blobs ---------------------------------------------------------------------------------------
+
+
+async def test_add_records_a_blob_idempotently(metadata_store: MetadataStore) -> None:
+    info = BlobInfo(digest("blob"), 1234)
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.blobs.get(info.digest) is None
+        await tx.blobs.add(info, now())
+        await tx.blobs.add(info, now())
+    async with metadata_store.transaction() as tx:
+        assert await tx.blobs.get(info.digest) == info
+        assert await tx.blobs.get(digest("other")) is None
+
+
+async def test_link_makes_a_blob_available_in_a_repository(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    info = await add_blob(metadata_store, "blob", 5 * 1024**3)
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.blobs.linked(repo.id, info.digest) is None
+        await tx.blobs.link(repo.id, info.digest, now())
+        await tx.blobs.link(repo.id, info.digest, now())
+    async with metadata_store.transaction() as tx:
+        assert await tx.blobs.linked(repo.id, info.digest) == info
+
+
+async def test_one_blob_linked_into_two_repositories(metadata_store: MetadataStore) -> None:
+    one = await create(metadata_store, "one")
+    two = await create(metadata_store, "two")
+    info = await add_blob(metadata_store, "shared")
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.blobs.link(one.id, info.digest, now())
+        await tx.blobs.link(two.id, info.digest, now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.blobs.unlink(one.id, info.digest)
+    async with metadata_store.transaction() as tx:
+        assert await tx.blobs.linked(one.id, info.digest) is None
+        assert await tx.blobs.linked(two.id, info.digest) == info
+        assert await tx.blobs.get(info.digest) == info
+
+
+async def test_blob_missing_lists_what_the_repository_does_not_link(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    linked = await add_blob(metadata_store, "linked")
+    elsewhere = await add_blob(metadata_store, "elsewhere")
+    absent = digest("absent")
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.blobs.link(repo.id, linked.digest, now())
+        await tx.blobs.link(other.id, elsewhere.digest, now())
+    async with metadata_store.transaction() as tx:
+        assert await tx.blobs.missing(repo.id, [absent, linked.digest, elsewhere.digest]) == [
+            absent,
+            elsewhere.digest,
+        ]
+        assert await tx.blobs.missing(repo.id, [linked.digest]) == []
+        assert await tx.blobs.missing(repo.id, []) == []
+
+
+async def test_unlink_reports_whether_there_was_a_link(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    info = await add_blob(metadata_store, "blob")
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.blobs.link(repo.id, info.digest, now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.blobs.unlink(repo.id, info.digest)
+        assert not await tx.blobs.unlink(repo.id, info.digest)
+        assert not await tx.blobs.unlink(repo.id, digest("never"))
+    async with metadata_store.transaction() as tx:
+        assert await tx.blobs.linked(repo.id, info.digest) is None
+        assert await tx.blobs.get(info.digest) == info
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+
+async def test_upload_create_then_get(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    started = now()
+    state = UploadState("upload-1", 0, {"part": "1", "key": "uploads/upload-1"})
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.uploads.create(repo.id, state, started)
+    async with metadata_store.transaction() as tx:
+        session = await tx.uploads.get(REGISTRY, repo.name, "upload-1")
+        assert await tx.uploads.get(REGISTRY, repo.name, "upload-2") is None
+    assert session is not None
+    assert session.registry == REGISTRY
+    assert session.repository == "app"
+    assert session.upload_id == "upload-1"
+    assert session.state == state
+    assert session.created_at == started
+    assert session.updated_at == started
+
+
+async def test_upload_get_from_another_repository_is_none(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    await create(metadata_store, "other")
+    await create(metadata_store, "app", OTHER_REGISTRY)
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.uploads.create(repo.id, UploadState("upload-1", 0), now())
+    async with metadata_store.transaction() as tx:
+        assert await tx.uploads.get(REGISTRY, RepositoryName("other"), "upload-1") is None
+        assert await tx.uploads.get(OTHER_REGISTRY, repo.name, "upload-1") is None
+        assert await tx.uploads.get(REGISTRY, repo.name, "upload-1") is not None
+
+
+async def test_upload_save_is_compare_and_set_on_the_size(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    started = now()
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.uploads.create(repo.id, UploadState("upload-1", 0), started)
+    later = started + timedelta(seconds=5)
+    grown = UploadState("upload-1", 100, {"parts": "1"})
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.uploads.save("upload-1", grown, later, expected_size=0)
+        # A second request that also saw size 0 lost the race.
+        assert not await tx.uploads.save("upload-1", UploadState("upload-1", 50), later, expected_size=0)
+        assert not await tx.uploads.save("gone", UploadState("gone", 1), later, expected_size=0)
+    async with metadata_store.transaction() as tx:
+        session = await tx.uploads.get(REGISTRY, repo.name, "upload-1")
+    assert session is not None
+    assert session.state == grown
+    assert session.created_at == started
+    assert session.updated_at == later
+
+
+async def test_upload_delete_is_idempotent(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.uploads.create(repo.id, UploadState("upload-1", 0), now())
+    for _ in range(2):
+        async with metadata_store.transaction(write=True) as tx:
+            await tx.uploads.delete("upload-1")
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.uploads.get(REGISTRY, repo.name, "upload-1") is None
+        assert not await tx.uploads.save("upload-1", UploadState("upload-1", 1), now(), expected_size=0)
+
+
+# --- leases --------------------------------------------------------------------------------------
+
+
+async def test_lease_acquire_and_renew(metadata_store: MetadataStore) -> None:
+    t0 = now()
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.leases.acquire("gc", "worker-a", t0, 30)
+        assert await tx.leases.acquire("gc", "worker-a", t0 + timedelta(seconds=20), 30)
+        # Renewed at t0+20, so still held at t0+45 although the first grant ended at t0+30.
+        assert not await tx.leases.acquire("gc", "worker-b", t0 + timedelta(seconds=45), 30)
+
+
+async def test_lease_is_blocked_for_another_holder_until_it_expires(metadata_store: MetadataStore) -> None:
+    t0 = now()
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.leases.acquire("gc", "worker-a", t0, 30)
+        assert not await tx.leases.acquire("gc", "worker-b", t0 + timedelta(seconds=10), 30)
+        assert await tx.leases.acquire("other-job", "worker-b", t0, 30)
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.leases.acquire("gc", "worker-b", t0 + timedelta(seconds=31), 30)
+        # worker-a's lease was taken over: it cannot renew it now.
+        assert not await tx.leases.acquire("gc", "worker-a", t0 + timedelta(seconds=32), 30)
+
+
+async def test_lease_release(metadata_store: MetadataStore) -> None:
+    t0 = now()
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.leases.acquire("gc", "worker-a", t0, 30)
+        await tx.leases.release("gc", "worker-b")  # not the holder: nothing happens
+        assert not await tx.leases.acquire("gc", "worker-b", t0, 30)
+        await tx.leases.release("gc", "worker-a")
+        assert await tx.leases.acquire("gc", "worker-b", t0, 30)
+        await tx.leases.release("never", "worker-a")
+
+
+# --- kv ------------------------------------------------------------------------------------------
+
+
+async def test_kv_get_and_put(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.kv.get("signing-key") is None
+        await tx.kv.put("signing-key", "one")
+        await tx.kv.put("signing-key", "two")
+        await tx.kv.put("other", "")
+    async with metadata_store.transaction() as tx:
+        assert await tx.kv.get("signing-key") == "two"
+        assert await tx.kv.get("other") == ""
+
+
+async def test_kv_put_if_absent_keeps_the_first_value(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.kv.put_if_absent("instance-id", "first") == "first"
+        assert await tx.kv.put_if_absent("instance-id", "second") == "first"
+    async with metadata_store.transaction() as tx:
+        assert await tx.kv.get("instance-id") == "first"
+
+
+# --- transactions --------------------------------------------------------------------------------
+
+
+async def test_an_exception_rolls_the_whole_transaction_back(metadata_store: MetadataStore) -> None:
+    existing = await create(metadata_store, "existing")
+    with pytest.raises(Boom):
+        async with metadata_store.transaction(write=True) as tx:
+            repo = await tx.repositories.create(repository("app"))
+            img = image(repo, b"manifest")
+            assert await tx.images.put(repo.id, img, b"manifest", [])
+            await tx.images.set_tag(repo.id, "latest", img.digest, now())
+            await tx.blobs.add(BlobInfo(digest("blob"), 1), now())
+            await tx.blobs.link(existing.id, digest("blob"), now())
+            await tx.uploads.create(existing.id, UploadState("upload-1", 0), now())
+            await tx.kv.put("key", "value")
+            assert await tx.leases.acquire("gc", "worker-a", now(), 30)
+            raise Boom
+    async with metadata_store.transaction() as tx:
+        assert await tx.repositories.get(REGISTRY, RepositoryName("app")) is None
+        assert await tx.images.get(repo.id, img.digest) is None
+        assert await tx.blobs.get(digest("blob")) is None
+        assert await tx.blobs.linked(existing.id, digest("blob")) is None
+        assert await tx.uploads.get(REGISTRY, existing.name, "upload-1") is None
+        assert await tx.kv.get("key") is None
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.leases.acquire("gc", "worker-b", now(), 30)
+
+
+async def test_a_failed_create_does_not_spoil_the_transaction(metadata_store: MetadataStore) -> None:
+    await create(metadata_store, "app")
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.kv.put("before", "1")
+        with pytest.raises(RepositoryAlreadyExistsError):
+            await tx.repositories.create(repository("app"))
+        await tx.kv.put("after", "2")
+    async with metadata_store.transaction() as tx:
+        assert await tx.kv.get("before") == "1"
+        assert await tx.kv.get("after") == "2"
+
+
+async def test_a_read_transaction_sees_committed_data(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    img = await push(metadata_store, repo, b"manifest", tags=["latest"])
+    async with metadata_store.transaction() as tx:
+        got = await tx.images.get_by_tag(repo.id, "latest")
+    assert got is not None
+    assert got.digest == img.digest
+
+
+async def test_uncommitted_writes_are_invisible_to_readers(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as writer:
+        await writer.repositories.create(repository("app"))
+        await writer.kv.put("key", "value")
+        async with metadata_store.transaction() as reader:
+            assert await reader.repositories.get(REGISTRY, RepositoryName("app")) is None
+            assert await reader.kv.get("key") is None
+    async with metadata_store.transaction() as reader:
+        assert await reader.repositories.get(REGISTRY, RepositoryName("app")) is not None
+
+
+async def test_a_read_transaction_sees_one_snapshot(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.kv.put("key", "old")
+    async with metadata_store.transaction() as reader:
+        assert await reader.kv.get("key") == "old"
+        async with metadata_store.transaction(write=True) as writer:
+            await writer.kv.put("key", "new")
+            await writer.repositories.create(repository("app"))
+        assert await reader.kv.get("key") == "old"
+        assert await reader.repositories.get(REGISTRY, RepositoryName("app")) is None
+
+
+# --- concurrency ---------------------------------------------------------------------------------
+
+
+async def test_for_update_serialises_writers_of_one_repository(metadata_store: MetadataStore) -> None:
+    """Check-then-act under `for_update`: of writers that all find the tag absent, one sets it."""
+    repo = await create(metadata_store, "app")
+    candidates = [await push(metadata_store, repo, f"candidate-{i}".encode()) for i in range(4)]
+
+    async def set_if_absent(candidate: Image) -> bool:
+        async with metadata_store.transaction(write=True) as tx:
+            locked = await tx.repositories.get(REGISTRY, repo.name, for_update=True)
+            assert locked is not None
+            current = await tx.images.get_by_tag(locked.id, "release", with_body=False)
+            await asyncio.sleep(0.05)  # give the other writers every chance to interleave
+            if current is not None:
+                return False
+            await tx.images.set_tag(locked.id, "release", candidate.digest, now())
+            return True
+
+    results = await asyncio.gather(*(set_if_absent(c) for c in candidates))
+    assert results.count(True) == 1
+    winner = candidates[results.index(True)]
+    async with metadata_store.transaction() as tx:
+        tagged = await tx.images.get_by_tag(repo.id, "release", with_body=False)
+    assert tagged is not None
+    assert tagged.digest == winner.digest
+
+
+async def test_concurrent_creates_of_one_name_let_exactly_one_succeed(metadata_store: MetadataStore) -> None:
+    async def attempt() -> Repository:
+        async with metadata_store.transaction(write=True) as tx:
+            created = await tx.repositories.create(repository("app"))
+            await asyncio.sleep(0.01)
+            return created
+
+    results = await asyncio.gather(*(attempt() for _ in range(10)), return_exceptions=True)
+    created = [r for r in results if isinstance(r, Repository)]
+    failed = [r for r in results if not isinstance(r, Repository)]
+    assert len(created) == 1
+    assert all(isinstance(e, RepositoryAlreadyExistsError) for e in failed), failed
+    async with metadata_store.transaction() as tx:
+        page = await tx.repositories.list_page(REGISTRY, PageRequest())
+    assert list(page.items) == created
+
+
+# --- reset ---------------------------------------------------------------------------------------
+
+
+async def test_reset_removes_every_repository_and_blob(metadata_store: MetadataStore) -> None:
+    repos = [await create(metadata_store, "app"), await create(metadata_store, "app", OTHER_REGISTRY)]
+    info = await add_blob(metadata_store, "blob")
+    for repo in repos:
+        img = await push(metadata_store, repo, b"manifest", tags=["latest"], refs=[(info.digest, "blob")])
+        async with metadata_store.transaction(write=True) as tx:
+            await tx.blobs.link(repo.id, info.digest, now())
+            await tx.uploads.create(repo.id, UploadState(f"upload-{repo.id}", 0), now())
+
+    await metadata_store.reset()
+
+    async with metadata_store.transaction() as tx:
+        for repo in repos:
+            assert list((await tx.repositories.list_page(repo.registry, PageRequest())).items) == []
+            assert await tx.images.get(repo.id, img.digest) is None
+            assert list((await tx.images.tags(repo.id, PageRequest())).items) == []
+            assert await tx.blobs.linked(repo.id, info.digest) is None
+            assert await tx.uploads.get(repo.registry, repo.name, f"upload-{repo.id}") is None
+        assert await tx.blobs.get(info.digest) is None
+    # The store is usable afterwards, and the names are free again.
+    assert (await create(metadata_store, "app")).name == "app"
