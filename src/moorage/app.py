@@ -1,9 +1,11 @@
 """The composition root: builds every store and service from a `Settings`, and the ASGI app.
 
-    Settings ─► build() ─► MetadataStore (SQL)      ┐
-                           BlobStore (filesystem|s3) ├─► Registry, Uploads ─► OciApi (/v2/...)
+    Settings ─► build() ─► MetadataStore (SQL)      ┐   Registry, Images, Uploads ─┬─► OciApi (/v2/...)
+                           BlobStore (filesystem|s3) ├─► Identities, TokenSigner  ─┴─► EcrApi (POST /)
                            Clock, Limits             ┘
-    RootApp (ASGI): lifespan builds/closes the services; routes /v2 → OciApi, /healthz.
+    RootApp (ASGI): lifespan builds/closes the services; routes
+        POST / with X-Amz-Target → EcrApi      /v2/... → OciApi
+        /_moorage/layers/<token> (GetDownloadUrlForLayer URLs), /_moorage/reset, /healthz
 
 Only this module imports store implementations. Nothing is built at import time.
 """
@@ -13,19 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 
-from moorage.asgi import Receive, Scope, Send, send_bytes
-from moorage.auth import AnonymousAuthenticator
+from moorage.asgi import Receive, Scope, Send, send_bytes, send_file, send_stream
+from moorage.auth import AnonymousAuthenticator, ApiAuthenticator, RegistryAuthenticator, TokenRegistryAuthenticator
 from moorage.clock import Clock, SystemClock
 from moorage.config import Settings, settings_from_json
+from moorage.ecr import EcrApi, EcrServices
+from moorage.ecr.validation import InputValidator
+from moorage.errors import MoorageError
+from moorage.identity import Identities, load_master_key
+from moorage.images import Images
 from moorage.metadata import MetadataStore
 from moorage.metadata.sql import SqlMetadataStore
-from moorage.model import RegistryRef
+from moorage.model import Digest, RegistryRef, RepositoryName
 from moorage.oci import OciApi
 from moorage.registry import Limits, Registry
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
+from moorage.tokens import TokenError, TokenSigner, load_token_key
 from moorage.uploads import Uploads
 
 __all__ = ["SETTINGS_ENV", "Moorage", "RootApp", "build", "create_app", "server_app"]
@@ -43,8 +52,12 @@ class Moorage:
     metadata: MetadataStore
     blobs: BlobStore
     registry: Registry
+    images: Images
     uploads: Uploads
+    identities: Identities
+    tokens: TokenSigner
     oci: OciApi
+    ecr: EcrApi
 
     async def close(self) -> None:
         await self.metadata.close()
@@ -64,11 +77,23 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     limits = Limits(
         max_manifest_bytes=settings.limits.max_manifest_bytes, max_blob_bytes=settings.limits.max_blob_bytes
     )
-    registry = Registry(metadata, blobs, clock=clock, limits=limits)
+    registry = Registry(metadata, blobs, clock=clock, limits=limits, create_on_push=settings.create_on_push)
+    images = Images(metadata)
     uploads = Uploads(metadata, blobs, registry, clock=clock, max_blob_bytes=limits.max_blob_bytes)
+    identities = Identities(metadata, load_master_key(settings.auth.master_key, settings.data_dir), clock=clock)
+    tokens = TokenSigner(await load_token_key(metadata))
     default = RegistryRef(settings.account_id, settings.region)
-    oci = OciApi(registry, uploads, AnonymousAuthenticator(default))
-    return Moorage(settings, metadata, blobs, registry, uploads, oci)
+    registry_tokens = TokenRegistryAuthenticator(tokens, domain=settings.registry_domain)
+    registry_auth: RegistryAuthenticator = registry_tokens
+    if settings.auth.mode == "open":
+        registry_auth = AnonymousAuthenticator(default, settings.registry_domain)
+    oci = OciApi(registry, uploads, registry_auth)
+    ecr = EcrApi(
+        EcrServices(settings, registry, images, uploads, identities, tokens, registry_tokens),
+        ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
+        InputValidator(),
+    )
+    return Moorage(settings, metadata, blobs, registry, images, uploads, identities, tokens, oci, ecr)
 
 
 class RootApp:
@@ -103,10 +128,47 @@ class RootApp:
         path: str = scope["path"]
         if path.startswith("/v2"):
             await moorage.oci(scope, receive, send)
+        elif path == "/" and scope["method"] == "POST":
+            await moorage.ecr(scope, receive, send)
+        elif path.startswith("/_moorage/layers/"):
+            await self._layer(moorage, scope, send, path[len("/_moorage/layers/") :])
+        elif path == "/_moorage/reset":
+            await self._reset(moorage, scope, send)
         elif path == "/healthz":
             await self._health(moorage, send, scope["method"] == "HEAD")
         else:
             await send_bytes(send, 404, [("content-type", "text/plain")], b"not found\n")
+
+    async def _layer(self, moorage: Moorage, scope: Scope, send: Send, token: str) -> None:
+        """Serve a GetDownloadUrlForLayer URL: a signed, expiring grant for one blob."""
+        try:
+            claims = moorage.tokens.verify("layer", token, now=time.time())
+            registry = RegistryRef(str(claims["a"]), str(claims["r"]))
+            blob = await moorage.registry.open_blob(
+                registry, RepositoryName(str(claims["n"])), Digest.parse(str(claims["d"]))
+            )
+        except (TokenError, MoorageError, KeyError):
+            await send_bytes(send, 403, [("content-type", "text/plain")], b"access denied\n")
+            return
+        headers = [("content-type", "application/octet-stream"), ("content-length", str(blob.info.size))]
+        if blob.path is not None:
+            await send_file(scope, send, 200, headers, blob.path, None)
+        else:
+            assert blob.chunks is not None
+            await send_stream(send, 200, headers, blob.chunks)
+
+    async def _reset(self, moorage: Moorage, scope: Scope, send: Send) -> None:
+        """POST /_moorage/reset: wipe all registry state (not identities), for test suites."""
+        if scope["method"] != "POST":
+            await send_bytes(send, 405, [("content-type", "text/plain")], b"POST only\n")
+            return
+        if not self.settings.testing.allow_reset:
+            await send_bytes(send, 403, [("content-type", "text/plain")], b"reset is disabled (serve --allow-reset)\n")
+            return
+        await moorage.metadata.reset()
+        async for digest in moorage.blobs.digests():
+            await moorage.blobs.delete(digest)
+        await send_bytes(send, 204, [])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -152,7 +214,5 @@ def server_app() -> RootApp:
     if not text:
         raise RuntimeError(f"{SETTINGS_ENV} is not set; start the server with `moorage serve`")
     settings = settings_from_json(text)
-    logging.basicConfig(
-        level=settings.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return create_app(settings)

@@ -59,9 +59,7 @@ class Request:
     @property
     def query(self) -> dict[str, list[str]]:
         if self._query is None:
-            self._query = parse_qs(
-                self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
-            )
+            self._query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         return self._query
 
     def param(self, name: str) -> str | None:
@@ -101,9 +99,7 @@ def _raw_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-async def send_bytes(
-    send: Send, status: int, headers: Headers, body: bytes = b"", *, head: bool = False
-) -> None:
+async def send_bytes(send: Send, status: int, headers: Headers, body: bytes = b"", *, head: bool = False) -> None:
     """A complete response. `head` sends the headers (with the body's Content-Length) only."""
     raw = _raw_headers(headers)
     if not any(k == b"content-length" for k, _ in raw):

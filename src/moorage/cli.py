@@ -24,6 +24,9 @@ from moorage.config import (
     settings_to_dict,
     settings_to_json,
 )
+from moorage.errors import MoorageError
+from moorage.identity import Identities
+from moorage.metadata import MetadataStore
 
 __all__ = ["main"]
 
@@ -67,6 +70,51 @@ async def _migrate(settings: Settings) -> str:
     return await current_revision(url) or "none"
 
 
+async def _identities(settings: Settings) -> tuple[Identities, MetadataStore]:
+    from moorage.clock import SystemClock
+    from moorage.identity import load_master_key
+    from moorage.metadata.sql import SqlMetadataStore
+
+    metadata = SqlMetadataStore.open(settings.metadata.effective_url(settings.data_dir))
+    return Identities(
+        metadata, load_master_key(settings.auth.master_key, settings.data_dir), clock=SystemClock()
+    ), metadata
+
+
+async def _bootstrap(settings: Settings) -> str | None:
+    """Make sure the default account has a root access key. Returns a message to show once on
+    the terminal when a key was generated (never logged)."""
+    identities, metadata = await _identities(settings)
+    try:
+        await identities.ensure_account(settings.account_id)
+        key_id = os.environ.get("MOORAGE_ROOT_ACCESS_KEY_ID") or settings.auth.root_access_key_id
+        secret = os.environ.get("MOORAGE_ROOT_SECRET_ACCESS_KEY") or settings.auth.root_secret_access_key
+        if key_id and secret:
+            existing = await identities.lookup(key_id)
+            if existing is None:
+                await identities.create_key(settings.account_id, access_key_id=key_id, secret_access_key=secret)
+            elif existing.secret_access_key != secret or existing.account_id != settings.account_id:
+                await identities.delete_key(key_id)
+                await identities.create_key(settings.account_id, access_key_id=key_id, secret_access_key=secret)
+            return None
+        if any(k.user_name is None for k in await identities.keys(settings.account_id)):
+            return None
+        key = await identities.create_key(settings.account_id)
+        path = settings.data_dir / "credentials"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(
+                f"[default]\naws_access_key_id = {key.access_key_id}\naws_secret_access_key = {key.secret_access_key}\n"
+            )
+        return (
+            f"Root access key for account {settings.account_id} (also written to {path}, mode 0600):\n"
+            f"  AWS_ACCESS_KEY_ID={key.access_key_id}\n  AWS_SECRET_ACCESS_KEY={key.secret_access_key}\n"
+            "It is shown only this once."
+        )
+    finally:
+        await metadata.close()
+
+
 @click.group()
 @click.version_option(__version__, prog_name="moorage")
 def main() -> None:
@@ -82,6 +130,9 @@ def main() -> None:
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.option("--log-level", default=None, help="debug | info | warning | error")
 @click.option("--access-log/--no-access-log", default=None)
+@click.option("--auth", "auth_mode", type=click.Choice(["sigv4", "open"]), default=None, help="Authentication mode.")
+@click.option("--allow-reset", is_flag=True, default=None, help="Enable POST /_moorage/reset (test suites).")
+@click.option("--create-on-push", is_flag=True, default=None, help="Create repositories on their first /v2/ push.")
 def serve(
     config: Path | None,
     data_dir: Path | None,
@@ -92,6 +143,9 @@ def serve(
     tls_key: Path | None,
     log_level: str | None,
     access_log: bool | None,
+    auth_mode: str | None,
+    allow_reset: bool | None,
+    create_on_push: bool | None,
 ) -> None:
     """Start the registry."""
     from granian import Granian
@@ -110,10 +164,21 @@ def serve(
             "http.tls_key": tls_key,
             "log.level": log_level,
             "log.access": access_log,
+            "auth.mode": auth_mode,
+            "testing.allow_reset": allow_reset,
+            "create_on_push": create_on_push,
         },
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     revision = asyncio.run(_migrate(settings))
+    shown = asyncio.run(_bootstrap(settings))
+    if shown:
+        click.echo(shown, err=True)
+    if settings.auth.mode == "open":
+        click.echo(
+            "WARNING: auth mode is OPEN: no signature or password is checked. Use only as a local test double.",
+            err=True,
+        )
     http = settings.http
     scheme = "https" if http.tls_cert else "http"
     click.echo(
@@ -154,3 +219,135 @@ def verify_config(config: Path | None, data_dir: Path | None) -> None:
     """Print the effective configuration (secrets redacted) and exit non-zero if it is invalid."""
     settings = _load(config, data_dir, {})
     click.echo(render_toml(settings_to_dict(settings, redact=True)), nl=False)
+
+
+@main.group()
+def admin() -> None:
+    """Manage accounts, users and access keys."""
+
+
+def _run_admin(config: Path | None, data_dir: Path | None, action: Any) -> Any:
+    settings = _load(config, data_dir, {})
+
+    async def go() -> Any:
+        await _migrate(settings)
+        identities, metadata = await _identities(settings)
+        try:
+            return await action(identities, settings)
+        except MoorageError as exc:
+            raise click.ClickException(exc.message) from None
+        finally:
+            await metadata.close()
+
+    return asyncio.run(go())
+
+
+@admin.command("create-account")
+@_state_options
+@click.argument("account_id")
+def create_account(config: Path | None, data_dir: Path | None, account_id: str) -> None:
+    """Create an account (12 digits)."""
+
+    async def action(identities: Identities, settings: Settings) -> None:
+        created = await identities.ensure_account(account_id)
+        click.echo(f"account {account_id} {'created' if created else 'exists already'}")
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("list-accounts")
+@_state_options
+def list_accounts(config: Path | None, data_dir: Path | None) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        for account in await identities.accounts():
+            click.echo(account)
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("delete-account")
+@_state_options
+@click.argument("account_id")
+def delete_account(config: Path | None, data_dir: Path | None, account_id: str) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        await identities.delete_account(account_id)
+        click.echo(f"account {account_id} deleted")
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("create-user")
+@_state_options
+@click.option("--account", "account_id", default=None, help="Account id [the default account].")
+@click.argument("name")
+def create_user(config: Path | None, data_dir: Path | None, account_id: str | None, name: str) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        account = account_id or settings.account_id
+        if account == settings.account_id:
+            await identities.ensure_account(account)
+        await identities.create_user(account, name)
+        click.echo(f"user arn:aws:iam::{account}:user/{name} created")
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("list-users")
+@_state_options
+@click.option("--account", "account_id", default=None)
+def list_users(config: Path | None, data_dir: Path | None, account_id: str | None) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        for name in await identities.users(account_id or settings.account_id):
+            click.echo(name)
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("delete-user")
+@_state_options
+@click.option("--account", "account_id", default=None)
+@click.argument("name")
+def delete_user(config: Path | None, data_dir: Path | None, account_id: str | None, name: str) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        await identities.delete_user(account_id or settings.account_id, name)
+        click.echo(f"user {name} deleted")
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("create-access-key")
+@_state_options
+@click.option("--account", "account_id", default=None)
+@click.option("--user", "user_name", default=None, help="The user [the account's root].")
+def create_access_key(
+    config: Path | None, data_dir: Path | None, account_id: str | None, user_name: str | None
+) -> None:
+    """Create an access key and print it (the secret is shown only here)."""
+
+    async def action(identities: Identities, settings: Settings) -> None:
+        key = await identities.create_key(account_id or settings.account_id, user_name)
+        click.echo(f"AWS_ACCESS_KEY_ID={key.access_key_id}\nAWS_SECRET_ACCESS_KEY={key.secret_access_key}")
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("list-access-keys")
+@_state_options
+@click.option("--account", "account_id", default=None)
+def list_access_keys(config: Path | None, data_dir: Path | None, account_id: str | None) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        for record in await identities.keys(account_id):
+            who = f"user/{record.user_name}" if record.user_name else "root"
+            click.echo(f"{record.access_key_id}\t{record.account_id}\t{who}\t{record.created_at.isoformat()}")
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("delete-access-key")
+@_state_options
+@click.argument("access_key_id")
+def delete_access_key(config: Path | None, data_dir: Path | None, access_key_id: str) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        await identities.delete_key(access_key_id)
+        click.echo(f"access key {access_key_id} deleted")
+
+    _run_admin(config, data_dir, action)

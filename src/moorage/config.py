@@ -142,6 +142,8 @@ class AuthSettings:
     token_ttl: timedelta = timedelta(hours=12)
     root_access_key_id: str | None = None
     root_secret_access_key: str | None = field(default=None, repr=False, metadata=_SECRET)
+    # base64 of 32 bytes; encrypts stored secret access keys. Default: <data_dir>/master.key
+    master_key: str | None = field(default=None, repr=False, metadata=_SECRET)
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,9 @@ class Settings:
     data_dir: Path = Path("moorage-data")
     registry_domain: str | None = None
     public_host: str | None = None
+    # Create a repository on its first /v2/ push (ECR requires CreateRepository unless a
+    # CREATE_ON_PUSH creation template applies; this switch is the blanket form of that).
+    create_on_push: bool = False
     http: HttpSettings = field(default_factory=HttpSettings)
     metadata: MetadataSettings = field(default_factory=MetadataSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -303,9 +308,7 @@ _LEAF_KEY_SET: frozenset[str] = frozenset(_LEAF_KEYS)
 _ENV_TO_KEY: dict[str, str] = {env_var_name(k): k for k in _LEAF_KEYS}
 
 
-def _ingest_table(
-    cls: type, table: Mapping[str, object], prefix: str, tree: dict[str, Any], source: _Source
-) -> None:
+def _ingest_table(cls: type, table: Mapping[str, object], prefix: str, tree: dict[str, Any], source: _Source) -> None:
     """Copy a parsed TOML/JSON table into `tree`, rejecting keys the schema does not have."""
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -365,9 +368,7 @@ def _convert(value: object, tp: Any, key: str, source: _Source) -> object:
                 return value
             if value.lower() in choices:
                 return value.lower()
-        raise ConfigError(
-            f"{key}: expected one of {', '.join(json.dumps(c) for c in choices)}, got {value!r}"
-        )
+        raise ConfigError(f"{key}: expected one of {', '.join(json.dumps(c) for c in choices)}, got {value!r}")
 
     if tp is str:
         if isinstance(value, str):
@@ -491,9 +492,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("storage.s3.bucket: must not be empty")
     if s3.endpoint_url is not None and not re.match(r"https?://[^/]", s3.endpoint_url):
         raise ConfigError(f"storage.s3.endpoint_url: expected an http(s):// URL, got {s3.endpoint_url!r}")
-    _require_pair(
-        "storage.s3.access_key_id", s3.access_key_id, "storage.s3.secret_access_key", s3.secret_access_key
-    )
+    _require_pair("storage.s3.access_key_id", s3.access_key_id, "storage.s3.secret_access_key", s3.secret_access_key)
 
     _require_pair(
         "auth.root_access_key_id",

@@ -27,6 +27,7 @@ Services raise these; each wire front-end maps them to its own codes in exactly 
     │   ├── ImageTagAlreadyExistsError    (tag is immutable)
     │   └── UploadOffsetMismatchError     (chunk does not start where the session ends)
     ├── TooLargeError                     (a body over its size limit)
+    ├── TooManyTagsError                  (resource tags over their limit)
     ├── AuthenticationError
     └── AccessDeniedError
 """
@@ -56,6 +57,7 @@ __all__ = [
     "SizeInvalidError",
     "TagInvalidError",
     "TooLargeError",
+    "TooManyTagsError",
     "UnsupportedError",
     "UploadInvalidError",
     "UploadOffsetMismatchError",
@@ -77,9 +79,7 @@ class NotFoundError(MoorageError):
 
 class RepositoryNotFoundError(NotFoundError):
     def __init__(self, name: str, registry_id: str) -> None:
-        super().__init__(
-            f"The repository with name '{name}' does not exist in the registry with id '{registry_id}'"
-        )
+        super().__init__(f"The repository with name '{name}' does not exist in the registry with id '{registry_id}'")
         self.name = name
         self.registry_id = registry_id
 
@@ -130,9 +130,13 @@ class ManifestInvalidError(InvalidRequestError):
 
 
 class ManifestBlobUnknownError(InvalidRequestError):
-    def __init__(self, digests: list[str]) -> None:
-        super().__init__("manifest references unknown blobs or manifests: " + ", ".join(digests))
+    """Blobs (or, with `children`, child manifests of an index) the manifest needs are missing."""
+
+    def __init__(self, digests: list[str], *, children: bool = False) -> None:
+        what = "manifests" if children else "blobs"
+        super().__init__(f"manifest references unknown {what}: " + ", ".join(digests))
         self.digests = digests
+        self.children = children
 
 
 class SizeInvalidError(InvalidRequestError):
@@ -163,9 +167,7 @@ class ConflictError(MoorageError):
 
 class RepositoryAlreadyExistsError(ConflictError):
     def __init__(self, name: str, registry_id: str) -> None:
-        super().__init__(
-            f"The repository with name '{name}' already exists in the registry with id '{registry_id}'"
-        )
+        super().__init__(f"The repository with name '{name}' already exists in the registry with id '{registry_id}'")
         self.name = name
         self.registry_id = registry_id
 
@@ -198,6 +200,12 @@ class UploadOffsetMismatchError(ConflictError):
         super().__init__(f"upload {upload_id} holds {size} bytes; the chunk must start at byte {size}")
         self.upload_id = upload_id
         self.size = size
+
+
+class TooManyTagsError(MoorageError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"A repository can have at most {limit} resource tags")
+        self.limit = limit
 
 
 class TooLargeError(MoorageError):

@@ -359,9 +359,7 @@ def _effective_media_type(obj: JSONObject, content_type: str | None) -> str:
     given = _content_media_type(content_type)
     if declared:
         if given is not None and given != declared.lower():
-            _invalid(
-                f"manifest media type {_short(declared)} does not match Content-Type {_short(content_type)}"
-            )
+            _invalid(f"manifest media type {_short(declared)} does not match Content-Type {_short(content_type)}")
         return declared
     if given is not None:
         return given
@@ -547,9 +545,7 @@ def docker_to_oci(body: bytes, media_type: str | None = None) -> bytes:
         out["config"] = convert(obj["config"], parsed.config)
         out["layers"] = [convert(r, d) for r, d in zip(_raw_list(obj, "layers"), parsed.layers, strict=True)]
     else:
-        out["manifests"] = [
-            convert(r, d) for r, d in zip(_raw_list(obj, "manifests"), parsed.manifests, strict=True)
-        ]
+        out["manifests"] = [convert(r, d) for r, d in zip(_raw_list(obj, "manifests"), parsed.manifests, strict=True)]
     return _dump(out)
 
 

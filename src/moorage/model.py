@@ -35,9 +35,7 @@ __all__ = [
 T = TypeVar("T")
 
 # The OCI distribution spec and botocore's RepositoryName shape share this grammar.
-_NAME_STRICT_RE = re.compile(
-    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
-)
+_NAME_STRICT_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
 _HEX_RE = re.compile(r"[a-f0-9]+")
@@ -145,6 +143,7 @@ class UploadSession:
     state: UploadState
     created_at: datetime
     updated_at: datetime
+    part_sizes: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:

@@ -13,9 +13,11 @@ its references, move the tag.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from moorage.errors import (
     RepositoryNotEmptyError,
     RepositoryNotFoundError,
     TooLargeError,
+    TooManyTagsError,
 )
 from moorage.metadata import ManifestRef, MetadataStore, Transaction
 from moorage.model import (
@@ -48,7 +51,14 @@ from moorage.model import (
 )
 from moorage.storage import BlobStore
 
-__all__ = ["BlobStream", "Limits", "ManifestPut", "Registry", "tag_is_immutable"]
+__all__ = ["ACCOUNT_SETTINGS", "BlobStream", "Limits", "ManifestPut", "Registry", "tag_is_immutable"]
+
+# ECR account settings: name -> (default, settable values)
+ACCOUNT_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "BASIC_SCAN_TYPE_VERSION": ("AWS_NATIVE", ("AWS_NATIVE", "CLAIR")),
+    "REGISTRY_POLICY_SCOPE": ("V2", ("V2",)),
+    "BLOB_MOUNTING": ("DISABLED", ("ENABLED", "DISABLED")),
+}
 
 IMAGE_NOT_FOUND = "Requested image not found"
 
@@ -72,8 +82,12 @@ class BlobStream:
 
 @dataclass(frozen=True, slots=True)
 class ManifestPut:
+    """The stored image; `created` when the manifest is new to the repository, `changed` when
+    anything changed at all (new manifest or a tag moved onto it)."""
+
     image: Image
     created: bool
+    changed: bool
 
 
 @lru_cache(maxsize=1024)
@@ -94,6 +108,14 @@ def tag_is_immutable(repo: Repository, tag: str) -> bool:
     return False
 
 
+def _references(parsed: mf.ParsedManifest) -> list[ManifestRef]:
+    wanted = set(parsed.blob_references)
+    blobs = ((parsed.config,) if parsed.config is not None else ()) + parsed.layers
+    refs: list[ManifestRef] = [(d.digest, "blob", d.media_type) for d in blobs if d.digest in wanted]
+    refs += [(d.digest, "manifest", d.media_type) for d in parsed.manifests]
+    return refs
+
+
 class Registry:
     def __init__(
         self,
@@ -110,6 +132,24 @@ class Registry:
         self.limits = limits
         self._create_on_push = create_on_push
 
+    # -- registry settings and documents -----------------------------------------------------
+
+    async def account_setting(self, registry: RegistryRef, name: str) -> str:
+        """An ECR account setting of the registry (its default when never set)."""
+        async with self._metadata.transaction() as tx:
+            value = await tx.kv.get(f"setting/{registry.account_id}/{registry.region}/{name}")
+        return value if value is not None else ACCOUNT_SETTINGS[name][0]
+
+    async def put_account_setting(self, registry: RegistryRef, name: str, value: str) -> None:
+        async with self._metadata.transaction(write=True) as tx:
+            await tx.kv.put(f"setting/{registry.account_id}/{registry.region}/{name}", value)
+
+    async def document(self, registry: RegistryRef, kind: str) -> dict[str, object] | None:
+        """A registry-level JSON document (replication configuration, registry policy, ...)."""
+        async with self._metadata.transaction() as tx:
+            text = await tx.kv.get(f"doc/{registry.account_id}/{registry.region}/{kind}")
+        return None if text is None else dict(json.loads(text))
+
     # -- repositories ------------------------------------------------------------------------
 
     async def _repo(self, tx: Transaction, registry: RegistryRef, name: RepositoryName) -> Repository:
@@ -118,13 +158,16 @@ class Registry:
             raise RepositoryNotFoundError(name, registry.account_id)
         return repo
 
+    def now(self) -> datetime:
+        return self._clock.now()
+
     async def _repo_for_push(
-        self, tx: Transaction, registry: RegistryRef, name: RepositoryName
+        self, tx: Transaction, registry: RegistryRef, name: RepositoryName, *, create: bool | None = None
     ) -> Repository:
         """The repository locked for a write; created here when repositories are created on push."""
         repo = await tx.repositories.get(registry, name, for_update=True)
         if repo is None:
-            if not self._create_on_push:
+            if not (self._create_on_push if create is None else create):
                 raise RepositoryNotFoundError(name, registry.account_id)
             repo = await tx.repositories.create(Repository(registry, name, created_at=self._clock.now()))
         return repo
@@ -142,13 +185,61 @@ class Registry:
         async with self._metadata.transaction(write=True) as tx:
             return await self._repo_for_push(tx, registry, name)
 
-    async def create_repository(self, repo: Repository) -> Repository:
+    async def create_repository(self, repo: Repository, tags: dict[str, str] | None = None) -> Repository:
+        """Create a repository with its resource tags, atomically. Raises RepositoryAlreadyExistsError."""
         async with self._metadata.transaction(write=True) as tx:
-            return await tx.repositories.create(repo)
+            created = await tx.repositories.create(repo)
+            if tags:
+                await tx.resource_tags.put(created.id, tags)
+            return created
 
-    async def delete_repository(
-        self, registry: RegistryRef, name: RepositoryName, *, force: bool
-    ) -> Repository:
+    async def describe_repositories(
+        self, registry: RegistryRef, names: Sequence[RepositoryName] | None, page: PageRequest
+    ) -> Page[Repository]:
+        """The named repositories (all must exist) or a page of all of them in name order."""
+        async with self._metadata.transaction() as tx:
+            if names is None:
+                return await tx.repositories.list_page(registry, page)
+            return Page([await self._repo(tx, registry, name) for name in dict.fromkeys(names)])
+
+    async def update_repository(self, registry: RegistryRef, name: RepositoryName, **changes: object) -> Repository:
+        """Change settings fields of a repository (tag_mutability, mutability_exclusions, scan_on_push)."""
+        async with self._metadata.transaction(write=True) as tx:
+            repo = await tx.repositories.get(registry, name, for_update=True)
+            if repo is None:
+                raise RepositoryNotFoundError(name, registry.account_id)
+            updated = replace(repo, **changes)  # type: ignore[arg-type]
+            await tx.repositories.update(updated)
+            return updated
+
+    async def resource_tags(self, registry: RegistryRef, name: RepositoryName) -> dict[str, str]:
+        async with self._metadata.transaction() as tx:
+            repo = await self._repo(tx, registry, name)
+            return await tx.resource_tags.get(repo.id)
+
+    async def change_resource_tags(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        *,
+        add: dict[str, str] | None = None,
+        remove: Sequence[str] = (),
+        max_tags: int = 50,
+    ) -> dict[str, str]:
+        """Merge `add` and drop `remove`; TooManyTagsError past `max_tags`. Returns the new tags."""
+        async with self._metadata.transaction(write=True) as tx:
+            repo = await tx.repositories.get(registry, name, for_update=True)
+            if repo is None:
+                raise RepositoryNotFoundError(name, registry.account_id)
+            current = await tx.resource_tags.get(repo.id)
+            merged = {k: v for k, v in {**current, **(add or {})}.items() if k not in set(remove)}
+            if len([k for k in merged if not k.startswith("aws:")]) > max_tags:
+                raise TooManyTagsError(max_tags)
+            await tx.resource_tags.delete(repo.id, list(remove))
+            await tx.resource_tags.put(repo.id, add or {})
+            return merged
+
+    async def delete_repository(self, registry: RegistryRef, name: RepositoryName, *, force: bool) -> Repository:
         async with self._metadata.transaction(write=True) as tx:
             repo = await tx.repositories.get(registry, name, for_update=True)
             if repo is None:
@@ -174,6 +265,7 @@ class Registry:
         *,
         tag: str | None = None,
         digest: Digest | None = None,
+        create_repository: bool | None = None,
     ) -> ManifestPut:
         """Store a manifest, optionally tagging it. `digest`, when given, must be the body's digest.
 
@@ -192,15 +284,16 @@ class Registry:
             if digest != actual:
                 raise DigestInvalidError(f"manifest digest {actual} does not match {digest}")
         parsed = mf.parse(body, content_type)
-        refs: list[ManifestRef] = [(d, "blob") for d in parsed.blob_references]
-        refs += [(d, "manifest") for d in parsed.manifest_references]
+        refs = _references(parsed)
         now = self._clock.now()
         async with self._metadata.transaction(write=True) as tx:
-            repo = await self._repo_for_push(tx, registry, name)
+            repo = await self._repo_for_push(tx, registry, name, create=create_repository)
             missing = await tx.blobs.missing(repo.id, parsed.blob_references)
-            missing += await tx.images.missing(repo.id, parsed.manifest_references)
             if missing:
                 raise ManifestBlobUnknownError([str(d) for d in missing])
+            missing = await tx.images.missing(repo.id, parsed.manifest_references)
+            if missing:
+                raise ManifestBlobUnknownError([str(d) for d in missing], children=True)
             if tag is not None and tag_is_immutable(repo, tag):
                 current = await tx.images.get_by_tag(repo.id, tag, with_body=False)
                 if current is not None:
@@ -218,10 +311,14 @@ class Registry:
                 image_size=await self._image_size(tx, repo.id, parsed),
             )
             created = await tx.images.put(repo.id, image, body, refs)
+            changed = created
             if tag is not None:
-                await tx.images.set_tag(repo.id, tag, actual, now)
+                changed = await tx.images.set_tag(repo.id, tag, actual, now) != actual or changed
+            if not created:
+                stored = await tx.images.get(repo.id, actual, with_body=False)
+                image = stored if stored is not None else image
         tags = (tag,) if tag is not None else ()
-        return ManifestPut(replace(image, tags=tags, body=body), created)
+        return ManifestPut(replace(image, tags=tags, body=body), created, changed)
 
     async def _image_size(self, tx: Transaction, repo_id: int, parsed: mf.ParsedManifest) -> int:
         if not parsed.manifest_references:
@@ -267,9 +364,7 @@ class Registry:
                 raise ManifestUnknownError(IMAGE_NOT_FOUND, reference)
             parents = await tx.images.referenced_by(repo.id, digest)
             if parents:
-                raise ManifestInvalidError(
-                    f"image {digest} is referenced by the index {parents[0]}; delete that first"
-                )
+                raise ManifestInvalidError(f"image {digest} is referenced by the index {parents[0]}; delete that first")
             await tx.images.delete(repo.id, digest)
 
     async def list_tags(self, registry: RegistryRef, name: RepositoryName, page: PageRequest) -> Page[str]:
@@ -328,7 +423,10 @@ class Registry:
     async def mount_blob(
         self, registry: RegistryRef, name: RepositoryName, source: RepositoryName, digest: Digest
     ) -> BlobInfo | None:
-        """Link a blob that `source` (same registry) links into `name`; None when it cannot be mounted."""
+        """Link a blob that `source` (same registry) links into `name`; None when it cannot be
+        mounted (ECR mounts only when the registry's BLOB_MOUNTING setting is ENABLED)."""
+        if await self.account_setting(registry, "BLOB_MOUNTING") != "ENABLED":
+            return None
         async with self._metadata.transaction(write=True) as tx:
             src = await tx.repositories.get(registry, source)
             if src is None:
@@ -340,9 +438,22 @@ class Registry:
             await tx.blobs.link(repo.id, digest, self._clock.now())
             return info
 
-    async def check_blobs(
-        self, registry: RegistryRef, name: RepositoryName, digests: Sequence[Digest]
-    ) -> list[Digest]:
+    async def layer(
+        self, registry: RegistryRef, name: RepositoryName, digest: Digest, *, referenced: bool = True
+    ) -> tuple[BlobInfo, str] | None:
+        """A blob the repository links, with the media type a manifest gives it ("" when unknown).
+        With `referenced`, only blobs some manifest of the repository references count."""
+        async with self._metadata.transaction() as tx:
+            repo = await self._repo(tx, registry, name)
+            info = await tx.blobs.linked(repo.id, digest)
+            if info is None:
+                return None
+            media_type = await tx.blobs.referenced(repo.id, digest)
+        if media_type is None and referenced:
+            return None
+        return info, media_type or ""
+
+    async def check_blobs(self, registry: RegistryRef, name: RepositoryName, digests: Sequence[Digest]) -> list[Digest]:
         """Those of `digests` the repository does not link."""
         async with self._metadata.transaction() as tx:
             repo = await self._repo(tx, registry, name)

@@ -118,12 +118,15 @@ class Uploads:
             raise UploadUnknownError(upload_id) from None
         now = self._clock.now()
         async with self._metadata.transaction(write=True) as tx:
-            saved = await tx.uploads.save(upload_id, state, now, expected_size=session.size)
+            saved = await tx.uploads.save(
+                upload_id, state, now, expected_size=session.size, part_size=state.size - session.size
+            )
         if not saved:
             raise UploadInvalidError(f"upload {upload_id} was changed by a concurrent request")
         if hasher is not None:
             self._remember(upload_id, state.size, hasher)
-        return UploadSession(session.registry, session.repository, upload_id, state, session.created_at, now)
+        parts = (*session.part_sizes, state.size - session.size)
+        return UploadSession(session.registry, session.repository, upload_id, state, session.created_at, now, parts)
 
     async def complete(
         self,

@@ -8,6 +8,8 @@ single protocol grows to fifty methods:
     ├── images         put / get / get_by_tag / tags / set_tag / remove_tag / delete / referrers
     ├── blobs          add / get / link / linked / unlink
     ├── uploads        create / get / save / delete
+    ├── resource_tags  get / put / delete
+    ├── identities     accounts, users, access keys
     ├── leases         acquire / release
     └── kv             get / put
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -42,19 +45,22 @@ from moorage.model import (
 )
 
 __all__ = [
+    "AccessKeyRecord",
     "BlobTable",
+    "IdentityTable",
     "ImageTable",
     "KvTable",
     "LeaseTable",
     "ManifestRef",
     "MetadataStore",
     "RepositoryTable",
+    "ResourceTagTable",
     "Transaction",
     "UploadTable",
 ]
 
-# (child digest, kind) where kind is "blob" (config, layer) or "manifest" (index child)
-ManifestRef = tuple[Digest, str]
+# (child digest, kind, media type) where kind is "blob" (config, layer) or "manifest" (index child)
+ManifestRef = tuple[Digest, str, str | None]
 
 
 class RepositoryTable(Protocol):
@@ -62,9 +68,7 @@ class RepositoryTable(Protocol):
         """Insert `repo` (its `id` is ignored); return it with its id. Raises RepositoryAlreadyExistsError."""
         ...
 
-    async def get(
-        self, registry: RegistryRef, name: RepositoryName, *, for_update: bool = False
-    ) -> Repository | None:
+    async def get(self, registry: RegistryRef, name: RepositoryName, *, for_update: bool = False) -> Repository | None:
         """The repository, or None. `for_update` locks it until the write transaction ends."""
         ...
 
@@ -160,6 +164,11 @@ class BlobTable(Protocol):
         """Remove the repository's link; False when there was none."""
         ...
 
+    async def referenced(self, repo_id: int, digest: Digest) -> str | None:
+        """The media type under which a manifest of the repository references the blob ("" when
+        referenced without one), or None when no manifest of the repository references it."""
+        ...
+
 
 class UploadTable(Protocol):
     async def create(self, repo_id: int, state: UploadState, now: datetime) -> None:
@@ -170,14 +179,78 @@ class UploadTable(Protocol):
         """The session if it exists in that repository, else None."""
         ...
 
-    async def save(self, upload_id: str, state: UploadState, now: datetime, *, expected_size: int) -> bool:
+    async def save(
+        self,
+        upload_id: str,
+        state: UploadState,
+        now: datetime,
+        *,
+        expected_size: int,
+        part_size: int | None = None,
+    ) -> bool:
         """Store the new state only if the stored size is still `expected_size` (compare-and-set);
-        False when another request moved the session first or it is gone."""
+        False when another request moved the session first or it is gone. `part_size`, when
+        given, is recorded as one more part of the session (`UploadSession.part_sizes`)."""
         ...
 
     async def delete(self, upload_id: str) -> None:
         """Forget the session. Idempotent."""
         ...
+
+
+class ResourceTagTable(Protocol):
+    async def get(self, repo_id: int) -> dict[str, str]:
+        """The repository's resource tags."""
+        ...
+
+    async def put(self, repo_id: int, tags: dict[str, str]) -> None:
+        """Add or overwrite tags (merge)."""
+        ...
+
+    async def delete(self, repo_id: int, keys: Sequence[str]) -> None:
+        """Remove the named tags; unknown keys are ignored."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKeyRecord:
+    access_key_id: str
+    account_id: str
+    user_name: str | None
+    secret_ciphertext: str
+    created_at: datetime
+
+
+class IdentityTable(Protocol):
+    async def create_account(self, account_id: str, now: datetime) -> bool:
+        """Create an account; False when it exists already."""
+        ...
+
+    async def accounts(self) -> list[str]: ...
+
+    async def delete_account(self, account_id: str) -> bool:
+        """Delete an account with its users and keys; False when absent."""
+        ...
+
+    async def create_user(self, account_id: str, name: str, now: datetime) -> bool:
+        """False when the user exists already. The account must exist."""
+        ...
+
+    async def users(self, account_id: str) -> list[str]: ...
+
+    async def delete_user(self, account_id: str, name: str) -> bool:
+        """Delete a user and its keys; False when absent."""
+        ...
+
+    async def user_exists(self, account_id: str, name: str) -> bool: ...
+
+    async def add_key(self, record: AccessKeyRecord) -> None: ...
+
+    async def key(self, access_key_id: str) -> AccessKeyRecord | None: ...
+
+    async def keys(self, account_id: str | None = None) -> list[AccessKeyRecord]: ...
+
+    async def delete_key(self, access_key_id: str) -> bool: ...
 
 
 class LeaseTable(Protocol):
@@ -205,6 +278,8 @@ class Transaction(Protocol):
     images: ImageTable
     blobs: BlobTable
     uploads: UploadTable
+    resource_tags: ResourceTagTable
+    identities: IdentityTable
     leases: LeaseTable
     kv: KvTable
 

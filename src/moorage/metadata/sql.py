@@ -27,12 +27,15 @@ from sqlalchemy.sql.dml import Insert
 
 from moorage.errors import RepositoryAlreadyExistsError
 from moorage.metadata import (
+    AccessKeyRecord,
     BlobTable,
+    IdentityTable,
     ImageTable,
     KvTable,
     LeaseTable,
     ManifestRef,
     RepositoryTable,
+    ResourceTagTable,
     Transaction,
     UploadTable,
 )
@@ -151,13 +154,9 @@ class _Repositories(_Base):
             "kms_key": repo.kms_key,
         }
 
-    async def get(
-        self, registry: RegistryRef, name: RepositoryName, *, for_update: bool = False
-    ) -> Repository | None:
+    async def get(self, registry: RegistryRef, name: RepositoryName, *, for_update: bool = False) -> Repository | None:
         r = t.repositories
-        stmt = select(r).where(
-            r.c.account_id == registry.account_id, r.c.region == registry.region, r.c.name == name
-        )
+        stmt = select(r).where(r.c.account_id == registry.account_id, r.c.region == registry.region, r.c.name == name)
         if for_update:
             stmt = stmt.with_for_update()
         row = (await self._c.execute(stmt)).first()
@@ -176,14 +175,12 @@ class _Repositories(_Base):
         return _page([_repository(row) for row in rows], page.limit, lambda repo: repo.name)
 
     async def update(self, repo: Repository) -> None:
-        await self._c.execute(
-            update(t.repositories).where(t.repositories.c.id == repo.id).values(self._settings(repo))
-        )
+        await self._c.execute(update(t.repositories).where(t.repositories.c.id == repo.id).values(self._settings(repo)))
 
     async def delete(self, repo_id: int) -> None:
         # Children first: SQLite enforces ON DELETE CASCADE only with foreign_keys=ON, and being
         # explicit keeps the order obvious on every dialect.
-        for table in (t.uploads, t.tags, t.manifest_refs, t.manifests, t.repo_blobs):
+        for table in (t.uploads, t.tags, t.manifest_refs, t.manifests, t.repo_blobs, t.resource_tags):
             await self._c.execute(delete(table).where(table.c.repo_id == repo_id))
         await self._c.execute(delete(t.repositories).where(t.repositories.c.id == repo_id))
 
@@ -203,9 +200,7 @@ _IMAGE_COLUMNS = (
 
 
 class _Images(_Base):
-    def __init__(
-        self, conn: AsyncConnection, dialect: str, repos: dict[int, tuple[RegistryRef, str]]
-    ) -> None:
+    def __init__(self, conn: AsyncConnection, dialect: str, repos: dict[int, tuple[RegistryRef, str]]) -> None:
         super().__init__(conn, dialect)
         self._repos = repos
 
@@ -213,9 +208,7 @@ class _Images(_Base):
         known = self._repos.get(repo_id)
         if known is None:
             r = t.repositories
-            row = (
-                await self._c.execute(select(r.c.account_id, r.c.region, r.c.name).where(r.c.id == repo_id))
-            ).one()
+            row = (await self._c.execute(select(r.c.account_id, r.c.region, r.c.name).where(r.c.id == repo_id))).one()
             known = (RegistryRef(row.account_id, row.region), row.name)
             self._repos[repo_id] = known
         return known
@@ -228,9 +221,7 @@ class _Images(_Base):
         if with_tags:
             tg = t.tags
             rows = await self._c.execute(
-                select(tg.c.name)
-                .where(tg.c.repo_id == m["repo_id"], tg.c.digest == m["digest"])
-                .order_by(tg.c.name)
+                select(tg.c.name).where(tg.c.repo_id == m["repo_id"], tg.c.digest == m["digest"]).order_by(tg.c.name)
             )
             tag_names = tuple(r[0] for r in rows)
         return Image(
@@ -269,13 +260,19 @@ class _Images(_Base):
         result = await self._c.execute(stmt)
         if result.rowcount != 1:
             return False
-        unique = {str(child): kind for child, kind in refs}
+        unique = {str(child): (kind, media_type) for child, kind, media_type in refs}
         if unique:
             await self._c.execute(
                 t.manifest_refs.insert(),
                 [
-                    {"repo_id": repo_id, "parent": str(image.digest), "child": child, "kind": kind}
-                    for child, kind in unique.items()
+                    {
+                        "repo_id": repo_id,
+                        "parent": str(image.digest),
+                        "child": child,
+                        "kind": kind,
+                        "media_type": media_type,
+                    }
+                    for child, (kind, media_type) in unique.items()
                 ],
             )
         return True
@@ -350,9 +347,7 @@ class _Images(_Base):
         names = [
             row[0]
             for row in await self._c.execute(
-                select(tg.c.name)
-                .where(tg.c.repo_id == repo_id, tg.c.digest == str(digest))
-                .order_by(tg.c.name)
+                select(tg.c.name).where(tg.c.repo_id == repo_id, tg.c.digest == str(digest)).order_by(tg.c.name)
             )
         ]
         await self._c.execute(delete(tg).where(tg.c.repo_id == repo_id, tg.c.digest == str(digest)))
@@ -371,11 +366,7 @@ class _Images(_Base):
 
     async def referrers(self, repo_id: int, subject: Digest) -> list[Image]:
         m = t.manifests
-        stmt = (
-            select(*_IMAGE_COLUMNS)
-            .where(m.c.repo_id == repo_id, m.c.subject == str(subject))
-            .order_by(m.c.digest)
-        )
+        stmt = select(*_IMAGE_COLUMNS).where(m.c.repo_id == repo_id, m.c.subject == str(subject)).order_by(m.c.digest)
         rows = (await self._c.execute(stmt)).all()
         return [await self._image(row, with_body=False, with_tags=False) for row in rows]
 
@@ -436,6 +427,105 @@ class _Blobs(_Base):
         result = await self._c.execute(delete(rb).where(rb.c.repo_id == repo_id, rb.c.digest == str(digest)))
         return result.rowcount > 0
 
+    async def referenced(self, repo_id: int, digest: Digest) -> str | None:
+        refs = t.manifest_refs
+        stmt = (
+            select(refs.c.media_type)
+            .where(refs.c.repo_id == repo_id, refs.c.child == str(digest), refs.c.kind == "blob")
+            .limit(1)
+        )
+        row = (await self._c.execute(stmt)).first()
+        return None if row is None else (row[0] or "")
+
+
+class _ResourceTags(_Base):
+    async def get(self, repo_id: int) -> dict[str, str]:
+        rt = t.resource_tags
+        rows = await self._c.execute(select(rt.c.key, rt.c.value).where(rt.c.repo_id == repo_id).order_by(rt.c.key))
+        return {row[0]: row[1] for row in rows}
+
+    async def put(self, repo_id: int, tags: dict[str, str]) -> None:
+        rt = t.resource_tags
+        if not tags:
+            return
+        await self._c.execute(delete(rt).where(rt.c.repo_id == repo_id, rt.c.key.in_(sorted(tags))))
+        await self._c.execute(rt.insert(), [{"repo_id": repo_id, "key": k, "value": v} for k, v in tags.items()])
+
+    async def delete(self, repo_id: int, keys: Sequence[str]) -> None:
+        rt = t.resource_tags
+        if keys:
+            await self._c.execute(delete(rt).where(rt.c.repo_id == repo_id, rt.c.key.in_(sorted(set(keys)))))
+
+
+def _key_record(row: Row[Any, *tuple[Any, ...]]) -> AccessKeyRecord:
+    m = row._mapping
+    return AccessKeyRecord(m["id"], m["account_id"], m["user_name"], m["secret"], _dt_req(m["created_at"]))
+
+
+class _Identities(_Base):
+    async def create_account(self, account_id: str, now: datetime) -> bool:
+        result = await self._c.execute(self._insert_ignore(t.accounts).values(id=account_id, created_at=_ts(now)))
+        return result.rowcount == 1
+
+    async def accounts(self) -> list[str]:
+        return [row[0] for row in await self._c.execute(select(t.accounts.c.id).order_by(t.accounts.c.id))]
+
+    async def delete_account(self, account_id: str) -> bool:
+        await self._c.execute(delete(t.access_keys).where(t.access_keys.c.account_id == account_id))
+        await self._c.execute(delete(t.users).where(t.users.c.account_id == account_id))
+        result = await self._c.execute(delete(t.accounts).where(t.accounts.c.id == account_id))
+        return result.rowcount == 1
+
+    async def create_user(self, account_id: str, name: str, now: datetime) -> bool:
+        result = await self._c.execute(
+            self._insert_ignore(t.users).values(account_id=account_id, name=name, created_at=_ts(now))
+        )
+        return result.rowcount == 1
+
+    async def users(self, account_id: str) -> list[str]:
+        u = t.users
+        return [
+            row[0]
+            for row in await self._c.execute(select(u.c.name).where(u.c.account_id == account_id).order_by(u.c.name))
+        ]
+
+    async def delete_user(self, account_id: str, name: str) -> bool:
+        k, u = t.access_keys, t.users
+        await self._c.execute(delete(k).where(k.c.account_id == account_id, k.c.user_name == name))
+        result = await self._c.execute(delete(u).where(u.c.account_id == account_id, u.c.name == name))
+        return result.rowcount == 1
+
+    async def user_exists(self, account_id: str, name: str) -> bool:
+        u = t.users
+        row = (await self._c.execute(select(u.c.name).where(u.c.account_id == account_id, u.c.name == name))).first()
+        return row is not None
+
+    async def add_key(self, record: AccessKeyRecord) -> None:
+        await self._c.execute(
+            t.access_keys.insert().values(
+                id=record.access_key_id,
+                account_id=record.account_id,
+                user_name=record.user_name,
+                secret=record.secret_ciphertext,
+                created_at=_ts(record.created_at),
+            )
+        )
+
+    async def key(self, access_key_id: str) -> AccessKeyRecord | None:
+        row = (await self._c.execute(select(t.access_keys).where(t.access_keys.c.id == access_key_id))).first()
+        return None if row is None else _key_record(row)
+
+    async def keys(self, account_id: str | None = None) -> list[AccessKeyRecord]:
+        k = t.access_keys
+        stmt = select(k).order_by(k.c.account_id, k.c.id)
+        if account_id is not None:
+            stmt = stmt.where(k.c.account_id == account_id)
+        return [_key_record(row) for row in await self._c.execute(stmt)]
+
+    async def delete_key(self, access_key_id: str) -> bool:
+        result = await self._c.execute(delete(t.access_keys).where(t.access_keys.c.id == access_key_id))
+        return result.rowcount == 1
+
 
 class _Uploads(_Base):
     async def create(self, repo_id: int, state: UploadState, now: datetime) -> None:
@@ -473,15 +563,32 @@ class _Uploads(_Base):
             state=UploadState(m["id"], int(m["size"]), json.loads(m["backend_state"])),
             created_at=_dt_req(m["created_at"]),
             updated_at=_dt_req(m["updated_at"]),
+            part_sizes=tuple(json.loads(m["part_sizes"])),
         )
 
-    async def save(self, upload_id: str, state: UploadState, now: datetime, *, expected_size: int) -> bool:
+    async def save(
+        self,
+        upload_id: str,
+        state: UploadState,
+        now: datetime,
+        *,
+        expected_size: int,
+        part_size: int | None = None,
+    ) -> bool:
         u = t.uploads
-        result = await self._c.execute(
-            update(u)
-            .where(u.c.id == upload_id, u.c.size == expected_size)
-            .values(size=state.size, backend_state=json.dumps(dict(state.backend)), updated_at=_ts(now))
-        )
+        values: dict[str, Any] = {
+            "size": state.size,
+            "backend_state": json.dumps(dict(state.backend)),
+            "updated_at": _ts(now),
+        }
+        if part_size is not None:
+            parts = (
+                await self._c.execute(select(u.c.part_sizes).where(u.c.id == upload_id, u.c.size == expected_size))
+            ).scalar()
+            if parts is None:
+                return False
+            values["part_sizes"] = json.dumps([*json.loads(parts), part_size])
+        result = await self._c.execute(update(u).where(u.c.id == upload_id, u.c.size == expected_size).values(values))
         return result.rowcount == 1
 
     async def delete(self, upload_id: str) -> None:
@@ -492,9 +599,7 @@ class _Leases(_Base):
     async def acquire(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
         ls = t.leases
         expires = _ts(now) + ttl_seconds
-        inserted = await self._c.execute(
-            self._insert_ignore(ls).values(name=name, holder=holder, expires_at=expires)
-        )
+        inserted = await self._c.execute(self._insert_ignore(ls).values(name=name, holder=holder, expires_at=expires))
         if inserted.rowcount == 1:
             return True
         result = await self._c.execute(
@@ -534,6 +639,8 @@ class _SqlTransaction:
         self.images: ImageTable = _Images(conn, dialect, {})
         self.blobs: BlobTable = _Blobs(conn, dialect)
         self.uploads: UploadTable = _Uploads(conn, dialect)
+        self.resource_tags: ResourceTagTable = _ResourceTags(conn, dialect)
+        self.identities: IdentityTable = _Identities(conn, dialect)
         self.leases: LeaseTable = _Leases(conn, dialect)
         self.kv: KvTable = _Kv(conn, dialect)
 
@@ -609,6 +716,8 @@ class SqlMetadataStore:
                     t.blobs,
                 ):
                     await conn.execute(delete(table))
+                # Settings and documents go too; secrets (signing keys) stay.
+                await conn.execute(delete(t.kv).where(~t.kv.c.name.startswith("secret/")))
 
     async def close(self) -> None:
         await self._engine.dispose()

@@ -4,8 +4,11 @@
                   ├─< tags                             (tag → manifest digest, per repository)
                   ├─< repo_blobs >── blobs             (which committed blobs a repository may use)
                   └─< uploads                          (upload sessions in progress)
+    repositories ─< resource_tags                      (TagResource key/value pairs)
+    accounts ─┬─< users                                (IAM-style users; root is implicit)
+              └─< access_keys                          (secret stored encrypted, see auth.py)
     leases                                             (background-job leases)
-    kv                                                 (small named values: signing keys, clock offset)
+    kv                                                 (small named values: signing keys, settings)
 
 Every repository belongs to one registry `(account_id, region)`; everything below a repository
 is scoped through `repo_id`. `blobs` is the one global content-addressed namespace: a row
@@ -31,6 +34,8 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "access_keys",
+    "accounts",
     "blobs",
     "kv",
     "leases",
@@ -39,8 +44,10 @@ __all__ = [
     "metadata",
     "repo_blobs",
     "repositories",
+    "resource_tags",
     "tags",
     "uploads",
+    "users",
 ]
 
 metadata = MetaData(
@@ -96,6 +103,7 @@ manifest_refs = Table(
     Column("child", DIGEST, primary_key=True),
     # "blob" for config/layers, "manifest" for the children of an index
     Column("kind", String(8), nullable=False),
+    Column("media_type", String(255), nullable=True),
     Index("ix_manifest_refs_child", "child"),
     Index("ix_manifest_refs_repo_child", "repo_id", "child"),
 )
@@ -134,6 +142,8 @@ uploads = Table(
     Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("backend_state", Text, nullable=False, server_default="{}"),
+    # JSON list of the byte counts of each append (ECR checks part sizes at completion)
+    Column("part_sizes", Text, nullable=False, server_default="[]"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_uploads_updated_at", "updated_at"),
@@ -152,4 +162,40 @@ kv = Table(
     metadata,
     Column("name", String(200), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+resource_tags = Table(
+    "resource_tags",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(12), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("account_id", String(12), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
+access_keys = Table(
+    "access_keys",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("account_id", String(12), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    # NULL: the account's root
+    Column("user_name", String(64), nullable=True),
+    # AES-GCM ciphertext of the secret access key (SigV4 needs it in clear), base64
+    Column("secret", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_access_keys_account", "account_id"),
 )

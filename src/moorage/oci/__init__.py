@@ -96,9 +96,7 @@ class OciContext:
         assert self.path.reference is not None
         return self.path.reference
 
-    async def reply(
-        self, status: int, headers: list[tuple[str, str]] | None = None, body: bytes = b""
-    ) -> None:
+    async def reply(self, status: int, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         await send_bytes(
             self.send,
             status,
@@ -107,9 +105,7 @@ class OciContext:
             head=self.request.method == "HEAD",
         )
 
-    async def reply_json(
-        self, status: int, document: object, headers: list[tuple[str, str]] | None = None
-    ) -> None:
+    async def reply_json(self, status: int, document: object, headers: list[tuple[str, str]] | None = None) -> None:
         body = json.dumps(document, separators=(",", ":")).encode()
         await self.reply(status, [("content-type", JSON), *(headers or [])], body)
 

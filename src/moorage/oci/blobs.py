@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from moorage.asgi import send_file, send_stream
-from moorage.errors import DigestInvalidError, UploadInvalidError
+from moorage.errors import DigestInvalidError, RangeNotSatisfiableError, UploadInvalidError
 from moorage.model import ByteRange, Digest, UploadSession, parse_repository_name
 from moorage.oci import API_VERSION_HEADER, Handler, Kind, OciContext
 
@@ -20,15 +20,16 @@ _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 _CONTENT_RANGE_RE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(?:\d+|\*))?")
 
 
-def _parse_range(value: str | None) -> ByteRange | None:
-    """A single `bytes=a-b`, `bytes=a-` or `bytes=-n` range; anything else means the whole blob."""
+def _parse_range(value: str | None) -> ByteRange | int | None:
+    """A single `bytes=a-b` or `bytes=a-` range, or the length n of a suffix range `bytes=-n`
+    (resolved against the blob's size by the caller); anything else means the whole blob."""
     if value is None:
         return None
     match = _RANGE_RE.fullmatch(value.strip())
     if match is None or (not match[1] and not match[2]):
         return None
     if not match[1]:
-        return ByteRange(-int(match[2]))  # suffix range, resolved against the size below
+        return int(match[2])
     return ByteRange(int(match[1]), int(match[2]) if match[2] else None)
 
 
@@ -53,9 +54,11 @@ async def head_blob(ctx: OciContext) -> None:
 async def get_blob(ctx: OciContext) -> None:
     digest = _digest(ctx)
     wanted = _parse_range(ctx.request.header("range"))
-    if wanted is not None and wanted.start < 0:
+    if isinstance(wanted, int):  # the last `wanted` bytes
         info = await ctx.registry.stat_blob(ctx.registry_ref, ctx.name, digest)
-        wanted = ByteRange(max(info.size + wanted.start, 0), None) if info.size else ByteRange(0, None)
+        if wanted == 0:  # a zero-length suffix is never satisfiable (RFC 9110, 14.1.1)
+            raise RangeNotSatisfiableError(info.size)
+        wanted = ByteRange(max(info.size - wanted, 0), None)
     blob = await ctx.registry.open_blob(ctx.registry_ref, ctx.name, digest, wanted)
     headers = [API_VERSION_HEADER, *_blob_headers(ctx, digest)]
     status = 200
@@ -102,9 +105,7 @@ async def start_upload(ctx: OciContext) -> None:
     mount, source = request.param("mount"), request.param("from")
     if mount is not None and source:
         digest = Digest.parse(mount)
-        mounted = await ctx.registry.mount_blob(
-            ctx.registry_ref, ctx.name, parse_repository_name(source), digest
-        )
+        mounted = await ctx.registry.mount_blob(ctx.registry_ref, ctx.name, parse_repository_name(source), digest)
         if mounted is not None:
             await ctx.reply(201, _blob_created(ctx, digest))
             return
@@ -158,9 +159,7 @@ async def put_upload(ctx: OciContext) -> None:
             from moorage.errors import UploadOffsetMismatchError
 
             raise UploadOffsetMismatchError(ctx.reference, session.size)
-    await ctx.uploads.complete(
-        ctx.registry_ref, ctx.name, ctx.reference, digest, ctx.request.stream(_limit(ctx))
-    )
+    await ctx.uploads.complete(ctx.registry_ref, ctx.name, ctx.reference, digest, ctx.request.stream(_limit(ctx)))
     await ctx.reply(201, _blob_created(ctx, digest))
 
 

@@ -1,0 +1,172 @@
+"""The Amazon ECR API front-end (AWS JSON 1.1), as plain ASGI.
+
+    POST /   X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.<Operation>
+             Content-Type: application/x-amz-json-1.1, SigV4-signed
+
+Per request: target → operation name; bounded body read; SigV4 authentication; JSON decode;
+validation of the input against botocore's ECR model (`ecr/validation.py`); the handler from
+the explicit HANDLERS tables of `ecr/<area>.py`; the result serialised as JSON. Every response
+carries `x-amzn-RequestId`. Handlers are thin: they translate wire shapes and call the services.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
+from moorage.auth import ApiAuthenticator, ApiCaller, TokenRegistryAuthenticator
+from moorage.config import Settings
+from moorage.ecr.validation import InputValidator, ValidationFailure, operation_names
+from moorage.ecr.wire import EcrError, to_ecr
+from moorage.errors import AccessDeniedError, MoorageError
+from moorage.identity import Identities
+from moorage.images import Images
+from moorage.model import RegistryRef, Repository, RepositoryName
+from moorage.registry import Registry
+from moorage.sigv4 import SigV4Error
+from moorage.tokens import TokenSigner
+from moorage.uploads import Uploads
+
+__all__ = ["TARGET_PREFIX", "EcrApi", "EcrContext", "EcrServices", "Handler", "all_handlers"]
+
+log = logging.getLogger("moorage.ecr")
+
+TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+CONTENT_TYPE = "application/x-amz-json-1.1"
+
+
+@dataclass(frozen=True, slots=True)
+class EcrServices:
+    settings: Settings
+    registry: Registry
+    images: Images
+    uploads: Uploads
+    identities: Identities
+    tokens: TokenSigner
+    registry_tokens: TokenRegistryAuthenticator
+
+
+@dataclass(slots=True)
+class EcrContext:
+    """What a handler gets: the authenticated caller, the services and the request's host."""
+
+    caller: ApiCaller
+    services: EcrServices
+    host: str | None
+    operation: str
+
+    def registry_ref(self, params: Mapping[str, Any]) -> RegistryRef:
+        """The registry addressed: `registryId` (default: the caller's account) in the signed region."""
+        account = params.get("registryId") or self.caller.principal.account_id
+        if account != self.caller.principal.account_id:
+            raise AccessDeniedError(
+                f"User: {self.caller.principal.arn} is not authorized to perform: ecr:{self.operation} "
+                f"on registry {account} because no resource-based policy allows the action"
+            )
+        return RegistryRef(account, self.caller.region)
+
+    def target(self, params: Mapping[str, Any]) -> tuple[RegistryRef, RepositoryName]:
+        return self.registry_ref(params), RepositoryName(params["repositoryName"])
+
+    def registry_host(self, registry: RegistryRef) -> str:
+        """The host[:port] a client pushes to for this registry."""
+        settings = self.services.settings
+        base = settings.public_host or self.host or f"{settings.http.host}:{settings.http.port}"
+        if settings.registry_domain:
+            _, sep, port = base.rpartition(":")
+            suffix = f":{port}" if sep and port.isdigit() and port not in ("80", "443") else ""
+            return f"{registry.account_id}.dkr.ecr.{registry.region}.{settings.registry_domain}{suffix}"
+        return base
+
+    def repository_uri(self, repo: Repository) -> str:
+        return f"{self.registry_host(repo.registry)}/{repo.name}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.services.settings.http.tls_cert else "http"
+
+
+Handler = Callable[[EcrContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def all_handlers() -> dict[str, Handler]:
+    from moorage.ecr import images, layers, registry_settings, repositories
+
+    table: dict[str, Handler] = {}
+    for module in (repositories, images, layers, registry_settings):
+        overlap = table.keys() & module.HANDLERS.keys()
+        assert not overlap, f"operations handled twice: {overlap}"
+        table.update(module.HANDLERS)
+    return table
+
+
+class EcrApi:
+    """ASGI app for `POST /` with an `X-Amz-Target` header."""
+
+    def __init__(self, services: EcrServices, authenticator: ApiAuthenticator, validator: InputValidator) -> None:
+        self._services = services
+        self._auth = authenticator
+        self._validator = validator
+        self._handlers = all_handlers()
+        self._known = operation_names()
+        self._max_body = services.settings.limits.max_json_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        request_id = str(uuid.uuid4())
+        try:
+            body = await self._handle(request, request_id)
+            status = 200
+        except ClientDisconnectedError:
+            return
+        except Exception as exc:
+            error = to_ecr(exc)
+            if error.status >= 500:
+                log.exception("ECR %s failed", request.header("x-amz-target"))
+            status, body = error.status, error.body()
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        headers = [("content-type", CONTENT_TYPE), ("x-amzn-requestid", request_id)]
+        if status != 200:
+            headers.append(("x-amzn-errortype", str(body.get("__type"))))
+        await send_bytes(send, status, headers, payload)
+
+    async def _handle(self, request: Request, request_id: str) -> dict[str, Any]:
+        target = request.header("x-amz-target") or ""
+        operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
+        if request.method != "POST" or operation not in self._known:
+            raise EcrError("UnknownOperationException", "")
+        raw = await request.read(self._max_body)
+        try:
+            caller = await self._auth.authenticate(
+                request.method,
+                request.scope.get("raw_path", request.path.encode()).decode("latin-1").split("?", 1)[0],
+                request.scope.get("query_string", b"").decode("latin-1"),
+                request.headers,
+                raw,
+            )
+        except SigV4Error as exc:
+            raise EcrError(exc.code, exc.message, status=exc.status) from None
+        try:
+            params = json.loads(raw or b"{}")
+        except ValueError:
+            raise EcrError("SerializationException", "Malformed JSON in the request body") from None
+        try:
+            self._validator.validate(operation, params)
+        except ValidationFailure as failure:
+            raise EcrError(failure.code, failure.message) from None
+        handler = self._handlers.get(operation)
+        if handler is None:
+            raise EcrError(
+                "UnsupportedOperationException",
+                f"The operation {operation} is not implemented by Moorage yet",
+            )
+        ctx = EcrContext(caller, self._services, request.host, operation)
+        try:
+            return await handler(ctx, params)
+        except MoorageError as exc:
+            raise to_ecr(exc) from None

@@ -1,0 +1,219 @@
+"""Image operations: PutImage, BatchGetImage, BatchDeleteImage, DescribeImages, ListImages,
+ListImageReferrers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from moorage import manifests as mf
+from moorage.ecr import EcrContext, Handler
+from moorage.ecr.wire import EcrError, epoch, next_token, page_request
+from moorage.errors import DigestInvalidError, ManifestBlobUnknownError, ManifestUnknownError
+from moorage.images import ImageFailure, ImageRef
+from moorage.model import Digest, Image, RegistryRef
+
+__all__ = ["HANDLERS"]
+
+
+def _refs(params: dict[str, Any], key: str = "imageIds") -> list[ImageRef]:
+    return [ImageRef(i.get("imageDigest"), i.get("imageTag")) for i in params[key]]
+
+
+def _image_id(ref: ImageRef) -> dict[str, str]:
+    out = {}
+    if ref.digest is not None:
+        out["imageDigest"] = ref.digest
+    if ref.tag is not None:
+        out["imageTag"] = ref.tag
+    return out
+
+
+def _failure(failure: ImageFailure) -> dict[str, Any]:
+    return {"imageId": _image_id(failure.ref), "failureCode": failure.code, "failureReason": failure.reason}
+
+
+def _image(registry: RegistryRef, image: Image, tag: str | None) -> dict[str, Any]:
+    image_id = {"imageDigest": str(image.digest)}
+    if tag is not None:
+        image_id["imageTag"] = tag
+    return {
+        "registryId": registry.account_id,
+        "repositoryName": image.repository,
+        "imageId": image_id,
+        "imageManifest": (image.body or b"").decode("utf-8"),
+        "imageManifestMediaType": image.media_type,
+    }
+
+
+async def put_image(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry, name = ctx.target(params)
+    text: str = params["imageManifest"]
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise EcrError(
+            "InvalidParameterException",
+            "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'Invalid JSON syntax'",
+        ) from None
+    media_type = params.get("imageManifestMediaType")
+    if not (isinstance(document, dict) and document.get("mediaType")) and not media_type:
+        raise EcrError("InvalidParameterException", "image manifest mediatype not provided in manifest or parameter")
+    tag = params.get("imageTag")
+    digest = None
+    if params.get("imageDigest"):
+        try:
+            digest = Digest.parse(params["imageDigest"])
+        except DigestInvalidError:
+            raise EcrError("ImageDigestDoesNotMatchException", _digest_mismatch(params, text)) from None
+    try:
+        result = await ctx.services.registry.put_manifest(
+            registry, name, text.encode(), media_type, tag=tag, digest=digest, create_repository=False
+        )
+    except ManifestBlobUnknownError as exc:
+        if exc.children:
+            raise EcrError(
+                "ReferencedImagesNotFoundException",
+                f"Some of the referenced images were not found in the repository: {', '.join(exc.digests)}",
+            ) from None
+        raise EcrError(
+            "LayersNotFoundException",
+            f"Layers with digests {exc.digests} required for pushing image into repository with name '{name}' "
+            f"in the registry with id '{registry.account_id}' do not exist",
+        ) from None
+    except DigestInvalidError:
+        raise EcrError("ImageDigestDoesNotMatchException", _digest_mismatch(params, text)) from None
+    if not result.changed:
+        raise EcrError(
+            "ImageAlreadyExistsException",
+            f"Image with digest '{result.image.digest}' and tag '{tag}' already exists in the repository with "
+            f"name '{name}' in registry with id '{registry.account_id}'",
+        )
+    return {"image": _image(registry, result.image, tag)}
+
+
+def _digest_mismatch(params: dict[str, Any], text: str) -> str:
+    return (
+        f"Invalid parameter at 'imageDigest' failed to satisfy constraint: 'The provided digest "
+        f"{params.get('imageDigest')} does not match the digest {mf.digest_of(text.encode())} of the manifest'"
+    )
+
+
+async def batch_get_image(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry, name = ctx.target(params)
+    accepted = params.get("acceptedMediaTypes") or []
+    found, failures = await ctx.services.images.batch_get(registry, name, _refs(params), accepted)
+    return {
+        "images": [_image(registry, image, ref.tag) for ref, image in found],
+        "failures": [_failure(f) for f in failures],
+    }
+
+
+async def batch_delete_image(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry, name = ctx.target(params)
+    removed, failures = await ctx.services.images.batch_delete(registry, name, _refs(params))
+    ids = [{"imageDigest": str(d), **({"imageTag": t} if t is not None else {})} for d, t in removed]
+    return {"imageIds": ids, "failures": [_failure(f) for f in failures]}
+
+
+def _detail(registry: RegistryRef, image: Image) -> dict[str, Any]:
+    detail: dict[str, Any] = {
+        "registryId": registry.account_id,
+        "repositoryName": image.repository,
+        "imageDigest": str(image.digest),
+        "imageSizeInBytes": image.image_size,
+        "imagePushedAt": epoch(image.pushed_at),
+        "imageManifestMediaType": image.media_type,
+        "imageStatus": "ACTIVE",
+    }
+    if image.tags:
+        detail["imageTags"] = list(image.tags)
+    if image.config_media_type:
+        detail["artifactMediaType"] = image.config_media_type
+    if image.last_pulled_at is not None:
+        detail["lastRecordedPullTime"] = epoch(image.last_pulled_at)
+    if image.subject is not None:
+        detail["subjectManifestDigest"] = str(image.subject)
+    return detail
+
+
+def _exclusive(params: dict[str, Any]) -> None:
+    if "imageIds" in params and ("nextToken" in params or "maxResults" in params):
+        raise EcrError(
+            "InvalidParameterException",
+            "Invalid parameter at 'imageIds' failed to satisfy constraint: "
+            "'imageIds cannot be combined with nextToken or maxResults'",
+        )
+
+
+async def describe_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry, name = ctx.target(params)
+    _exclusive(params)
+    tag_status = (params.get("filter") or {}).get("tagStatus", "ANY")
+    scope = f"{registry.account_id}/{name}"
+    page = page_request(ctx.services.tokens, ctx.operation, scope, params, default=100)
+    refs = _refs(params) if "imageIds" in params else None
+    try:
+        found = await ctx.services.images.describe(registry, name, refs, tag_status, page)
+    except ManifestUnknownError as exc:
+        digest, _, tag = exc.reference.partition("|")
+        raise EcrError(
+            "ImageNotFoundException",
+            f"The image with imageId {{imageDigest:'{digest if digest != 'None' else 'null'}', "
+            f"imageTag:'{tag if tag != 'None' else 'null'}'}} does not exist within the repository with name "
+            f"'{name}' in the registry with id '{registry.account_id}'",
+        ) from None
+    return {
+        "imageDetails": [_detail(registry, image) for image in found.items],
+        **next_token(ctx.services.tokens, ctx.operation, scope, found.next_after),
+    }
+
+
+async def list_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry, name = ctx.target(params)
+    tag_status = (params.get("filter") or {}).get("tagStatus", "ANY")
+    scope = f"{registry.account_id}/{name}"
+    page = page_request(ctx.services.tokens, ctx.operation, scope, params, default=100)
+    found = await ctx.services.images.list_ids(registry, name, tag_status, page)
+    ids = [{"imageDigest": str(d), **({"imageTag": t} if t is not None else {})} for d, t in found.items]
+    return {"imageIds": ids, **next_token(ctx.services.tokens, ctx.operation, scope, found.next_after)}
+
+
+async def list_image_referrers(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry, name = ctx.target(params)
+    subject = Digest.parse(params["subjectId"]["imageDigest"])
+    wanted = set((params.get("filter") or {}).get("artifactTypes") or [])
+    scope = f"{registry.account_id}/{name}/{subject}"
+    page = page_request(ctx.services.tokens, ctx.operation, scope, params, default=20)
+    found = await ctx.services.registry.referrers(registry, name, subject)
+    items = [i for i in found if not wanted or (i.artifact_type or "") in wanted]
+    items = [i for i in items if page.after is None or str(i.digest) > page.after]
+    more = page.limit is not None and len(items) > page.limit
+    items = items[: page.limit] if page.limit is not None else items
+    referrers = []
+    for image in items:
+        entry: dict[str, Any] = {
+            "digest": str(image.digest),
+            "mediaType": image.media_type,
+            "size": image.size,
+            "artifactStatus": "ACTIVE",
+        }
+        if image.artifact_type:
+            entry["artifactType"] = image.artifact_type
+        if image.body is not None:
+            annotations = mf.parse(image.body, image.media_type).annotations
+            if annotations:
+                entry["annotations"] = dict(annotations)
+        referrers.append(entry)
+    after = str(items[-1].digest) if more and items else None
+    return {"referrers": referrers, **next_token(ctx.services.tokens, ctx.operation, scope, after)}
+
+
+HANDLERS: dict[str, Handler] = {
+    "PutImage": put_image,
+    "BatchGetImage": batch_get_image,
+    "BatchDeleteImage": batch_delete_image,
+    "DescribeImages": describe_images,
+    "ListImages": list_images,
+    "ListImageReferrers": list_image_referrers,
+}

@@ -1,0 +1,190 @@
+"""Accounts, IAM-style users and access keys, stored in the metadata database.
+
+SigV4 needs each secret access key in clear to recompute signatures, so secrets are stored
+encrypted (AES-256-GCM, the key id as associated data) with a master key that never enters
+the database: `<data-dir>/master.key` (created 0600 on first use) or `auth.master_key`.
+Every replica sharing one database must be given the same master key.
+
+Lookups of access keys are cached per process for a few seconds (SigV4 verification is on every
+API call); deleting a key takes effect everywhere within that time.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from moorage.clock import Clock
+from moorage.errors import InvalidRequestError, NotFoundError
+from moorage.metadata import AccessKeyRecord, MetadataStore
+
+__all__ = ["AccessKey", "Identities", "load_master_key"]
+
+_ACCOUNT_RE = re.compile(r"[0-9]{12}")
+_USER_RE = re.compile(r"[\w+=,.@-]{1,64}")
+_KEY_CACHE_SECONDS = 5.0
+
+
+def load_master_key(configured: str | None, data_dir: Path) -> bytes:
+    """The 32-byte master key: the configured one, else `<data_dir>/master.key` (created if missing)."""
+    if configured:
+        key = base64.b64decode(configured)
+        if len(key) != 32:
+            raise ValueError("auth.master_key must be base64 of exactly 32 bytes")
+        return key
+    path = data_dir / "master.key"
+    try:
+        return base64.b64decode(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its key
+        return base64.b64decode(path.read_text().strip())
+    with os.fdopen(fd, "w") as out:
+        out.write(base64.b64encode(key).decode() + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKey:
+    access_key_id: str
+    secret_access_key: str
+    account_id: str
+    user_name: str | None
+
+    @property
+    def arn(self) -> str:
+        if self.user_name is None:
+            return f"arn:aws:iam::{self.account_id}:root"
+        return f"arn:aws:iam::{self.account_id}:user/{self.user_name}"
+
+
+def _new_key_id() -> str:
+    alphabet = string.ascii_uppercase + "234567"
+    return "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def _new_secret() -> str:
+    alphabet = string.ascii_letters + string.digits + "+/"
+    return "".join(secrets.choice(alphabet) for _ in range(40))
+
+
+class Identities:
+    def __init__(self, metadata: MetadataStore, master_key: bytes, *, clock: Clock) -> None:
+        self._metadata = metadata
+        self._aead = AESGCM(master_key)
+        self._clock = clock
+        self._cache: dict[str, tuple[float, AccessKey | None]] = {}
+
+    def _encrypt(self, key_id: str, secret: str) -> str:
+        nonce = secrets.token_bytes(12)
+        sealed = self._aead.encrypt(nonce, secret.encode(), key_id.encode())
+        return base64.b64encode(nonce + sealed).decode()
+
+    def _decrypt(self, key_id: str, ciphertext: str) -> str:
+        raw = base64.b64decode(ciphertext)
+        return self._aead.decrypt(raw[:12], raw[12:], key_id.encode()).decode()
+
+    @staticmethod
+    def check_account_id(account_id: str) -> str:
+        if not _ACCOUNT_RE.fullmatch(account_id):
+            raise InvalidRequestError(f"account id must be 12 digits: {account_id!r}")
+        return account_id
+
+    async def ensure_account(self, account_id: str) -> bool:
+        """Create the account if it does not exist; True when it was created."""
+        self.check_account_id(account_id)
+        async with self._metadata.transaction(write=True) as tx:
+            return await tx.identities.create_account(account_id, self._clock.now())
+
+    async def accounts(self) -> list[str]:
+        async with self._metadata.transaction() as tx:
+            return await tx.identities.accounts()
+
+    async def delete_account(self, account_id: str) -> None:
+        async with self._metadata.transaction(write=True) as tx:
+            if not await tx.identities.delete_account(account_id):
+                raise NotFoundError(f"no account {account_id}")
+        self._cache.clear()
+
+    async def create_user(self, account_id: str, name: str) -> None:
+        if not _USER_RE.fullmatch(name):
+            raise InvalidRequestError(f"invalid user name {name!r}")
+        async with self._metadata.transaction(write=True) as tx:
+            if account_id not in await tx.identities.accounts():
+                raise NotFoundError(f"no account {account_id}")
+            if not await tx.identities.create_user(account_id, name, self._clock.now()):
+                raise InvalidRequestError(f"user {name} exists already in account {account_id}")
+
+    async def users(self, account_id: str) -> list[str]:
+        async with self._metadata.transaction() as tx:
+            return await tx.identities.users(account_id)
+
+    async def delete_user(self, account_id: str, name: str) -> None:
+        async with self._metadata.transaction(write=True) as tx:
+            if not await tx.identities.delete_user(account_id, name):
+                raise NotFoundError(f"no user {name} in account {account_id}")
+        self._cache.clear()
+
+    async def create_key(
+        self,
+        account_id: str,
+        user_name: str | None = None,
+        *,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> AccessKey:
+        """A new access key for the account's root (user None) or one of its users."""
+        key = AccessKey(access_key_id or _new_key_id(), secret_access_key or _new_secret(), account_id, user_name)
+        now: datetime = self._clock.now()
+        async with self._metadata.transaction(write=True) as tx:
+            await tx.identities.create_account(account_id, now)
+            if user_name is not None and not await tx.identities.user_exists(account_id, user_name):
+                raise NotFoundError(f"no user {user_name} in account {account_id}")
+            if await tx.identities.key(key.access_key_id) is not None:
+                raise InvalidRequestError(f"access key {key.access_key_id} exists already")
+            ciphertext = self._encrypt(key.access_key_id, key.secret_access_key)
+            await tx.identities.add_key(AccessKeyRecord(key.access_key_id, account_id, user_name, ciphertext, now))
+        self._cache.pop(key.access_key_id, None)
+        return key
+
+    async def keys(self, account_id: str | None = None) -> list[AccessKeyRecord]:
+        async with self._metadata.transaction() as tx:
+            return await tx.identities.keys(account_id)
+
+    async def delete_key(self, access_key_id: str) -> None:
+        async with self._metadata.transaction(write=True) as tx:
+            if not await tx.identities.delete_key(access_key_id):
+                raise NotFoundError(f"no access key {access_key_id}")
+        self._cache.pop(access_key_id, None)
+
+    async def lookup(self, access_key_id: str) -> AccessKey | None:
+        """The key with its secret in clear, or None (cached briefly, misses included)."""
+        hit = self._cache.get(access_key_id)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < _KEY_CACHE_SECONDS:
+            return hit[1]
+        async with self._metadata.transaction() as tx:
+            record = await tx.identities.key(access_key_id)
+        key = None
+        if record is not None:
+            secret = self._decrypt(record.access_key_id, record.secret_ciphertext)
+            key = AccessKey(record.access_key_id, secret, record.account_id, record.user_name)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[access_key_id] = (now, key)
+        return key
