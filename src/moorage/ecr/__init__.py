@@ -32,7 +32,7 @@ from moorage.sigv4 import SigV4Error
 from moorage.tokens import TokenSigner
 from moorage.uploads import Uploads
 
-__all__ = ["TARGET_PREFIX", "EcrApi", "EcrContext", "EcrServices", "Handler", "all_handlers"]
+__all__ = ["PENDING_OPERATIONS", "TARGET_PREFIX", "EcrApi", "EcrContext", "EcrServices", "Handler", "all_handlers"]
 
 log = logging.getLogger("moorage.ecr")
 
@@ -92,6 +92,49 @@ class EcrContext:
 
 
 Handler = Callable[[EcrContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+# Operations of botocore's ECR model that Moorage does not implement yet. They answer
+# UnsupportedOperationException naming the operation, never canned data. A test keeps this list
+# and the HANDLERS tables together equal to the model's operation names.
+PENDING_OPERATIONS: frozenset[str] = frozenset(
+    {
+        "BatchGetRepositoryScanningConfiguration",
+        "CreatePullThroughCacheRule",
+        "CreateRepositoryCreationTemplate",
+        "DeleteLifecyclePolicy",
+        "DeletePullThroughCacheRule",
+        "DeleteRegistryPolicy",
+        "DeleteRepositoryCreationTemplate",
+        "DeleteRepositoryPolicy",
+        "DeleteSigningConfiguration",
+        "DeregisterPullTimeUpdateExclusion",
+        "DescribeImageReplicationStatus",
+        "DescribeImageScanFindings",
+        "DescribeImageSigningStatus",
+        "DescribePullThroughCacheRules",
+        "DescribeRepositoryCreationTemplates",
+        "GetLifecyclePolicy",
+        "GetLifecyclePolicyPreview",
+        "GetRegistryPolicy",
+        "GetRegistryScanningConfiguration",
+        "GetRepositoryPolicy",
+        "GetSigningConfiguration",
+        "ListPullTimeUpdateExclusions",
+        "PutLifecyclePolicy",
+        "PutRegistryPolicy",
+        "PutRegistryScanningConfiguration",
+        "PutReplicationConfiguration",
+        "PutSigningConfiguration",
+        "RegisterPullTimeUpdateExclusion",
+        "SetRepositoryPolicy",
+        "StartImageScan",
+        "StartLifecyclePolicyPreview",
+        "UpdateImageStorageClass",
+        "UpdatePullThroughCacheRule",
+        "UpdateRepositoryCreationTemplate",
+        "ValidatePullThroughCacheRule",
+    }
+)
 
 
 def all_handlers() -> dict[str, Handler]:
