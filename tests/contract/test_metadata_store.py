@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from moorage.errors import RepositoryAlreadyExistsError
-from moorage.metadata import ManifestRef, MetadataStore
+from moorage.metadata import AccessKeyRecord, ManifestRef, MetadataStore
 from moorage.model import (
     BlobInfo,
     Digest,
@@ -32,6 +32,7 @@ REGISTRY = RegistryRef("123456789012", "us-east-1")
 OTHER_REGISTRY = RegistryRef("210987654321", "eu-west-1")
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 class Boom(Exception):
@@ -71,6 +72,16 @@ def image(
         config_media_type="application/vnd.oci.image.config.v1+json",
         image_size=len(body) + 1000,
     )
+
+
+def blob_ref(blob: Digest, media_type: str | None = LAYER) -> ManifestRef:
+    """A manifest's reference to its config or a layer."""
+    return (blob, "blob", media_type)
+
+
+def child_ref(child: Digest) -> ManifestRef:
+    """An index's reference to a child manifest."""
+    return (child, "manifest", MANIFEST)
 
 
 async def create(store: MetadataStore, name: str, registry: RegistryRef = REGISTRY) -> Repository:
@@ -191,9 +202,7 @@ async def test_list_page_filters_by_prefix(metadata_store: MetadataStore) -> Non
         team = await tx.repositories.list_page(REGISTRY, PageRequest(), prefix="team/")
         first = await tx.repositories.list_page(REGISTRY, PageRequest(limit=1), prefix="team/")
         assert first.next_after == "team/a"
-        rest = await tx.repositories.list_page(
-            REGISTRY, PageRequest(limit=5, after=first.next_after), prefix="team/"
-        )
+        rest = await tx.repositories.list_page(REGISTRY, PageRequest(limit=5, after=first.next_after), prefix="team/")
     assert [r.name for r in team.items] == ["team/a", "team/b", "team/c"]
     assert [r.name for r in rest.items] == ["team/b", "team/c"]
     assert rest.next_after is None
@@ -222,8 +231,8 @@ async def test_delete_removes_everything_scoped_to_the_repository(metadata_store
     repo = await create(metadata_store, "app")
     keep = await create(metadata_store, "keep")
     layer = await add_blob(metadata_store, "layer")
-    child = await push(metadata_store, repo, b"child", refs=[(layer.digest, "blob")])
-    index = await push(metadata_store, repo, b"index", tags=["v1"], refs=[(child.digest, "manifest")])
+    child = await push(metadata_store, repo, b"child", refs=[blob_ref(layer.digest)])
+    index = await push(metadata_store, repo, b"index", tags=["v1"], refs=[child_ref(child.digest)])
     kept = await push(metadata_store, keep, b"child", tags=["v1"])
     async with metadata_store.transaction(write=True) as tx:
         for r in (repo, keep):
@@ -278,7 +287,7 @@ async def test_put_returns_false_and_changes_nothing_when_the_digest_exists(
         pushed_at=now() + timedelta(hours=1),
     )
     async with metadata_store.transaction(write=True) as tx:
-        assert not await tx.images.put(repo.id, other_media_type, b"manifest", [(digest("x"), "blob")])
+        assert not await tx.images.put(repo.id, other_media_type, b"manifest", [blob_ref(digest("x"))])
     async with metadata_store.transaction() as tx:
         got = await tx.images.get(repo.id, img.digest)
     assert got is not None
@@ -394,7 +403,7 @@ async def test_tags_paginate_in_lexical_order(metadata_store: MetadataStore) -> 
     assert seen == ["beta", "latest", "v1", "v2", "v3"]
 
 
-async def test_list_page_lists_manifests_in_digest_order_without_bodies(metadata_store: MetadataStore) -> None:
+async def test_image_list_page_is_in_digest_order_without_bodies(metadata_store: MetadataStore) -> None:
     repo = await create(metadata_store, "app")
     pushed = [await push(metadata_store, repo, f"m{i}".encode(), tags=[f"t{i}"]) for i in range(3)]
     async with metadata_store.transaction() as tx:
@@ -413,7 +422,12 @@ async def test_delete_returns_the_removed_tags_and_drops_references(metadata_sto
     repo = await create(metadata_store, "app")
     child = await push(metadata_store, repo, b"child", tags=["child"])
     index = await push(
-        metadata_store, repo, b"index", tags=["v1", "latest"], refs=[(child.digest, "manifest")], media_type=INDEX
+        metadata_store,
+        repo,
+        b"index",
+        tags=["v1", "latest"],
+        refs=[child_ref(child.digest)],
+        media_type=INDEX,
     )
     async with metadata_store.transaction() as tx:
         assert await tx.images.referenced_by(repo.id, child.digest) == [index.digest]
@@ -432,16 +446,12 @@ async def test_referenced_by_lists_the_indexes_of_a_child(metadata_store: Metada
     repo = await create(metadata_store, "app")
     other = await create(metadata_store, "other")
     layer = digest("layer")
-    child = await push(metadata_store, repo, b"child", refs=[(layer, "blob")])
-    refs: list[ManifestRef] = [(child.digest, "manifest"), (child.digest, "manifest"), (layer, "blob")]
-    indexes = [
-        await push(metadata_store, repo, f"index-{i}".encode(), refs=refs, media_type=INDEX) for i in range(2)
-    ]
-    await push(metadata_store, other, b"index-x", refs=[(child.digest, "manifest")], media_type=INDEX)
+    child = await push(metadata_store, repo, b"child", refs=[blob_ref(layer)])
+    refs: list[ManifestRef] = [child_ref(child.digest), child_ref(child.digest), blob_ref(layer)]
+    indexes = [await push(metadata_store, repo, f"index-{i}".encode(), refs=refs, media_type=INDEX) for i in range(2)]
+    await push(metadata_store, other, b"index-x", refs=[child_ref(child.digest)], media_type=INDEX)
     async with metadata_store.transaction() as tx:
-        assert await tx.images.referenced_by(repo.id, child.digest) == sorted(
-            (i.digest for i in indexes), key=str
-        )
+        assert await tx.images.referenced_by(repo.id, child.digest) == sorted((i.digest for i in indexes), key=str)
         # Only index children count, never config/layer references.
         assert await tx.images.referenced_by(repo.id, layer) == []
         assert await tx.images.referenced_by(repo.id, digest("unknown")) == []
@@ -450,9 +460,7 @@ async def test_referenced_by_lists_the_indexes_of_a_child(metadata_store: Metada
 async def test_referrers_lists_manifests_by_subject(metadata_store: MetadataStore) -> None:
     repo = await create(metadata_store, "app")
     subject = await push(metadata_store, repo, b"subject")
-    referrers = [
-        await push(metadata_store, repo, f"sig-{i}".encode(), subject=subject.digest) for i in range(3)
-    ]
+    referrers = [await push(metadata_store, repo, f"sig-{i}".encode(), subject=subject.digest) for i in range(3)]
     await push(metadata_store, repo, b"unrelated", subject=digest("other"))
     async with metadata_store.transaction() as tx:
         got = await tx.images.referrers(repo.id, subject.digest)
@@ -548,6 +556,38 @@ async def test_unlink_reports_whether_there_was_a_link(metadata_store: MetadataS
         assert await tx.blobs.get(info.digest) == info
 
 
+async def test_referenced_gives_the_media_type_a_manifest_references_a_blob_under(
+    metadata_store: MetadataStore,
+) -> None:
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    layer, config, bare = digest("layer"), digest("config"), digest("bare")
+    child = await push(metadata_store, repo, b"child")
+    img = await push(
+        metadata_store,
+        repo,
+        b"manifest",
+        refs=[
+            blob_ref(layer),
+            blob_ref(config, "application/vnd.oci.image.config.v1+json"),
+            blob_ref(bare, None),
+        ],
+    )
+    await push(metadata_store, repo, b"index", refs=[child_ref(child.digest)], media_type=INDEX)
+    async with metadata_store.transaction() as tx:
+        assert await tx.blobs.referenced(repo.id, layer) == LAYER
+        assert await tx.blobs.referenced(repo.id, config) == "application/vnd.oci.image.config.v1+json"
+        assert await tx.blobs.referenced(repo.id, bare) == ""
+        assert await tx.blobs.referenced(repo.id, digest("unreferenced")) is None
+        assert await tx.blobs.referenced(other.id, layer) is None
+        # An index's child is a manifest reference, not a blob reference.
+        assert await tx.blobs.referenced(repo.id, child.digest) is None
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.images.delete(repo.id, img.digest)
+    async with metadata_store.transaction() as tx:
+        assert await tx.blobs.referenced(repo.id, layer) is None
+
+
 # --- uploads -------------------------------------------------------------------------------------
 
 
@@ -613,6 +653,127 @@ async def test_upload_delete_is_idempotent(metadata_store: MetadataStore) -> Non
         assert not await tx.uploads.save("upload-1", UploadState("upload-1", 1), now(), expected_size=0)
 
 
+# --- resource tags -------------------------------------------------------------------------------
+
+
+async def test_resource_tags_put_merges_and_overwrites(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.resource_tags.get(repo.id) == {}
+        await tx.resource_tags.put(repo.id, {"team": "a", "env": "dev"})
+        await tx.resource_tags.put(repo.id, {"env": "prod", "cost": "42"})
+        await tx.resource_tags.put(repo.id, {})
+        await tx.resource_tags.put(other.id, {"team": "b"})
+    async with metadata_store.transaction() as tx:
+        assert await tx.resource_tags.get(repo.id) == {"cost": "42", "env": "prod", "team": "a"}
+        assert await tx.resource_tags.get(other.id) == {"team": "b"}
+
+
+async def test_resource_tags_delete_ignores_unknown_keys(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.resource_tags.put(repo.id, {"team": "a", "env": "dev", "cost": "42"})
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.resource_tags.delete(repo.id, ["env", "nope", "env"])
+        await tx.resource_tags.delete(repo.id, [])
+    async with metadata_store.transaction() as tx:
+        assert await tx.resource_tags.get(repo.id) == {"cost": "42", "team": "a"}
+
+
+async def test_resource_tags_go_with_their_repository(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.resource_tags.put(repo.id, {"team": "a"})
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.repositories.delete(repo.id)
+    async with metadata_store.transaction() as tx:
+        assert await tx.resource_tags.get(repo.id) == {}
+
+
+# --- identities ----------------------------------------------------------------------------------
+
+
+def access_key(key_id: str, account_id: str, user_name: str | None) -> AccessKeyRecord:
+    return AccessKeyRecord(key_id, account_id, user_name, f"ciphertext-of-{key_id}", now())
+
+
+async def test_accounts_create_list_and_delete(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.identities.accounts() == []
+        assert await tx.identities.create_account("210987654321", now())
+        assert await tx.identities.create_account("123456789012", now())
+        assert not await tx.identities.create_account("123456789012", now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.identities.accounts() == ["123456789012", "210987654321"]
+        assert await tx.identities.delete_account("210987654321")
+        assert not await tx.identities.delete_account("210987654321")
+    async with metadata_store.transaction() as tx:
+        assert await tx.identities.accounts() == ["123456789012"]
+
+
+async def test_users_create_list_and_delete(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.identities.create_account("123456789012", now())
+        await tx.identities.create_account("210987654321", now())
+        assert await tx.identities.create_user("123456789012", "ci", now())
+        assert await tx.identities.create_user("123456789012", "alice", now())
+        assert not await tx.identities.create_user("123456789012", "ci", now())
+        assert await tx.identities.create_user("210987654321", "ci", now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.identities.users("123456789012") == ["alice", "ci"]
+        assert await tx.identities.user_exists("123456789012", "ci")
+        assert not await tx.identities.user_exists("123456789012", "bob")
+        assert await tx.identities.delete_user("123456789012", "ci")
+        assert not await tx.identities.delete_user("123456789012", "ci")
+    async with metadata_store.transaction() as tx:
+        assert await tx.identities.users("123456789012") == ["alice"]
+        assert await tx.identities.user_exists("210987654321", "ci")
+        assert await tx.identities.users("999999999999") == []
+
+
+async def test_access_keys_add_get_list_and_delete(metadata_store: MetadataStore) -> None:
+    root = access_key("AKIAROOT", "123456789012", None)
+    ci = access_key("AKIACI", "123456789012", "ci")
+    foreign = access_key("AKIAFOREIGN", "210987654321", None)
+    async with metadata_store.transaction(write=True) as tx:
+        for account in ("123456789012", "210987654321"):
+            await tx.identities.create_account(account, now())
+        await tx.identities.create_user("123456789012", "ci", now())
+        for record in (root, ci, foreign):
+            await tx.identities.add_key(record)
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.identities.key("AKIACI") == ci
+        assert await tx.identities.key("AKIAROOT") == root
+        assert await tx.identities.key("AKIANONE") is None
+        assert await tx.identities.keys("123456789012") == [ci, root]
+        assert await tx.identities.keys() == [ci, root, foreign]
+        assert await tx.identities.delete_key("AKIAROOT")
+        assert not await tx.identities.delete_key("AKIAROOT")
+    async with metadata_store.transaction() as tx:
+        assert await tx.identities.keys("123456789012") == [ci]
+
+
+async def test_deleting_a_user_or_account_deletes_its_keys(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.identities.create_account("123456789012", now())
+        await tx.identities.create_user("123456789012", "ci", now())
+        await tx.identities.create_user("123456789012", "alice", now())
+        await tx.identities.add_key(access_key("AKIACI", "123456789012", "ci"))
+        await tx.identities.add_key(access_key("AKIAALICE", "123456789012", "alice"))
+        await tx.identities.add_key(access_key("AKIAROOT", "123456789012", None))
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.identities.delete_user("123456789012", "ci")
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.identities.key("AKIACI") is None
+        assert [k.access_key_id for k in await tx.identities.keys()] == ["AKIAALICE", "AKIAROOT"]
+        assert await tx.identities.delete_account("123456789012")
+    async with metadata_store.transaction() as tx:
+        assert await tx.identities.keys() == []
+        assert await tx.identities.users("123456789012") == []
+        assert await tx.identities.accounts() == []
+
+
 # --- leases --------------------------------------------------------------------------------------
 
 
@@ -675,18 +836,27 @@ async def test_kv_put_if_absent_keeps_the_first_value(metadata_store: MetadataSt
 
 async def test_an_exception_rolls_the_whole_transaction_back(metadata_store: MetadataStore) -> None:
     existing = await create(metadata_store, "existing")
-    with pytest.raises(Boom):
+    written: list[tuple[Repository, Image]] = []
+
+    async def write_everything_then_fail() -> None:
         async with metadata_store.transaction(write=True) as tx:
             repo = await tx.repositories.create(repository("app"))
             img = image(repo, b"manifest")
+            written.append((repo, img))
             assert await tx.images.put(repo.id, img, b"manifest", [])
             await tx.images.set_tag(repo.id, "latest", img.digest, now())
             await tx.blobs.add(BlobInfo(digest("blob"), 1), now())
             await tx.blobs.link(existing.id, digest("blob"), now())
             await tx.uploads.create(existing.id, UploadState("upload-1", 0), now())
             await tx.kv.put("key", "value")
+            await tx.resource_tags.put(existing.id, {"team": "a"})
+            await tx.identities.create_account("123456789012", now())
             assert await tx.leases.acquire("gc", "worker-a", now(), 30)
             raise Boom
+
+    with pytest.raises(Boom):
+        await write_everything_then_fail()
+    [(repo, img)] = written
     async with metadata_store.transaction() as tx:
         assert await tx.repositories.get(REGISTRY, RepositoryName("app")) is None
         assert await tx.images.get(repo.id, img.digest) is None
@@ -694,6 +864,8 @@ async def test_an_exception_rolls_the_whole_transaction_back(metadata_store: Met
         assert await tx.blobs.linked(existing.id, digest("blob")) is None
         assert await tx.uploads.get(REGISTRY, existing.name, "upload-1") is None
         assert await tx.kv.get("key") is None
+        assert await tx.resource_tags.get(existing.id) == {}
+        assert await tx.identities.accounts() == []
     async with metadata_store.transaction(write=True) as tx:
         assert await tx.leases.acquire("gc", "worker-b", now(), 30)
 
@@ -794,10 +966,11 @@ async def test_reset_removes_every_repository_and_blob(metadata_store: MetadataS
     repos = [await create(metadata_store, "app"), await create(metadata_store, "app", OTHER_REGISTRY)]
     info = await add_blob(metadata_store, "blob")
     for repo in repos:
-        img = await push(metadata_store, repo, b"manifest", tags=["latest"], refs=[(info.digest, "blob")])
+        img = await push(metadata_store, repo, b"manifest", tags=["latest"], refs=[blob_ref(info.digest)])
         async with metadata_store.transaction(write=True) as tx:
             await tx.blobs.link(repo.id, info.digest, now())
             await tx.uploads.create(repo.id, UploadState(f"upload-{repo.id}", 0), now())
+            await tx.resource_tags.put(repo.id, {"team": "a"})
 
     await metadata_store.reset()
 
@@ -808,6 +981,7 @@ async def test_reset_removes_every_repository_and_blob(metadata_store: MetadataS
             assert list((await tx.images.tags(repo.id, PageRequest())).items) == []
             assert await tx.blobs.linked(repo.id, info.digest) is None
             assert await tx.uploads.get(repo.registry, repo.name, f"upload-{repo.id}") is None
+            assert await tx.resource_tags.get(repo.id) == {}
         assert await tx.blobs.get(info.digest) is None
     # The store is usable afterwards, and the names are free again.
     assert (await create(metadata_store, "app")).name == "app"

@@ -193,9 +193,7 @@ class PostgresServer:
         log = self.data_dir.parent / "server.log"
         timeout = str(round(self._startup_timeout))
         try:
-            self._run(
-                "pg_ctl", "start", "--pgdata", str(self.data_dir), "--log", str(log), "--wait", "-t", timeout
-            )
+            self._run("pg_ctl", "start", "--pgdata", str(self.data_dir), "--log", str(log), "--wait", "-t", timeout)
         except RuntimeError as error:
             raise RuntimeError(f"{error}\nserver log:\n{_tail(log)}") from None
         self._wait_ready(log)
@@ -241,9 +239,7 @@ class PostgresServer:
             command = ["runuser", "-u", _PG_USER, "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, check=False, cwd="/tmp")
         if done.returncode != 0:
-            raise RuntimeError(
-                f"{program} failed ({done.returncode}):\n{done.stdout.strip()}\n{done.stderr.strip()}"
-            )
+            raise RuntimeError(f"{program} failed ({done.returncode}):\n{done.stdout.strip()}\n{done.stderr.strip()}")
 
 
 def _identifier(name: str) -> str:
