@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -112,10 +113,8 @@ class LiveServer:
             except FileNotFoundError:
                 children = []
             for child in children:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(child), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         self._signal(signal.SIGKILL, 10)
 
     def __enter__(self) -> LiveServer:
