@@ -138,7 +138,7 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    mode: AuthMode = "open"
+    mode: AuthMode = "sigv4"
     token_ttl: timedelta = timedelta(hours=12)
     root_access_key_id: str | None = None
     root_secret_access_key: str | None = field(default=None, repr=False, metadata=_SECRET)

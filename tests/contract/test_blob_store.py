@@ -151,9 +151,7 @@ async def test_committing_an_existing_digest_is_idempotent(blob_store: BlobStore
 async def test_concurrent_commits_of_the_same_digest_all_succeed(blob_store: BlobStore) -> None:
     content = payload(3 * MiB + 11, seed=4)
     digest = sha256(content)
-    states = [
-        await stage(blob_store, f"concurrent-{i}", [content[: MiB + i], content[MiB + i :]]) for i in range(4)
-    ]
+    states = [await stage(blob_store, f"concurrent-{i}", [content[: MiB + i], content[MiB + i :]]) for i in range(4)]
 
     infos = await asyncio.gather(*(blob_store.commit_upload(state, digest) for state in states))
 

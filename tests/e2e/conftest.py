@@ -7,6 +7,7 @@ tmp dir, so no test touches the machine's container storage.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -56,7 +57,7 @@ def run(
     env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a client command; raise CommandError (an AssertionError) with its output on failure."""
-    full_env = {**os.environ, **(env or {})}
+    full_env = {**os.environ, "REGISTRY_AUTH_FILE": str(AUTH_FILE), **(env or {})}
     try:
         done = subprocess.run(list(cmd), check=False, capture_output=True, text=True, timeout=timeout, env=full_env)
     except subprocess.TimeoutExpired as exc:
@@ -68,6 +69,19 @@ def run(
     if check and done.returncode != 0:
         raise CommandError(_describe(cmd, done.returncode, done.stdout, done.stderr))
     return done
+
+
+# One containers auth file for every client command of the session (as `skopeo login` /
+# `podman login` would write it): each live server's address with an ECR registry password.
+AUTH_FILE = Path(tempfile.mkdtemp(prefix="e2e-auth-")) / "auth.json"
+
+
+def login(server: LiveServer) -> LiveServer:
+    """Store `AWS:<password from GetAuthorizationToken>` for the server in the session auth file."""
+    entries: dict[str, Any] = json.loads(AUTH_FILE.read_text()) if AUTH_FILE.exists() else {"auths": {}}
+    entries["auths"][server.address] = {"auth": base64.b64encode(server.creds.encode()).decode()}
+    AUTH_FILE.write_text(json.dumps(entries))
+    return server
 
 
 def need(*tools: str) -> None:
@@ -212,12 +226,14 @@ def inspect(server: LiveServer, ref: str, *extra: str) -> dict[str, Any]:
 
 
 def get_manifest(server: LiveServer, name: str, reference: str) -> httpx.Response:
-    return httpx.get(f"{server.url}/v2/{name}/manifests/{reference}", headers={"Accept": ACCEPT_ALL}, timeout=30)
+    return httpx.get(
+        f"{server.url}/v2/{name}/manifests/{reference}", headers={"Accept": ACCEPT_ALL}, auth=server.auth, timeout=30
+    )
 
 
 def fetch_verified_blob(server: LiveServer, name: str, digest: str) -> bytes:
     """GET a blob and check that its content matches its digest."""
-    response = httpx.get(f"{server.url}/v2/{name}/blobs/{digest}", timeout=60)
+    response = httpx.get(f"{server.url}/v2/{name}/blobs/{digest}", auth=server.auth, timeout=60)
     assert response.status_code == 200, f"GET blob {name}@{digest}: {response.status_code} {response.text}"
     actual = "sha256:" + sha256_hex(response.content)
     assert actual == digest, f"registry served blob {name}@{digest} with content hashing to {actual}"
@@ -234,7 +250,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One live server shared by the tests that use distinct repositories."""
     need("skopeo")
     server = LiveServer(tmp_path_factory.mktemp("e2e-registry") / "data", env=SERVER_ENV)
-    server.start()
+    login(server.start())
     try:
         yield server
     finally:

@@ -3,6 +3,7 @@ data dir, and check that nothing acknowledged was lost and nothing half-written 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,11 +14,13 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import (
+    AUTH_FILE,
     SERVER_ENV,
     Layout,
     fetch_verified_blob,
     get_manifest,
     inspect_raw,
+    login,
     make_image,
     need,
     pull,
@@ -62,7 +65,7 @@ def _staging_reached(size: int) -> Callable[[LiveServer, Layout, float], bool]:
 
 def _a_layer_committed(server: LiveServer, big: Layout, elapsed: float) -> bool:
     layers = big.json_blob(big.digest_of(BIG_TAG))["layers"]
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=5, auth=server.auth) as client:
         return any(
             client.head(f"{server.url}/v2/{BIG_REPO}/blobs/{layer['digest']}").status_code == 200 for layer in layers
         )
@@ -84,7 +87,7 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     need("skopeo")
     live = LiveServer(tmp_path / "data", env=SERVER_ENV)
     try:
-        yield live.start()
+        yield login(live.start())
     finally:
         live.kill()
 
@@ -100,7 +103,9 @@ def _interrupted_push(server: LiveServer, big: Layout, point: KillPoint, logs: P
         f"docker://{server.address}/{BIG_REPO}:{BIG_TAG}",
     ]
     with (logs / "push.out").open("wb") as out, (logs / "push.err").open("wb") as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=err, env={**os.environ, "REGISTRY_AUTH_FILE": str(AUTH_FILE)}
+        )
     fired = False
     try:
         start = time.monotonic()
@@ -160,7 +165,7 @@ def test_sigkill_during_push(
             assert not fired or code != 0
 
         # 3. Whatever blob of the interrupted push the registry claims to have is intact.
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, auth=restarted.auth) as client:
             for digest in big_blobs[1:]:
                 head = client.head(f"{restarted.url}/v2/{BIG_REPO}/blobs/{digest}")
                 assert head.status_code in (200, 404), f"HEAD {digest}: {head.status_code}"

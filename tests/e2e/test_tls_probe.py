@@ -38,12 +38,12 @@ def _client_hello(server: LiveServer) -> str:
 
 def test_tls_client_hello_on_plain_port(registry: LiveServer, small_image: Layout) -> None:
     _client_hello(registry)
-    assert httpx.get(f"{registry.url}/v2/", timeout=10).status_code == 200
+    assert httpx.get(f"{registry.url}/v2/", auth=registry.auth, timeout=10).status_code == 200
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         failures = list(pool.map(lambda _: _client_hello(registry), range(32)))
     assert len(failures) == 32
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, auth=registry.auth) as client:
         for _ in range(5):
             response = client.get(f"{registry.url}/v2/")
             assert response.status_code == 200, response.text
@@ -53,4 +53,4 @@ def test_tls_client_hello_on_plain_port(registry: LiveServer, small_image: Layou
     push(f"oci:{small_image.root}:v1", registry, "e2e/tls-fallback:v1")
     info = inspect(registry, "e2e/tls-fallback:v1")
     assert info["Digest"] == small_image.digest_of("v1")
-    assert httpx.get(f"{registry.url}/v2/", timeout=10).status_code == 200
+    assert httpx.get(f"{registry.url}/v2/", auth=registry.auth, timeout=10).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -12,10 +13,16 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import boto3
 import httpx
 
-__all__ = ["LiveServer", "free_port"]
+__all__ = ["ROOT_ACCESS_KEY_ID", "ROOT_SECRET_ACCESS_KEY", "LiveServer", "free_port"]
+
+# The root key every test server of the default account starts with (sigv4 mode).
+ROOT_ACCESS_KEY_ID = "AKIAMOORAGETESTROOT1"
+ROOT_SECRET_ACCESS_KEY = "moorage-test-root-secret-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -26,10 +33,13 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`moorage serve --data-dir D --port P` as a child process.
+    """`moorage serve --data-dir D --port P` as a child process, in SigV4 mode with a known root
+    key unless `args` say otherwise.
 
     `start()` waits until /healthz answers 200; `stop()` ends it with SIGTERM, `kill()` with
     SIGKILL (crash tests). The same data dir can be served again after a stop or a kill.
+    `ecr()` is a boto3 client for it; `password()` a registry password from GetAuthorizationToken,
+    `creds` the `AWS:<password>` pair skopeo/podman take and `auth` the same for httpx.
     """
 
     def __init__(
@@ -43,7 +53,12 @@ class LiveServer:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.args = list(args)
-        self.env = dict(env or {})
+        self.env = {
+            "MOORAGE_ROOT_ACCESS_KEY_ID": ROOT_ACCESS_KEY_ID,
+            "MOORAGE_ROOT_SECRET_ACCESS_KEY": ROOT_SECRET_ACCESS_KEY,
+            **(env or {}),
+        }
+        self._passwords: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server-{self.port}.log"
 
@@ -54,6 +69,35 @@ class LiveServer:
     @property
     def url(self) -> str:
         return f"http://{self.address}"
+
+    def ecr(
+        self,
+        region: str = "us-east-1",
+        *,
+        access_key_id: str = ROOT_ACCESS_KEY_ID,
+        secret_access_key: str = ROOT_SECRET_ACCESS_KEY,
+    ) -> Any:
+        return boto3.client(
+            "ecr",
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+        )
+
+    def password(self, region: str = "us-east-1") -> str:
+        if region not in self._passwords:
+            data = self.ecr(region).get_authorization_token()["authorizationData"][0]
+            self._passwords[region] = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)[1]
+        return self._passwords[region]
+
+    @property
+    def creds(self) -> str:
+        return f"AWS:{self.password()}"
+
+    @property
+    def auth(self) -> httpx.BasicAuth:
+        return httpx.BasicAuth("AWS", self.password())
 
     def start(self, timeout: float = 30.0) -> LiveServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}

@@ -125,7 +125,7 @@ def test_defaults() -> None:
     assert s.storage.s3.bucket is None
     assert s.storage.s3.prefix == ""
     assert s.storage.s3.redirect is False
-    assert s.auth.mode == "open"
+    assert s.auth.mode == "sigv4"
     assert s.auth.token_ttl == timedelta(hours=12)
     assert s.limits.max_manifest_bytes == 4 * 1024 * 1024
     assert s.limits.max_blob_bytes == 64 * 1024**3
@@ -612,7 +612,7 @@ def test_settings_to_dict_omits_none() -> None:
     assert d["metadata"] == {}
     assert d["http"] == {"host": "127.0.0.1", "port": 5000, "workers": 1}
     assert d["uploads"] == {"expiry": "24h"}
-    assert d["auth"] == {"mode": "open", "token_ttl": "12h"}
+    assert d["auth"] == {"mode": "sigv4", "token_ttl": "12h"}
 
 
 @pytest.mark.parametrize(

@@ -385,9 +385,7 @@ CASES: list[tuple[str, str, object, tuple[str, str]]] = [
 
 
 @pytest.mark.parametrize(("op", "params", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_rule_is_rejected_with_exact_code_and_message(
-    op: str, params: object, expected: tuple[str, str]
-) -> None:
+def test_rule_is_rejected_with_exact_code_and_message(op: str, params: object, expected: tuple[str, str]) -> None:
     assert failure(op, params) == expected
 
 
@@ -537,9 +535,7 @@ def test_synthetic_error_code_mapping() -> None:
     assert SYN.error_code("Both") == INVALID_PARAMETER
     assert SYN.error_code("Neither") == VALIDATION
     assert SYN.validate("NoInput", {"anything": 1}) == {"anything": 1}
-    assert failure("Both", {"name": "AB"}, SYN) == ipe(
-        "name", "must satisfy regular expression '\\p{Lower}+'"
-    )
+    assert failure("Both", {"name": "AB"}, SYN) == ipe("name", "must satisfy regular expression '\\p{Lower}+'")
 
 
 def test_synthetic_accepts_every_type() -> None:
@@ -655,9 +651,7 @@ MANIFEST = json.dumps(
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": DIGEST, "size": 1469},
-        "layers": [
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": DIGEST, "size": 3 * 10**6}
-        ]
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": DIGEST, "size": 3 * 10**6}]
         * 8,
     }
 )

@@ -154,17 +154,11 @@ class ValidCase:
 
 
 VALID_CASES = [
-    ValidCase(
-        "docker_v2", docker_v2, m.DOCKER_MANIFEST_V2, m.DOCKER_MANIFEST_V2, None, (1, 2, 3), (), 605
-    ),
+    ValidCase("docker_v2", docker_v2, m.DOCKER_MANIFEST_V2, m.DOCKER_MANIFEST_V2, None, (1, 2, 3), (), 605),
     # the foreign layer (4) lives elsewhere: it is not a blob the registry must hold
     ValidCase("docker_v2_no_ct", docker_v2, None, m.DOCKER_MANIFEST_V2, None, (1, 2, 3), (), 605),
-    ValidCase(
-        "docker_list", docker_list, m.DOCKER_MANIFEST_LIST, m.DOCKER_MANIFEST_LIST, None, (), (10, 11), 0
-    ),
-    ValidCase(
-        "oci_manifest", oci_manifest, m.OCI_MANIFEST, m.OCI_MANIFEST, None, (1, 2, 3), (), 300, None, 1
-    ),
+    ValidCase("docker_list", docker_list, m.DOCKER_MANIFEST_LIST, m.DOCKER_MANIFEST_LIST, None, (), (10, 11), 0),
+    ValidCase("oci_manifest", oci_manifest, m.OCI_MANIFEST, m.OCI_MANIFEST, None, (1, 2, 3), (), 300, None, 1),
     ValidCase(
         "oci_manifest_ct_params",
         oci_manifest,
@@ -313,9 +307,7 @@ def test_null_optional_fields_are_absent() -> None:
 
 
 def test_digest_of() -> None:
-    assert (
-        str(m.digest_of(b"{}")) == "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-    )
+    assert str(m.digest_of(b"{}")) == "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
 
 def test_constants() -> None:
@@ -885,9 +877,7 @@ def mutate_structure(rng: random.Random, body: JSON) -> bytes:
             elif keys and action < 0.8:
                 target[rng.choice(keys)] = random_value(rng)
             else:
-                target[rng.choice(["mediaType", "size", "digest", "subject", "platform", "x"])] = (
-                    random_value(rng)
-                )
+                target[rng.choice(["mediaType", "size", "digest", "subject", "platform", "x"])] = random_value(rng)
         elif isinstance(target, list):
             if target and rng.random() < 0.5:
                 target[rng.randrange(len(target))] = random_value(rng)

@@ -47,7 +47,9 @@ async def batch_check_layer_availability(ctx: EcrContext, params: dict[str, Any]
                 }
             )
             continue
-        found = await ctx.services.registry.layer(registry, name, digest)
+        # Uploaded counts, referenced or not: pushers check this to skip layers already sent
+        # (CompleteLayerUpload of such a layer answers LayerAlreadyExistsException).
+        found = await ctx.services.registry.layer(registry, name, digest, referenced=False)
         if found is None:
             failures.append(
                 {

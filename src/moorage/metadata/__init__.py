@@ -110,7 +110,8 @@ class ImageTable(Protocol):
         ...
 
     async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:
-        """Tag names in lexical order after `page.after`, at most `page.limit`."""
+        """Tag names in case-insensitive lexical order (ties: exact name) after `page.after`,
+        at most `page.limit`."""
         ...
 
     async def set_tag(self, repo_id: int, tag: str, digest: Digest, now: datetime) -> Digest | None:

@@ -307,11 +307,14 @@ class _Images(_Base):
         return _page(images, page.limit, lambda image: str(image.digest))
 
     async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:
+        # The OCI spec's lexical order is case-insensitive; the exact name breaks ties ("A" < "a").
         tg = t.tags
+        folded = func.lower(tg.c.name)
         stmt = select(tg.c.name).where(tg.c.repo_id == repo_id)
         if page.after is not None:
-            stmt = stmt.where(tg.c.name > page.after)
-        rows = (await self._c.execute(_limit(stmt.order_by(tg.c.name), page))).all()
+            after = page.after
+            stmt = stmt.where(or_(folded > after.lower(), and_(folded == after.lower(), tg.c.name > after)))
+        rows = (await self._c.execute(_limit(stmt.order_by(folded, tg.c.name), page))).all()
         return _page([row[0] for row in rows], page.limit, lambda name: name)
 
     async def set_tag(self, repo_id: int, tag: str, digest: Digest, now: datetime) -> Digest | None:

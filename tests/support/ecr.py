@@ -1,0 +1,329 @@
+"""Helpers for the ECR API tests: real clients (boto3, botocore's signer, the AWS CLI) against a live server.
+
+Content is built in memory (`Blob`), uploaded through the ECR layer API and registered with
+PutImage, byte for byte, so the digest a test expects is the digest of exactly the bytes sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import boto3
+import httpx
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+__all__ = [
+    "ACCOUNT",
+    "DOCKER_CONFIG",
+    "DOCKER_LAYER",
+    "DOCKER_MANIFEST",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "OCI_LAYER",
+    "OCI_MANIFEST",
+    "REGION",
+    "ROOT_KEY_ID",
+    "ROOT_SECRET",
+    "TARGET_PREFIX",
+    "Blob",
+    "Image",
+    "aws_cli",
+    "basic_auth",
+    "descriptor",
+    "digest_of",
+    "docker_manifest",
+    "ecr_client",
+    "expect_error",
+    "image_config",
+    "oci_index",
+    "oci_manifest",
+    "push_image",
+    "random_blob",
+    "registry_password",
+    "send",
+    "signed_request",
+    "upload_blob",
+]
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+ROOT_KEY_ID = "AKIAMOORAGEECRTEST01"
+ROOT_SECRET = "ecr/TestSecretKey+0123456789abcdefghijklmno"
+TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+# --- clients -------------------------------------------------------------------------------------
+
+
+def ecr_client(
+    endpoint: str,
+    *,
+    region: str = REGION,
+    key_id: str = ROOT_KEY_ID,
+    secret: str = ROOT_SECRET,
+    validate: bool = True,
+) -> Any:
+    """A boto3 ECR client for the server (no retries: every answer is the server's first).
+    `validate=False` turns botocore's client-side parameter validation off, so the server's
+    own validation answers."""
+    session = boto3.session.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region)
+    return session.client(
+        "ecr",
+        endpoint_url=endpoint,
+        config=Config(
+            retries={"total_max_attempts": 1},
+            connect_timeout=10,
+            read_timeout=60,
+            parameter_validation=validate,
+        ),
+    )
+
+
+def expect_error(call: Callable[..., Any], code: str, message: str | None = None, **params: Any) -> dict[str, Any]:
+    """Call a boto3 operation that must fail with `code` (and exactly `message`, when given);
+    returns the parsed error response."""
+    with pytest.raises(ClientError) as info:
+        call(**params)
+    response: dict[str, Any] = info.value.response
+    assert response["Error"]["Code"] == code, response
+    if message is not None:
+        assert response["Error"]["Message"] == message, response
+    return response
+
+
+def signed_request(
+    endpoint: str,
+    operation: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    region: str = REGION,
+    key_id: str = ROOT_KEY_ID,
+    secret: str = ROOT_SECRET,
+    service: str = "ecr",
+    session_token: str | None = None,
+) -> AWSRequest:
+    """An ECR API request signed by botocore's own SigV4 signer (Authorization header form)."""
+    request = AWSRequest(
+        method="POST",
+        url=endpoint.rstrip("/") + "/",
+        data=json.dumps(dict(params or {})).encode(),
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": TARGET_PREFIX + operation,
+        },
+    )
+    SigV4Auth(Credentials(key_id, secret, session_token), service, region).add_auth(request)
+    return request
+
+
+def send(request: AWSRequest, *, body: bytes | None = None) -> httpx.Response:
+    """Send a (signed) botocore request with plain httpx, optionally with a different body."""
+    prepared = request.prepare()
+    content = prepared.body if body is None else body
+    if isinstance(content, str):
+        content = content.encode()
+    headers = {k: v for k, v in prepared.headers.items() if k.lower() != "content-length"}
+    return httpx.request(prepared.method, prepared.url, headers=headers, content=content or b"", timeout=30.0)
+
+
+def aws_cli(
+    endpoint: str,
+    *args: str,
+    region: str = REGION,
+    key_id: str = ROOT_KEY_ID,
+    secret: str = ROOT_SECRET,
+    check: bool = True,
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess[str]:
+    """`aws --endpoint-url E --output json ARGS...` with the given credentials and nothing else
+    from the environment's AWS configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=key_id,
+        AWS_SECRET_ACCESS_KEY=secret,
+        AWS_DEFAULT_REGION=region,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_MAX_ATTEMPTS="1",
+    )
+    command = ["aws", "--endpoint-url", endpoint, "--output", "json", *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    if check:
+        assert done.returncode == 0, f"{' '.join(command)} -> {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+# --- content -------------------------------------------------------------------------------------
+
+
+class Blob(NamedTuple):
+    """A blob or manifest: its exact bytes, their sha256 digest, and its media type."""
+
+    data: bytes
+    digest: str
+    media_type: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def text(self) -> str:
+        return self.data.decode()
+
+
+def digest_of(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _blob(data: bytes, media_type: str) -> Blob:
+    return Blob(data, digest_of(data), media_type)
+
+
+def random_blob(size: int, media_type: str = OCI_LAYER) -> Blob:
+    return _blob(os.urandom(size), media_type)
+
+
+def image_config(media_type: str = DOCKER_CONFIG) -> Blob:
+    """An image config; a random label makes every config (and so every manifest) unique."""
+    document = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": {"nonce": os.urandom(8).hex()}},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+    return _blob(json.dumps(document).encode(), media_type)
+
+
+def descriptor(content: Blob, **extra: Any) -> dict[str, Any]:
+    return {"mediaType": content.media_type, "digest": content.digest, "size": content.size, **extra}
+
+
+def _dump(document: Mapping[str, Any]) -> bytes:
+    # Indented on purpose: the server must keep the bytes, not a re-serialization of them.
+    return json.dumps(document, indent=3).encode()
+
+
+def docker_manifest(config: Blob, layers: Sequence[Blob]) -> Blob:
+    document = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": descriptor(config),
+        "layers": [descriptor(item) for item in layers],
+    }
+    return _blob(_dump(document), DOCKER_MANIFEST)
+
+
+def oci_manifest(
+    config: Blob,
+    layers: Sequence[Blob],
+    *,
+    subject: Blob | None = None,
+    artifact_type: str | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> Blob:
+    document: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+    if artifact_type is not None:
+        document["artifactType"] = artifact_type
+    document["config"] = descriptor(config)
+    document["layers"] = [descriptor(item) for item in layers]
+    if subject is not None:
+        document["subject"] = descriptor(subject)
+    if annotations:
+        document["annotations"] = dict(annotations)
+    return _blob(_dump(document), OCI_MANIFEST)
+
+
+def oci_index(children: Sequence[Blob]) -> Blob:
+    platforms = ("amd64", "arm64", "s390x", "ppc64le")
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            descriptor(child, platform={"architecture": platforms[i % 4], "os": "linux"})
+            for i, child in enumerate(children)
+        ],
+    }
+    return _blob(_dump(document), OCI_INDEX)
+
+
+# --- pushing through the ECR API -----------------------------------------------------------------
+
+
+def upload_blob(ecr: Any, repository: str, data: bytes) -> str:
+    """Initiate → one UploadLayerPart → CompleteLayerUpload; returns the digest."""
+    upload_id = ecr.initiate_layer_upload(repositoryName=repository)["uploadId"]
+    ecr.upload_layer_part(
+        repositoryName=repository,
+        uploadId=upload_id,
+        partFirstByte=0,
+        partLastByte=len(data) - 1,
+        layerPartBlob=data,
+    )
+    digest = digest_of(data)
+    done = ecr.complete_layer_upload(repositoryName=repository, uploadId=upload_id, layerDigests=[digest])
+    assert done["layerDigest"] == digest
+    return digest
+
+
+class Image(NamedTuple):
+    manifest: Blob
+    config: Blob
+    layers: list[Blob]
+
+    @property
+    def layer_size(self) -> int:
+        return sum(item.size for item in self.layers)
+
+
+def push_image(
+    ecr: Any,
+    repository: str,
+    tag: str | None = None,
+    *,
+    oci: bool = False,
+    layer_sizes: Sequence[int] = (300, 700),
+) -> Image:
+    """Upload a config and layers with the layer API, then PutImage a manifest over them."""
+    config = image_config(OCI_CONFIG if oci else DOCKER_CONFIG)
+    layers = [random_blob(size, OCI_LAYER if oci else DOCKER_LAYER) for size in layer_sizes]
+    for item in (config, *layers):
+        upload_blob(ecr, repository, item.data)
+    manifest = (oci_manifest if oci else docker_manifest)(config, layers)
+    params: dict[str, Any] = {"repositoryName": repository, "imageManifest": manifest.text}
+    if tag is not None:
+        params["imageTag"] = tag
+    put = ecr.put_image(**params)
+    assert put["image"]["imageId"]["imageDigest"] == manifest.digest
+    return Image(manifest, config, layers)
+
+
+def basic_auth(password: str) -> str:
+    return "Basic " + base64.b64encode(f"AWS:{password}".encode()).decode()
+
+
+def registry_password(ecr: Any) -> str:
+    """The password half of GetAuthorizationToken's `AWS:<password>`."""
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    assert user == "AWS"
+    return password
