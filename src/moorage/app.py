@@ -64,16 +64,28 @@ class Moorage:
         await self.blobs.close()
 
 
-def open_blob_store(settings: Settings) -> BlobStore:
-    if settings.storage.backend == "filesystem":
-        return FilesystemBlobStore(settings.storage.filesystem.effective_root(settings.data_dir))
-    raise NotImplementedError(f"storage backend {settings.storage.backend!r} is not available yet")
+async def open_blob_store(settings: Settings) -> BlobStore:
+    if settings.storage.backend == "s3":
+        from moorage.storage.s3 import S3BlobStore
+
+        s3 = settings.storage.s3
+        assert s3.bucket is not None  # the config loader requires it for this backend
+        return await S3BlobStore.open(
+            s3.bucket,
+            prefix=s3.prefix,
+            endpoint_url=s3.endpoint_url,
+            region=s3.region,
+            access_key_id=s3.access_key_id,
+            secret_access_key=s3.secret_access_key,
+            redirect=s3.redirect,
+        )
+    return FilesystemBlobStore(settings.storage.filesystem.effective_root(settings.data_dir))
 
 
 async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     clock = clock or SystemClock()
     metadata = SqlMetadataStore.open(settings.metadata.effective_url(settings.data_dir))
-    blobs = open_blob_store(settings)
+    blobs = await open_blob_store(settings)
     limits = Limits(
         max_manifest_bytes=settings.limits.max_manifest_bytes, max_blob_bytes=settings.limits.max_blob_bytes
     )
@@ -145,10 +157,13 @@ class RootApp:
             claims = moorage.tokens.verify("layer", token, now=time.time())
             registry = RegistryRef(str(claims["a"]), str(claims["r"]))
             blob = await moorage.registry.open_blob(
-                registry, RepositoryName(str(claims["n"])), Digest.parse(str(claims["d"]))
+                registry, RepositoryName(str(claims["n"])), Digest.parse(str(claims["d"])), allow_redirect=True
             )
         except (TokenError, MoorageError, KeyError):
             await send_bytes(send, 403, [("content-type", "text/plain")], b"access denied\n")
+            return
+        if blob.redirect is not None:
+            await send_bytes(send, 307, [("location", blob.redirect)])
             return
         headers = [("content-type", "application/octet-stream"), ("content-length", str(blob.info.size))]
         if blob.path is not None:

@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -78,6 +78,7 @@ class BlobStream:
     span: tuple[int, int] | None
     path: Path | None
     chunks: AsyncIterator[bytes] | None
+    redirect: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,9 +398,16 @@ class Registry:
         return info
 
     async def open_blob(
-        self, registry: RegistryRef, name: RepositoryName, digest: Digest, byte_range: ByteRange | None = None
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        digest: Digest,
+        byte_range: ByteRange | None = None,
+        *,
+        allow_redirect: bool = False,
     ) -> BlobStream:
-        """Open a linked blob for reading, optionally a byte range of it.
+        """Open a linked blob for reading, optionally a byte range of it. With `allow_redirect`,
+        a store that can serve clients directly (S3 pre-signed URLs) answers with a URL instead.
         Raises BlobUnknownError, RangeNotSatisfiableError."""
         info = await self.stat_blob(registry, name, digest)
         span = None
@@ -407,6 +415,10 @@ class Registry:
             span = byte_range.resolve(info.size)
             if span is None:
                 raise RangeNotSatisfiableError(info.size)
+        if allow_redirect and span is None:
+            url = await self._blobs.redirect_url(digest, method="GET", expires_in=timedelta(minutes=20))
+            if url is not None:
+                return BlobStream(info, None, None, None, url)
         path = self._blobs.local_path(digest)
         if path is not None:
             return BlobStream(info, span, path, None)

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from moorage.metadata.sql import async_url
@@ -16,6 +16,7 @@ from moorage.metadata.sql import async_url
 __all__ = ["current_revision", "head_revision", "upgrade"]
 
 _SCRIPTS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 0x6D6F6F72  # "moor"
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -42,6 +43,9 @@ async def upgrade(url: str, revision: str = "head") -> None:
     engine = create_async_engine(full)
     try:
         async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together migrate one at a time; the lock ends with the transaction.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
     finally:
         await engine.dispose()

@@ -59,7 +59,10 @@ async def get_blob(ctx: OciContext) -> None:
         if wanted == 0:  # a zero-length suffix is never satisfiable (RFC 9110, 14.1.1)
             raise RangeNotSatisfiableError(info.size)
         wanted = ByteRange(max(info.size - wanted, 0), None)
-    blob = await ctx.registry.open_blob(ctx.registry_ref, ctx.name, digest, wanted)
+    blob = await ctx.registry.open_blob(ctx.registry_ref, ctx.name, digest, wanted, allow_redirect=True)
+    if blob.redirect is not None:
+        await ctx.reply(307, [("location", blob.redirect), ("docker-content-digest", str(digest))])
+        return
     headers = [API_VERSION_HEADER, *_blob_headers(ctx, digest)]
     status = 200
     if blob.span is not None:
