@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from moorage import manifests as mf
 from moorage.errors import PaginationInvalidError
+from moorage.images import convert_for
 from moorage.model import Digest, Image, Page, PageRequest
 from moorage.oci import Handler, Kind, OciContext
 
@@ -34,6 +35,13 @@ def _manifest_headers(image: Image) -> list[tuple[str, str]]:
 async def get_manifest(ctx: OciContext) -> None:
     head = ctx.request.method == "HEAD"
     image = await ctx.registry.get_manifest(ctx.registry_ref, ctx.name, ctx.reference, with_body=not head)
+    accept = mf.parse_accept(ctx.request.headers.get("accept", []))
+    if accept and not Digest.looks_like(ctx.reference) and not mf.negotiate(image.media_type, accept):
+        # ECR converts Docker schema 2 <-> OCI on pull by tag (never by digest); a client that
+        # takes neither form gets the stored bytes, as other registries answer.
+        if image.body is None:
+            image = await ctx.registry.get_manifest(ctx.registry_ref, ctx.name, ctx.reference)
+        image = convert_for(image, accept) or image
     await ctx.reply(200, _manifest_headers(image), image.body or b"")
 
 
