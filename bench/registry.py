@@ -1,0 +1,1636 @@
+#!/usr/bin/env python3
+"""Moorage vs the reference registry (CNCF distribution, Debian `docker-registry`), side by side.
+
+    python bench/registry.py [--rounds 3] [--size-mib 1024] [--workers 2] [--quick] [--json PATH]
+
+Both servers run at once on free loopback ports, each on fresh storage in one temp dir, and every
+measurement alternates between them round by round (the first server alternates too). Reported
+numbers are medians over the rounds:
+
+1. blob upload throughput (MiB/s) and server CPU-s per GiB, three ways: monolithic (POST, one
+   PUT ?digest= with the whole body), chunked (POST, PATCH per 16 MiB with Content-Range, PUT),
+   streamed (POST, one PATCH with Transfer-Encoding: chunked, PUT). The body streams from one
+   temp file through sendfile(2), behind a fresh random prefix per upload so every digest is new;
+   digests are computed before the timed section.
+2. blob download throughput (GET, read and discarded in 1 MiB chunks) and its server CPU.
+3. requests per second under concurrency (2 client threads/processes, 32 connections): manifest
+   GET by tag and tags/list (100+ tags) with wrk; manifest HEAD and blob HEAD with this script's
+   own asyncio load generator, because wrk cannot parse HEAD responses that carry a
+   Content-Length (it waits for a body that never comes). Server CPU-µs per request for each.
+4. peak resident memory (sum over the server process and its workers, sampled every 50 ms) while
+   a 4 GiB blob streams through one monolithic upload.
+
+Server CPU is utime+stime from /proc/<pid>/stat of the server process and all its descendants
+(granian's worker processes). Client and servers share the machine's cores; compare ratios.
+`--quick` uses 256 MiB blobs, 3 s load runs, one round and a 1 GiB memory upload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import hashlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO, Literal, cast
+from urllib.parse import quote, urlsplit
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+UPLOAD_REPO = "bench/upload"
+SMALL_REPO = "bench/small"
+EXTRA_TAGS = 100
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+MANIFEST_ACCEPT = ", ".join(
+    [
+        OCI_MANIFEST,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+UploadMode = Literal["monolithic", "chunked", "streamed"]
+UPLOAD_MODES: tuple[UploadMode, ...] = ("monolithic", "chunked", "streamed")
+SERVER_KEYS = ("moorage", "reference")
+
+HTTP_TIMEOUT = 300.0  # seconds for any single socket operation
+
+
+class BenchError(Exception):
+    """A measurement could not be taken (bad response, server gone, tool missing)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes: CPU and memory of a server and its descendants
+# --------------------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        found.extend(int(child) for child in text.split())
+    return found
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every live descendant (granian workers, their helpers)."""
+    seen: list[int] = []
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        if pid in seen or not Path(f"/proc/{pid}").exists():
+            continue
+        seen.append(pid)
+        stack.extend(_children(pid))
+    return seen
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def cpu_snapshot(root: int) -> dict[int, int]:
+    snapshot: dict[int, int] = {}
+    for pid in process_tree(root):
+        ticks = _cpu_ticks(pid)
+        if ticks is not None:
+            snapshot[pid] = ticks
+    return snapshot
+
+
+def cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds spent between two snapshots by processes alive at the second one (a process
+    that appeared in between counts in full)."""
+    ticks = sum(max(now - before.get(pid, 0), 0) for pid, now in after.items())
+    return ticks / CLK_TCK
+
+
+def _system_busy_ticks() -> int:
+    """Busy CPU ticks of the whole machine (all cores) since boot, steal included."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq + steal
+
+
+def _own_cpu_seconds() -> float:
+    """This process plus its waited-for children (wrk, load generators)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class ForeignLoad:
+    """CPU used on the machine by anything other than this script, its tools and the servers:
+    other people's work competing for the same cores, which makes a measurement noisy."""
+
+    def __init__(self, roots: Sequence[int]) -> None:
+        self.roots = list(roots)
+        self.busy = _system_busy_ticks()
+        self.own = _own_cpu_seconds()
+        self.servers = [cpu_snapshot(root) for root in self.roots]
+        self.wall = time.monotonic()
+
+    def cores(self) -> tuple[float, float]:
+        """(foreign CPU-seconds, foreign cores on average) since construction."""
+        busy = (_system_busy_ticks() - self.busy) / CLK_TCK
+        own = _own_cpu_seconds() - self.own
+        servers = sum(
+            cpu_seconds(before, cpu_snapshot(root)) for root, before in zip(self.roots, self.servers, strict=True)
+        )
+        foreign = max(busy - own - servers, 0.0)
+        return foreign, foreign / max(time.monotonic() - self.wall, 1e-9)
+
+
+def _status_kib(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class MemoryPeak:
+    baseline_rss_mib: float
+    peak_rss_mib: float
+    peak_pss_mib: float
+    hwm_mib: float
+    samples: int
+
+
+class MemorySampler:
+    """Samples the summed VmRSS (and PSS) of a process tree every `interval` seconds."""
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        self.root = root
+        self.interval = interval
+        self.baseline_kib = self._rss()
+        self.peak_rss_kib = self.baseline_kib
+        self.peak_pss_kib = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def _rss(self) -> int:
+        return sum(_status_kib(pid, "VmRSS") for pid in process_tree(self.root))
+
+    def _sample(self) -> None:
+        pids = process_tree(self.root)
+        self.peak_rss_kib = max(self.peak_rss_kib, sum(_status_kib(pid, "VmRSS") for pid in pids))
+        self.peak_pss_kib = max(self.peak_pss_kib, sum(_pss_kib(pid) for pid in pids))
+        self.samples += 1
+
+    def _run(self) -> None:
+        deadline = time.monotonic()
+        while True:
+            self._sample()
+            deadline += self.interval  # a fixed cadence: sampling time does not stretch the period
+            if self._stop.wait(max(deadline - time.monotonic(), 0.0)):
+                return
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+
+    def result(self) -> MemoryPeak:
+        hwm = sum(_status_kib(pid, "VmHWM") for pid in process_tree(self.root))
+        return MemoryPeak(
+            baseline_rss_mib=self.baseline_kib / 1024,
+            peak_rss_mib=self.peak_rss_kib / 1024,
+            peak_pss_mib=self.peak_pss_kib / 1024,
+            hwm_mib=hwm / 1024,
+            samples=self.samples,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    key: str
+    title: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        tail = "\n".join(text.splitlines()[-lines:])
+        return re.sub(r"(?i)(secret[a-z_]*\s*[=:]\s*)\S+", r"\1<redacted>", tail)
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(f"{self.title} exited with status {self.process.returncode}; log tail:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL the process group this script created for it (start_new_session),
+        which holds the server and any worker it spawned."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(15)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+
+
+def _wait_ready(server: Server, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        server.check_alive()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    return
+                last = f"HTTP {response.status}"
+            finally:
+                conn.close()
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.1)
+    raise BenchError(f"{server.title} not ready after {timeout:.0f}s ({last}); log tail:\n{server.log_tail()}")
+
+
+def start_moorage(
+    workdir: Path, workers: int, source: Path, extra_env: dict[str, str], timeout: float = 90.0
+) -> Server:
+    data_dir = workdir / "moorage-data"
+    data_dir.mkdir()
+    port = free_port()
+    log_path = workdir / "moorage.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    # Anonymous pushes that create their repository, like the reference registry.
+    env["MOORAGE_CREATE_ON_PUSH"] = "true"
+    env["MOORAGE_AUTH__MODE"] = "open"
+    env.update(extra_env)
+    # Benchmark this working tree's sources (or --moorage-src), whatever is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable,
+        "-m",
+        "moorage",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = Server("moorage", f"moorage ({workers} worker{'s' if workers != 1 else ''})", port, process, log_path)
+    try:
+        _wait_ready(server, "/healthz", timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_reference(workdir: Path, binary: str, cache: str, timeout: float = 30.0) -> Server:
+    if shutil.which(binary) is None:
+        raise BenchError(f"reference registry binary {binary!r} not found (apt-get install docker-registry)")
+    data_dir = workdir / "reference-data"
+    data_dir.mkdir()
+    port = free_port()
+    cache_block = f"  cache:\n    blobdescriptor: {cache}\n" if cache != "none" else ""
+    config = (
+        "version: 0.1\n"
+        "log:\n"
+        "  level: error\n"
+        "  accesslog:\n"
+        "    disabled: true\n"
+        "storage:\n"
+        "  filesystem:\n"
+        f"    rootdirectory: {data_dir}\n"
+        "  delete:\n"
+        "    enabled: true\n"
+        f"{cache_block}"
+        "http:\n"
+        f"  addr: 127.0.0.1:{port}\n"
+    )
+    config_path = workdir / "reference-config.yml"
+    config_path.write_text(config)
+    log_path = workdir / "reference.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [binary, "serve", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    server = Server("reference", "reference (distribution)", port, process, log_path)
+    try:
+        _wait_ready(server, "/v2/", timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def source_revision(source: Path) -> str:
+    """`git describe`-like identity of the benchmarked moorage sources ("+dirty" when edited)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    return head + ("+dirty" if dirty else "")
+
+
+def reference_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or out.stderr.strip() or "unknown"
+
+
+# --------------------------------------------------------------------------------------------------
+# Upload bodies: a random prefix + the data file, cycled, streamed with sendfile(2)
+# --------------------------------------------------------------------------------------------------
+
+PREFIX_BYTES = 64 * 1024
+PIECE = MIB
+
+
+def make_data_file(path: Path, size: int) -> None:
+    block = 16 * MIB
+    with path.open("wb") as out:
+        written = 0
+        while written < size:
+            n = min(block, size - written)
+            out.write(os.urandom(n))
+            written += n
+
+
+@dataclass
+class Payload:
+    """`size` bytes: `prefix`, then the data file repeated as often as needed."""
+
+    prefix: bytes
+    data: BinaryIO
+    data_size: int
+    size: int
+    digest: str = ""
+
+    def segments(self, start: int, length: int) -> Iterator[tuple[bytes | None, int, int]]:
+        """Pieces of [start, start+length): (bytes, 0, 0) from the prefix or (None, offset, count)
+        from the data file."""
+        end = start + length
+        position = start
+        while position < end:
+            if position < len(self.prefix):
+                stop = min(end, len(self.prefix))
+                yield self.prefix[position:stop], 0, 0
+                position = stop
+                continue
+            offset = (position - len(self.prefix)) % self.data_size
+            count = min(end - position, self.data_size - offset)
+            yield None, offset, count
+            position += count
+
+    def compute_digest(self) -> str:
+        hasher = hashlib.sha256()
+        fd = self.data.fileno()
+        for chunk, offset, count in self.segments(0, self.size):
+            if chunk is not None:
+                hasher.update(chunk)
+                continue
+            done = 0
+            while done < count:
+                block = os.pread(fd, min(4 * MIB, count - done), offset + done)
+                if not block:
+                    raise BenchError("data file shorter than expected")
+                hasher.update(block)
+                done += len(block)
+        self.digest = "sha256:" + hasher.hexdigest()
+        return self.digest
+
+    def send(self, sock: socket.socket, start: int, length: int) -> None:
+        for chunk, offset, count in self.segments(start, length):
+            if chunk is not None:
+                sock.sendall(chunk)
+                continue
+            sent = sock.sendfile(self.data, offset, count)
+            if sent != count:
+                raise BenchError(f"sendfile sent {sent} of {count} bytes")
+
+    def send_chunked(self, sock: socket.socket, start: int, length: int) -> None:
+        """The range with Transfer-Encoding: chunked framing (1 MiB chunks), then the last chunk."""
+        position = start
+        end = start + length
+        while position < end:
+            n = min(PIECE, end - position)
+            sock.sendall(f"{n:x}\r\n".encode())
+            self.send(sock, position, n)
+            sock.sendall(b"\r\n")
+            position += n
+        sock.sendall(b"0\r\n\r\n")
+
+
+def new_payload(data: BinaryIO, data_size: int, size: int) -> Payload:
+    payload = Payload(os.urandom(PREFIX_BYTES), data, data_size, size)
+    payload.compute_digest()
+    return payload
+
+
+# --------------------------------------------------------------------------------------------------
+# A raw HTTP/1.1 client (http.client, keep-alive, bodies via sendfile)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Client:
+    def __init__(self, port: int, timeout: float = HTTP_TIMEOUT) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        sender: Callable[[socket.socket], None] | None = None,
+    ) -> Reply:
+        headers = dict(headers or {})
+        if sender is None and method in ("POST", "PUT", "PATCH"):
+            headers.setdefault("Content-Length", str(len(body or b"")))
+        try:
+            self.conn.putrequest(method, target, skip_accept_encoding=True)
+            for key, value in headers.items():
+                self.conn.putheader(key, value)
+            if sender is None:
+                self.conn.endheaders(body or None)
+            else:
+                self.conn.endheaders()
+                assert self.conn.sock is not None
+                try:
+                    sender(self.conn.sock)
+                except OSError as exc:
+                    # The server may have answered (an error) and closed before taking the whole body.
+                    raise BenchError(
+                        f"{method} {target[:120]}: sending the body failed ({type(exc).__name__}: {exc}); "
+                        f"server said: {self._early_reply()}"
+                    ) from exc
+            response = self.conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.conn.close()
+            raise BenchError(f"{method} {target[:120]}: {type(exc).__name__}: {exc}") from exc
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+
+    def _early_reply(self) -> str:
+        try:
+            response = self.conn.getresponse()
+            return f"HTTP {response.status}: {response.read(300)!r}"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"nothing ({type(exc).__name__})"
+        finally:
+            self.conn.close()
+
+    def expect(self, reply: Reply, status: int | tuple[int, ...], what: str) -> Reply:
+        wanted = (status,) if isinstance(status, int) else status
+        if reply.status not in wanted:
+            raise BenchError(f"{what}: HTTP {reply.status} (expected {wanted}): {reply.body[:300]!r}")
+        return reply
+
+
+def _target(location: str) -> str:
+    parts = urlsplit(location)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _with_digest(target: str, digest: str) -> str:
+    return f"{target}{'&' if '?' in target else '?'}digest={quote(digest, safe=':')}"
+
+
+def _location(reply: Reply, what: str) -> str:
+    location = reply.headers.get("location")
+    if not location:
+        raise BenchError(f"{what}: no Location header in HTTP {reply.status}")
+    return _target(location)
+
+
+def upload(client: Client, repo: str, payload: Payload, mode: UploadMode, chunk: int) -> None:
+    """One complete blob upload of `payload` the `mode` way, over one keep-alive connection."""
+    started = client.request("POST", f"/v2/{repo}/blobs/uploads/")
+    client.expect(started, 202, "POST blob upload")
+    location = _location(started, "POST blob upload")
+    size = payload.size
+    octets = {"Content-Type": "application/octet-stream"}
+    if mode == "monolithic":
+        reply = client.request(
+            "PUT",
+            _with_digest(location, payload.digest),
+            {**octets, "Content-Length": str(size)},
+            sender=lambda sock: payload.send(sock, 0, size),
+        )
+        client.expect(reply, 201, "monolithic PUT")
+        return
+    if mode == "chunked":
+        position = 0
+        while position < size:
+            n = min(chunk, size - position)
+            reply = client.request(
+                "PATCH",
+                location,
+                {**octets, "Content-Length": str(n), "Content-Range": f"{position}-{position + n - 1}"},
+                sender=functools.partial(payload.send, start=position, length=n),
+            )
+            client.expect(reply, 202, f"PATCH chunk at {position}")
+            location = _location(reply, "PATCH")
+            position += n
+    else:
+        reply = client.request(
+            "PATCH",
+            location,
+            {**octets, "Transfer-Encoding": "chunked"},
+            sender=lambda sock: payload.send_chunked(sock, 0, size),
+        )
+        client.expect(reply, 202, "streamed PATCH")
+        location = _location(reply, "PATCH")
+    reply = client.request("PUT", _with_digest(location, payload.digest), {"Content-Length": "0"})
+    client.expect(reply, 201, f"{mode} final PUT")
+
+
+def download(client: Client, repo: str, digest: str, size: int) -> int:
+    try:
+        client.conn.request("GET", f"/v2/{repo}/blobs/{digest}")
+        response = client.conn.getresponse()
+        if response.status != 200:
+            raise BenchError(f"GET blob: HTTP {response.status}: {response.read()[:300]!r}")
+        buffer = bytearray(MIB)
+        view = memoryview(buffer)
+        total = 0
+        while True:
+            n = response.readinto(view)
+            if not n:
+                break
+            total += n
+    except (OSError, http.client.HTTPException) as exc:
+        client.close()
+        raise BenchError(f"GET blob: {type(exc).__name__}: {exc}") from exc
+    if total != size:
+        raise BenchError(f"GET blob returned {total} bytes, expected {size}")
+    return total
+
+
+# --------------------------------------------------------------------------------------------------
+# The small test image
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SmallImage:
+    layer: bytes
+    config: bytes
+    manifest: bytes
+
+    @staticmethod
+    def make() -> SmallImage:
+        layer = os.urandom(32 * 1024)
+        diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            },
+            separators=(",", ":"),
+        ).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": _sha(config), "size": len(config)},
+                "layers": [{"mediaType": OCI_LAYER, "digest": _sha(layer), "size": len(layer)}],
+            },
+            separators=(",", ":"),
+        ).encode()
+        return SmallImage(layer, config, manifest)
+
+    @property
+    def layer_digest(self) -> str:
+        return _sha(self.layer)
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_small_image(server: Server, image: SmallImage) -> None:
+    with Client(server.port, timeout=30) as client:
+        for blob in (image.config, image.layer):
+            started = client.expect(client.request("POST", f"/v2/{SMALL_REPO}/blobs/uploads/"), 202, "POST upload")
+            target = _with_digest(_location(started, "POST upload"), _sha(blob))
+            client.expect(
+                client.request("PUT", target, {"Content-Type": "application/octet-stream"}, blob),
+                201,
+                "PUT small blob",
+            )
+        tags = ["latest", *(f"v{i:03d}" for i in range(EXTRA_TAGS))]
+        for tag in tags:
+            reply = client.request(
+                "PUT", f"/v2/{SMALL_REPO}/manifests/{tag}", {"Content-Type": OCI_MANIFEST}, image.manifest
+            )
+            client.expect(reply, 201, f"PUT manifest {tag}")
+        # The endpoints under load answer 200 with the expected content.
+        got = client.expect(
+            client.request("GET", f"/v2/{SMALL_REPO}/manifests/latest", {"Accept": MANIFEST_ACCEPT}),
+            200,
+            "GET manifest",
+        )
+        if got.body != image.manifest:
+            raise BenchError(f"{server.title}: GET manifest returned different bytes")
+        client.expect(
+            client.request("HEAD", f"/v2/{SMALL_REPO}/manifests/latest", {"Accept": MANIFEST_ACCEPT}),
+            200,
+            "HEAD manifest",
+        )
+        client.expect(client.request("HEAD", f"/v2/{SMALL_REPO}/blobs/{image.layer_digest}"), 200, "HEAD blob")
+        listed = client.expect(client.request("GET", f"/v2/{SMALL_REPO}/tags/list"), 200, "tags/list")
+        count = len(json.loads(listed.body).get("tags") or [])
+        if count != len(tags):
+            raise BenchError(f"{server.title}: tags/list has {count} tags, expected {len(tags)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Load: wrk for GET, an asyncio load generator for HEAD
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    key: str
+    label: str
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    rps: float
+    cpu_us_per_request: float
+    errors: str = ""
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_wrk(
+    server: Server, target: LoadTarget, duration: float, threads: int, connections: int, workdir: Path
+) -> LoadResult:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk not found (apt-get install wrk)")
+    script = workdir / f"wrk-{target.key}.lua"
+    lines = [f"wrk.method = {_lua_string(target.method)}"]
+    lines += [f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in target.headers]
+    script.write_text("\n".join(lines) + "\n")
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{server.port}{target.path}",
+    ]
+    before = cpu_snapshot(server.pid)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk {target.key} timed out") from exc
+    cpu = cpu_seconds(before, cpu_snapshot(server.pid))
+    out = done.stdout
+    if done.returncode != 0:
+        raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip() or out.strip()}")
+    rps_match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count_match = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", out)
+    if rps_match is None or count_match is None:
+        raise BenchError(f"cannot parse wrk output:\n{out}")
+    requests = int(count_match[1])
+    unit = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[count_match[3]]
+    errors = []
+    status_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if status_match:
+        errors.append(f"{status_match[1]} non-2xx")
+    socket_match = re.search(r"Socket errors: (.*)", out)
+    if socket_match:
+        errors.append(f"socket errors: {socket_match[1]}")
+    if requests == 0:
+        raise BenchError(f"wrk completed no requests against {target.path}:\n{out}")
+    if status_match and int(status_match[1]) > requests // 100:
+        raise BenchError(f"{target.label}: {status_match[1]} of {requests} responses were errors")
+    return LoadResult(
+        requests, float(count_match[2]) * unit, float(rps_match[1]), cpu * 1e6 / requests, "; ".join(errors)
+    )
+
+
+def run_loadgen(server: Server, target: LoadTarget, duration: float, processes: int, connections: int) -> LoadResult:
+    """`processes` copies of `_loadgen` (this file), `connections` in all, started together."""
+    start_at = time.time() + 1.5  # interpreter start-up happens before the measured window
+    per_process = [connections // processes + (1 if i < connections % processes else 0) for i in range(processes)]
+    commands = []
+    for count in per_process:
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_loadgen",
+            "--port",
+            str(server.port),
+            "--method",
+            target.method,
+            "--path",
+            target.path,
+            "--connections",
+            str(count),
+            "--duration",
+            str(duration),
+            "--start-at",
+            repr(start_at),
+        ]
+        for key, value in target.headers:
+            command += ["--header", f"{key}: {value}"]
+        commands.append(command)
+    before = cpu_snapshot(server.pid)
+    children = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    outputs: list[tuple[int, str, str]] = []
+    try:
+        for child in children:
+            out, err = child.communicate(timeout=duration + 60)
+            outputs.append((child.returncode, out, err))
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"load generator for {target.key} timed out") from exc
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(5)
+    cpu = cpu_seconds(before, cpu_snapshot(server.pid))
+    requests = 0
+    rps = 0.0
+    seconds = 0.0
+    bad = 0
+    failures = 0
+    for code, out, err in outputs:
+        if code != 0:
+            raise BenchError(f"load generator failed ({code}): {err.strip()[-500:]}")
+        result = json.loads(out)
+        requests += int(result["requests"])
+        seconds = max(seconds, float(result["seconds"]))
+        rps += int(result["requests"]) / float(result["seconds"])
+        bad += int(result["bad_status"])
+        failures += int(result["connection_errors"])
+    if requests == 0:
+        raise BenchError(f"load generator completed no requests against {target.path}")
+    if bad > requests // 100:
+        raise BenchError(f"{target.label}: {bad} of {requests} responses were errors")
+    errors = []
+    if bad:
+        errors.append(f"{bad} non-2xx")
+    if failures:
+        errors.append(f"{failures} connection errors")
+    return LoadResult(requests, seconds, rps, cpu * 1e6 / requests, "; ".join(errors))
+
+
+# ---- the load generator itself (runs as `registry.py _loadgen ...` in child processes) ----------
+
+
+class _LoadGen:
+    def __init__(self, request: bytes, head: bool) -> None:
+        self.request = request
+        self.head = head
+        self.running = False
+        self.stopping = False
+        self.completed = 0
+        self.bad_status = 0
+        self.connection_errors = 0
+        self.connections: list[_LoadConnection] = []
+
+
+class _LoadConnection(asyncio.Protocol):
+    """One keep-alive connection with one request in flight, like a wrk connection."""
+
+    def __init__(self, gen: _LoadGen, lost: asyncio.Future[None]) -> None:
+        self.gen = gen
+        self.lost = lost
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.skip = 0  # body bytes still to discard
+        self.status = 0
+        self.close_after = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+        self.gen.connections.append(self)
+        if self.gen.running and not self.gen.stopping:
+            self.transport.write(self.gen.request)
+
+    def start(self) -> None:
+        if self.transport is not None:
+            self.transport.write(self.gen.request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while True:
+            if self.skip:
+                n = min(self.skip, len(buffer))
+                del buffer[:n]
+                self.skip -= n
+                if self.skip:
+                    return
+                self._complete()
+                continue
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buffer[:end]).lower()
+            del buffer[: end + 4]
+            self.status = int(head[9:12])
+            self.close_after = b"\r\nconnection: close" in head
+            if not self.gen.head:
+                match = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
+                if match is None:  # chunked or close-delimited bodies are not supported here
+                    self.gen.connection_errors += 1
+                    assert self.transport is not None
+                    self.transport.close()
+                    return
+                self.skip = int(match[1])
+                if self.skip:
+                    continue
+            self._complete()
+
+    def _complete(self) -> None:
+        gen = self.gen
+        if gen.stopping:
+            return
+        gen.completed += 1
+        if not 200 <= self.status < 400:
+            gen.bad_status += 1
+        assert self.transport is not None
+        if self.close_after:
+            self.transport.close()
+        else:
+            self.transport.write(gen.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        with contextlib.suppress(ValueError):
+            self.gen.connections.remove(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+async def _loadgen_run(
+    port: int, request: bytes, head: bool, connections: int, duration: float, start_at: float
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    gen = _LoadGen(request, head)
+    failures: list[str] = []
+
+    def on_error(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        failures.append(f"{context.get('message')}: {context.get('exception')!r}")
+
+    loop.set_exception_handler(on_error)
+
+    async def connect() -> tuple[_LoadConnection, asyncio.Future[None]]:
+        lost: asyncio.Future[None] = loop.create_future()
+        _, protocol = await loop.create_connection(lambda: _LoadConnection(gen, lost), "127.0.0.1", port)
+        return protocol, lost
+
+    async def keep(conn: _LoadConnection, lost: asyncio.Future[None]) -> None:
+        """Reconnect when the server closes a connection, until the run stops."""
+        while True:
+            await lost
+            if gen.stopping:
+                return
+            try:
+                _, lost = await connect()
+            except OSError:
+                gen.connection_errors += 1
+                await asyncio.sleep(0.01)
+                lost = loop.create_future()
+                lost.set_result(None)
+
+    opened = [await connect() for _ in range(connections)]
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    keepers = [asyncio.ensure_future(keep(conn, lost)) for conn, lost in opened]
+    gen.running = True
+    began = time.monotonic()
+    for conn, _ in opened:
+        conn.start()
+    await asyncio.sleep(duration)
+    gen.stopping = True
+    elapsed = time.monotonic() - began
+    for conn in list(gen.connections):
+        if conn.transport is not None:
+            conn.transport.close()
+    for keeper in keepers:
+        keeper.cancel()
+    await asyncio.gather(*keepers, return_exceptions=True)
+    if failures:
+        raise RuntimeError("load generator callbacks failed: " + "; ".join(dict.fromkeys(failures)))
+    return {
+        "requests": gen.completed,
+        "seconds": elapsed,
+        "bad_status": gen.bad_status,
+        "connection_errors": gen.connection_errors,
+    }
+
+
+def loadgen_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="registry.py _loadgen")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--method", default="GET")
+    parser.add_argument("--path", required=True)
+    parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--start-at", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    headers = [f"Host: 127.0.0.1:{args.port}", *args.header]
+    request = (f"{args.method} {args.path} HTTP/1.1\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode()
+    coro = _loadgen_run(args.port, request, args.method == "HEAD", args.connections, args.duration, args.start_at)
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            result = runner.run(coro)
+    except ImportError:
+        result = asyncio.run(coro)
+    print(json.dumps(result))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Results and the report
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Metric:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    fmt: str = "{:,.0f}"
+    target: str = ""
+    # check(moorage median, reference median) -> met?
+    check: Callable[[float, float], bool] | None = None
+    samples: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in SERVER_KEYS})
+    errors: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in SERVER_KEYS})
+    notes: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in SERVER_KEYS})
+
+    def median(self, server: str) -> float | None:
+        values = self.samples[server]
+        return statistics.median(values) if values else None
+
+    def ratio(self) -> float | None:
+        ours, theirs = self.median("moorage"), self.median("reference")
+        if ours is None or theirs is None or theirs == 0:
+            return None
+        return ours / theirs
+
+    def met(self) -> bool | None:
+        ours, theirs = self.median("moorage"), self.median("reference")
+        if self.check is None or ours is None or theirs is None:
+            return None
+        return self.check(ours, theirs)
+
+    def cell(self, server: str) -> str:
+        value = self.median(server)
+        if value is None:
+            return "error" if self.errors[server] else "-"
+        return self.fmt.format(value)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "moorage": self.median("moorage"),
+            "reference": self.median("reference"),
+            "ratio": self.ratio(),
+            "target": self.target or None,
+            "met": self.met(),
+            "samples": self.samples,
+            "errors": {k: v for k, v in self.errors.items() if v},
+            "notes": {k: v for k, v in self.notes.items() if v},
+        }
+
+
+class Results:
+    def __init__(self) -> None:
+        self.metrics: dict[str, Metric] = {}
+
+    def add(self, metric: Metric) -> Metric:
+        self.metrics[metric.key] = metric
+        return metric
+
+    def record(self, key: str, server: str, value: float, note: str = "") -> None:
+        self.metrics[key].samples[server].append(value)
+        if note:
+            self.metrics[key].notes[server].append(note)
+
+    def fail(self, keys: Sequence[str], server: str, error: str) -> None:
+        for key in keys:
+            self.metrics[key].errors[server].append(error)
+
+
+def define_metrics(size_mib: int, rss_mib: int, loads: Sequence[LoadTarget]) -> Results:
+    results = Results()
+    size = _size_label(size_mib)
+    for mode in UPLOAD_MODES:
+        results.add(
+            Metric(
+                f"upload_{mode}_mibs",
+                f"{size} upload, {mode} (MiB/s)",
+                "MiB/s",
+                True,
+                target=">= 2.0x",
+                check=lambda ours, theirs: ours >= 2.0 * theirs,
+            )
+        )
+        results.add(
+            Metric(
+                f"upload_{mode}_cpu",
+                f"{size} upload, {mode} (server CPU-s/GiB)",
+                "CPU-s/GiB",
+                False,
+                fmt="{:.2f}",
+                target="<= 1.5",
+                check=lambda ours, _theirs: ours <= 1.5,
+            )
+        )
+    results.add(
+        Metric(
+            "download_mibs",
+            f"{size} download (MiB/s)",
+            "MiB/s",
+            True,
+            target=">= 0.8x",
+            check=lambda ours, theirs: ours >= 0.8 * theirs,
+        )
+    )
+    results.add(Metric("download_cpu", f"{size} download (server CPU-s/GiB)", "CPU-s/GiB", False, fmt="{:.2f}"))
+    for load in loads:
+        is_manifest_get = load.key == "manifest_get"
+        results.add(
+            Metric(
+                f"{load.key}_rps",
+                f"{load.label} (req/s)",
+                "req/s",
+                True,
+                target=">= 3.0x" if is_manifest_get else "",
+                check=(lambda ours, theirs: ours >= 3.0 * theirs) if is_manifest_get else None,
+            )
+        )
+        results.add(Metric(f"{load.key}_cpu", f"{load.label} (server CPU-µs/req)", "CPU-µs/req", False))
+    rss = _size_label(rss_mib)
+    results.add(
+        Metric(
+            "rss_peak",
+            f"peak RSS during {rss} upload (MiB, sum of processes)",
+            "MiB",
+            False,
+            target="< 200 MiB",
+            check=lambda ours, _theirs: ours < 200,
+        )
+    )
+    results.add(Metric("rss_baseline", f"RSS before {rss} upload (MiB, sum)", "MiB", False))
+    results.add(Metric("pss_peak", f"peak PSS during {rss} upload (MiB, sum)", "MiB", False))
+    results.add(Metric("rss_hwm", "VmHWM after it (MiB, sum of processes)", "MiB", False))
+    results.add(Metric("rss_upload_mibs", f"{rss} upload, monolithic (MiB/s)", "MiB/s", True))
+    return results
+
+
+def _size_label(mib: int) -> str:
+    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
+
+
+def print_report(results: Results, header: str, footnotes: Sequence[str] = ()) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("metric")
+    table.add_column("moorage", justify="right")
+    table.add_column("reference", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("target")
+    table.add_column("status")
+    for metric in results.metrics.values():
+        ratio = metric.ratio()
+        met = metric.met()
+        status = "" if met is None else ("[green]met[/green]" if met else "[red]MISSED[/red]")
+        if metric.check is not None and met is None:
+            status = "[yellow]n/a[/yellow]"
+        table.add_row(
+            metric.label,
+            metric.cell("moorage"),
+            metric.cell("reference"),
+            f"{ratio:.2f}x" if ratio is not None else "-",
+            metric.target,
+            status,
+        )
+    console = Console(width=max(120, shutil.get_terminal_size().columns))
+    console.print(header, markup=False, highlight=False)
+    console.print(table)
+    for metric in results.metrics.values():
+        for server in SERVER_KEYS:
+            for error in dict.fromkeys(metric.errors[server]):
+                console.print(f"[red]error[/red] {metric.key} ({server}): {error}", markup=True, highlight=False)
+            for note in dict.fromkeys(metric.notes[server]):
+                console.print(f"note {metric.key} ({server}): {note}", markup=False, highlight=False)
+    for footnote in footnotes:
+        console.print(footnote, markup=False, highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _warn_foreign(load: ForeignLoad, what: str) -> None:
+    seconds, cores = load.cores()
+    flag = "  <- other work competes for the CPUs: numbers are noisy" if cores > 0.2 else ""
+    _log(f"{what}: other processes used {seconds:.1f} CPU-s ({cores:.2f} cores on average){flag}")
+
+
+@dataclass
+class Options:
+    rounds: int
+    size_mib: int
+    rss_mib: int
+    workers: int
+    duration: float
+    threads: int
+    connections: int
+    chunk_mib: int
+    reference_binary: str
+    reference_cache: str
+    json_path: Path | None
+    tmp_dir: Path | None
+    quick: bool
+    keep_tmp: bool
+    moorage_src: Path
+    moorage_env: dict[str, str]
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        description="Benchmark Moorage against the reference registry (CNCF distribution) side by side."
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="rounds to take medians over [3; 1 with --quick]")
+    parser.add_argument("--size-mib", type=int, default=None, help="upload/download blob size [1024; 256 quick]")
+    parser.add_argument(
+        "--rss-size-mib",
+        type=int,
+        default=None,
+        help="blob size for the memory measurement [4096; 1024 quick]",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Moorage worker processes [2]")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per load run [10; 3 quick]")
+    parser.add_argument("--threads", type=int, default=2, help="load client threads/processes [2]")
+    parser.add_argument("--connections", type=int, default=32, help="load client connections [32]")
+    parser.add_argument("--chunk-mib", type=int, default=16, help="PATCH chunk size for chunked uploads [16]")
+    parser.add_argument("--reference-binary", default="docker-registry")
+    parser.add_argument(
+        "--reference-cache",
+        choices=["inmemory", "none"],
+        default="inmemory",
+        help="the reference's blobdescriptor cache [inmemory, as Debian's default config]",
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write results as JSON")
+    parser.add_argument("--tmp-dir", type=Path, default=None, help="where the temp dir goes [system default]")
+    parser.add_argument(
+        "--moorage-src",
+        type=Path,
+        default=REPO_ROOT / "src",
+        help="directory holding the moorage package to benchmark [this checkout's src]",
+    )
+    parser.add_argument(
+        "--moorage-env",
+        action="append",
+        default=[],
+        metavar="MOORAGE_KEY=VALUE",
+        help="extra environment for the Moorage server (repeatable)",
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server logs, data)")
+    parser.add_argument("--quick", action="store_true", help="small blobs, short load runs, one round")
+    args = parser.parse_args(argv)
+    quick: bool = args.quick
+    options = Options(
+        rounds=args.rounds if args.rounds is not None else (1 if quick else 3),
+        size_mib=args.size_mib if args.size_mib is not None else (256 if quick else 1024),
+        rss_mib=args.rss_size_mib if args.rss_size_mib is not None else (1024 if quick else 4096),
+        workers=args.workers,
+        duration=args.duration if args.duration is not None else (3.0 if quick else 10.0),
+        threads=args.threads,
+        connections=args.connections,
+        chunk_mib=args.chunk_mib,
+        reference_binary=args.reference_binary,
+        reference_cache=args.reference_cache,
+        json_path=args.json,
+        tmp_dir=args.tmp_dir,
+        quick=quick,
+        keep_tmp=args.keep_tmp,
+        moorage_src=args.moorage_src.resolve(),
+        moorage_env={},
+    )
+    for item in args.moorage_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("MOORAGE_"):
+            parser.error(f"--moorage-env {item!r}: expected MOORAGE_KEY=VALUE")
+        options.moorage_env[key] = value
+    if not (options.moorage_src / "moorage" / "__init__.py").is_file():
+        parser.error(f"--moorage-src {options.moorage_src}: no moorage package there")
+    for name in ("rounds", "size_mib", "rss_mib", "workers", "threads", "connections", "chunk_mib"):
+        if getattr(options, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if options.duration <= 0:
+        parser.error("--duration must be positive")
+    return options
+
+
+def load_targets(image: SmallImage) -> list[LoadTarget]:
+    accept = (("Accept", MANIFEST_ACCEPT),)
+    return [
+        LoadTarget("manifest_get", "manifest GET by tag", "GET", f"/v2/{SMALL_REPO}/manifests/latest", accept),
+        LoadTarget("manifest_head", "manifest HEAD by tag", "HEAD", f"/v2/{SMALL_REPO}/manifests/latest", accept),
+        LoadTarget("blob_head", "blob HEAD", "HEAD", f"/v2/{SMALL_REPO}/blobs/{image.layer_digest}"),
+        LoadTarget("tags_list", f"tags/list ({EXTRA_TAGS + 1} tags)", "GET", f"/v2/{SMALL_REPO}/tags/list"),
+    ]
+
+
+def run_load(options: Options, server: Server, target: LoadTarget, workdir: Path, duration: float) -> LoadResult:
+    if target.method == "HEAD":
+        return run_loadgen(server, target, duration, options.threads, options.connections)
+    return run_wrk(server, target, duration, options.threads, options.connections, workdir)
+
+
+def measure(options: Options, servers: list[Server], workdir: Path, data: BinaryIO, data_size: int) -> Results:
+    image = SmallImage.make()
+    loads = load_targets(image)
+    results = define_metrics(options.size_mib, options.rss_mib, loads)
+    size = options.size_mib * MIB
+
+    for server in servers:
+        _log(f"pushing the small image (+{EXTRA_TAGS} tags) to {server.title}")
+        push_small_image(server, image)
+    _log("warm-up: 1 s of each load per server")
+    for server in servers:
+        for target in loads:
+            run_load(options, server, target, workdir, 1.0)
+
+    pids = [server.pid for server in servers]
+    round_load = ForeignLoad(pids)
+    for round_index in range(options.rounds):
+        if round_index:
+            _warn_foreign(round_load, f"round {round_index}")
+            round_load = ForeignLoad(pids)
+        order = servers if round_index % 2 == 0 else servers[::-1]
+        _log(f"round {round_index + 1}/{options.rounds} (first: {order[0].key})")
+        downloads: dict[str, str] = {}
+        for mode in UPLOAD_MODES:
+            payload = new_payload(data, data_size, size)
+            for server in order:
+                server.check_alive()
+                keys = [f"upload_{mode}_mibs", f"upload_{mode}_cpu"]
+                try:
+                    with Client(server.port) as client:
+                        before = cpu_snapshot(server.pid)
+                        own = _own_cpu_seconds()
+                        began = time.perf_counter()
+                        upload(client, UPLOAD_REPO, payload, mode, options.chunk_mib * MIB)
+                        elapsed = time.perf_counter() - began
+                        own = _own_cpu_seconds() - own
+                        cpu = cpu_seconds(before, cpu_snapshot(server.pid))
+                except BenchError as exc:
+                    server.check_alive()
+                    results.fail(keys, server.key, str(exc))
+                    _log(f"  {server.key} {mode} upload FAILED: {exc}")
+                    continue
+                mibs = size / MIB / elapsed
+                results.record(keys[0], server.key, mibs)
+                results.record(keys[1], server.key, cpu / (size / GIB))
+                per_gib = cpu / (size / GIB)
+                _log(
+                    f"  {server.key:9} upload {mode:10} {mibs:8,.0f} MiB/s  {per_gib:5.2f} CPU-s/GiB "
+                    f"(client {own / (size / GIB):.2f})"
+                )
+                downloads.setdefault(server.key, payload.digest)
+        for server in order:
+            keys = ["download_mibs", "download_cpu"]
+            digest = downloads.get(server.key)
+            if digest is None:
+                results.fail(keys, server.key, "no uploaded blob to download")
+                continue
+            try:
+                with Client(server.port) as client:
+                    before = cpu_snapshot(server.pid)
+                    own = _own_cpu_seconds()
+                    began = time.perf_counter()
+                    download(client, UPLOAD_REPO, digest, size)
+                    elapsed = time.perf_counter() - began
+                    own = _own_cpu_seconds() - own
+                    cpu = cpu_seconds(before, cpu_snapshot(server.pid))
+            except BenchError as exc:
+                server.check_alive()
+                results.fail(keys, server.key, str(exc))
+                _log(f"  {server.key} download FAILED: {exc}")
+                continue
+            mibs = size / MIB / elapsed
+            results.record(keys[0], server.key, mibs)
+            results.record(keys[1], server.key, cpu / (size / GIB))
+            per_gib = cpu / (size / GIB)
+            _log(
+                f"  {server.key:9} download            {mibs:8,.0f} MiB/s  {per_gib:5.2f} CPU-s/GiB "
+                f"(client {own / (size / GIB):.2f})"
+            )
+        for target in loads:
+            for server in order:
+                server.check_alive()
+                keys = [f"{target.key}_rps", f"{target.key}_cpu"]
+                try:
+                    load = run_load(options, server, target, workdir, options.duration)
+                except BenchError as exc:
+                    server.check_alive()
+                    results.fail(keys, server.key, str(exc))
+                    _log(f"  {server.key} {target.key} FAILED: {exc}")
+                    continue
+                results.record(keys[0], server.key, load.rps, load.errors)
+                results.record(keys[1], server.key, load.cpu_us_per_request)
+                _log(
+                    f"  {server.key:9} {target.key:14} {load.rps:9,.0f} req/s  "
+                    f"{load.cpu_us_per_request:6,.0f} CPU-µs/req {load.errors}"
+                )
+
+    _warn_foreign(round_load, f"round {options.rounds}")
+    rss_size = options.rss_mib * MIB
+    _log(f"memory: one {_size_label(options.rss_mib)} monolithic upload per server")
+    payload = new_payload(data, data_size, rss_size)
+    for server in servers:
+        server.check_alive()
+        keys = ["rss_peak", "rss_baseline", "pss_peak", "rss_hwm", "rss_upload_mibs"]
+        try:
+            with MemorySampler(server.pid) as sampler, Client(server.port) as client:
+                began = time.perf_counter()
+                upload(client, UPLOAD_REPO, payload, "monolithic", options.chunk_mib * MIB)
+                elapsed = time.perf_counter() - began
+        except BenchError as exc:
+            server.check_alive()
+            results.fail(keys, server.key, str(exc))
+            _log(f"  {server.key} memory upload FAILED: {exc}")
+            continue
+        peak = sampler.result()
+        results.record("rss_peak", server.key, peak.peak_rss_mib, f"{peak.samples} samples")
+        results.record("rss_baseline", server.key, peak.baseline_rss_mib)
+        results.record("pss_peak", server.key, peak.peak_pss_mib)
+        results.record("rss_hwm", server.key, peak.hwm_mib)
+        results.record("rss_upload_mibs", server.key, rss_size / MIB / elapsed)
+        _log(
+            f"  {server.key:9} peak RSS {peak.peak_rss_mib:,.0f} MiB (baseline {peak.baseline_rss_mib:,.0f}, "
+            f"PSS {peak.peak_pss_mib:,.0f}, HWM {peak.hwm_mib:,.0f}), {rss_size / MIB / elapsed:,.0f} MiB/s"
+        )
+    return results
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_loadgen":
+        return loadgen_main(argv[1:])
+    options = parse_options(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+
+    workdir = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=options.tmp_dir))
+    servers: list[Server] = []
+    try:
+        free = shutil.disk_usage(workdir).free
+        # data file + per server: 3 uploads per round + the memory blob (+ staging)
+        estimate = options.size_mib * MIB * (1 + 2 * 3 * options.rounds) + 2 * options.rss_mib * MIB
+        if free < estimate:
+            raise BenchError(f"{workdir}: {free / GIB:.1f} GiB free, the run needs about {estimate / GIB:.1f} GiB")
+        data_size = options.size_mib * MIB
+        _log(f"workdir {workdir}; writing {data_size // MIB} MiB of random data")
+        data_path = workdir / "data.bin"
+        make_data_file(data_path, data_size)
+        with data_path.open("rb") as data:
+            _log("starting moorage and the reference registry")
+            servers.append(start_moorage(workdir, options.workers, options.moorage_src, options.moorage_env))
+            servers.append(start_reference(workdir, options.reference_binary, options.reference_cache))
+            for server in servers:
+                _log(f"  {server.title}: http://127.0.0.1:{server.port} (pid {server.pid})")
+            load_before = os.getloadavg()[0]
+            if load_before > 1.0:
+                _log(f"warning: load average is {load_before:.1f} before the run (other work on this machine)")
+            started = time.monotonic()
+            foreign = ForeignLoad([server.pid for server in servers])
+            results = measure(options, servers, workdir, data, data_size)
+            took = time.monotonic() - started
+            foreign_seconds, foreign_cores = foreign.cores()
+        header = (
+            f"moorage ({source_revision(options.moorage_src)}) vs {reference_version(options.reference_binary)}"
+            f" — {options.rounds} round(s), "
+            f"medians; {_size_label(options.size_mib)} blobs, {options.duration:g} s load runs "
+            f"(-t{options.threads} -c{options.connections}), moorage --workers {options.workers}, "
+            f"{os.cpu_count()} CPUs, took {took:.0f} s"
+        )
+        footnotes = [
+            "uploads/downloads: http.client + sendfile(2); manifest GET and tags/list: wrk; HEADs: this "
+            "script's asyncio load generator (wrk waits for a body after HEAD responses with Content-Length)",
+            "CPU = utime+stime of the server process and its workers; ratio = moorage / reference",
+            f"other processes on the machine used {foreign_cores:.2f} cores on average during the run "
+            f"(load average {load_before:.1f} at start)"
+            + ("  <- numbers are noisy, compare ratios only" if foreign_cores > 0.2 else ""),
+        ]
+        print_report(results, header, footnotes)
+        if options.json_path is not None:
+            document = {
+                "config": {
+                    "rounds": options.rounds,
+                    "size_mib": options.size_mib,
+                    "rss_size_mib": options.rss_mib,
+                    "workers": options.workers,
+                    "duration_s": options.duration,
+                    "threads": options.threads,
+                    "connections": options.connections,
+                    "chunk_mib": options.chunk_mib,
+                    "reference": reference_version(options.reference_binary),
+                    "reference_cache": options.reference_cache,
+                    "moorage_src": str(options.moorage_src),
+                    "moorage_revision": source_revision(options.moorage_src),
+                    "moorage_env": options.moorage_env,
+                    "quick": options.quick,
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "seconds": took,
+                    "foreign_cpu_seconds": foreign_seconds,
+                    "foreign_cores_avg": foreign_cores,
+                    "load_average_at_start": load_before,
+                    "clients": {
+                        "upload_download": "http.client + sendfile(2), one connection per upload",
+                        "GET load": "wrk",
+                        "HEAD load": "registry.py _loadgen (asyncio/uvloop), wrk cannot parse HEAD",
+                    },
+                },
+                "metrics": [metric.as_json() for metric in results.metrics.values()],
+            }
+            options.json_path.write_text(json.dumps(document, indent=2) + "\n")
+            _log(f"wrote {options.json_path}")
+        return 0
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        for server in servers:
+            tail = server.log_tail(40)
+            if tail:
+                print(f"--- {server.title} log tail ({server.log_path}) ---\n{tail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; stopping the servers", file=sys.stderr)
+        return 130
+    except SystemExit:
+        print("terminated; stopping the servers", file=sys.stderr)
+        raise
+    finally:
+        for server in servers:
+            server.stop()
+        if options.keep_tmp:
+            _log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
