@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import IntegrityError
 
 from moorage import __version__
 from moorage.config import (
@@ -24,7 +25,7 @@ from moorage.config import (
     settings_to_dict,
     settings_to_json,
 )
-from moorage.errors import MoorageError
+from moorage.errors import InvalidRequestError, MoorageError, NotFoundError
 from moorage.identity import Identities
 from moorage.metadata import MetadataStore
 
@@ -90,12 +91,7 @@ async def _bootstrap(settings: Settings) -> str | None:
         key_id = os.environ.get("MOORAGE_ROOT_ACCESS_KEY_ID") or settings.auth.root_access_key_id
         secret = os.environ.get("MOORAGE_ROOT_SECRET_ACCESS_KEY") or settings.auth.root_secret_access_key
         if key_id and secret:
-            existing = await identities.lookup(key_id)
-            if existing is None:
-                await identities.create_key(settings.account_id, access_key_id=key_id, secret_access_key=secret)
-            elif existing.secret_access_key != secret or existing.account_id != settings.account_id:
-                await identities.delete_key(key_id)
-                await identities.create_key(settings.account_id, access_key_id=key_id, secret_access_key=secret)
+            await _provision_root_key(identities, settings.account_id, key_id, secret)
             return None
         if any(k.user_name is None for k in await identities.keys(settings.account_id)):
             return None
@@ -113,6 +109,26 @@ async def _bootstrap(settings: Settings) -> str | None:
         )
     finally:
         await metadata.close()
+
+
+async def _provision_root_key(identities: Identities, account_id: str, key_id: str, secret: str) -> None:
+    """Make `key_id` the account's root key with `secret`.
+
+    Replicas started together run this at the same moment on one database: when another process
+    creates (or replaces) the key between our look-up and our write, our write fails on the key's
+    primary key; we look again and are done when the key is now the one we want."""
+    for _attempt in range(5):
+        existing = await identities.lookup(key_id, refresh=True)
+        if existing is not None and existing.secret_access_key == secret and existing.account_id == account_id:
+            return
+        try:
+            if existing is not None:
+                await identities.delete_key(key_id)
+            await identities.create_key(account_id, access_key_id=key_id, secret_access_key=secret)
+            return
+        except (InvalidRequestError, NotFoundError, IntegrityError):
+            continue  # another process changed the key meanwhile
+    raise click.ClickException(f"could not provision the root access key {key_id}: it keeps changing")
 
 
 @click.group()

@@ -172,11 +172,12 @@ class Identities:
                 raise NotFoundError(f"no access key {access_key_id}")
         self._cache.pop(access_key_id, None)
 
-    async def lookup(self, access_key_id: str) -> AccessKey | None:
-        """The key with its secret in clear, or None (cached briefly, misses included)."""
+    async def lookup(self, access_key_id: str, *, refresh: bool = False) -> AccessKey | None:
+        """The key with its secret in clear, or None (cached briefly, misses included; `refresh`
+        reads the database regardless of the cache)."""
         hit = self._cache.get(access_key_id)
         now = time.monotonic()
-        if hit is not None and now - hit[0] < _KEY_CACHE_SECONDS:
+        if hit is not None and not refresh and now - hit[0] < _KEY_CACHE_SECONDS:
             return hit[1]
         async with self._metadata.transaction() as tx:
             record = await tx.identities.key(access_key_id)

@@ -1,8 +1,13 @@
 """ECR API tests with real clients (boto3, botocore's signer, the AWS CLI, skopeo, podman) against
-ONE real `moorage serve --auth sigv4` process per session.
+ONE real `moorage serve --auth sigv4` process per session (`server`).
 
 The root access key is handed to the server by environment; every test works in repositories of
 its own (`new_name`, `repo`), so tests never see each other's content.
+
+Two small companions serve the few tests that need another configuration:
+`open_server` (`--auth open --allow-reset`) and `domain_server` (sigv4, `--allow-reset`, and a
+registry domain, so a `/v2/` request can name its registry by host). All three start together,
+in parallel, the first time any of them is needed.
 """
 
 from __future__ import annotations
@@ -10,24 +15,72 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.ecr import ROOT_KEY_ID, ROOT_SECRET, ecr_client
+from tests.support.ecr import REGISTRY_DOMAIN, ROOT_KEY_ID, ROOT_SECRET, ecr_client
 from tests.support.live import LiveServer
 
 ROOT_ENV = {"MOORAGE_ROOT_ACCESS_KEY_ID": ROOT_KEY_ID, "MOORAGE_ROOT_SECRET_ACCESS_KEY": ROOT_SECRET}
 
 
+class ServerPool:
+    """Starts several LiveServers concurrently; each fixture waits only for its own."""
+
+    def __init__(self, root: Path) -> None:
+        self._servers = {
+            "sigv4": LiveServer(root / "sigv4", args=["--auth", "sigv4"], env=ROOT_ENV),
+            "open": LiveServer(root / "open", args=["--auth", "open", "--allow-reset"]),
+            "domain": LiveServer(
+                root / "domain",
+                args=["--auth", "sigv4", "--allow-reset"],
+                env={**ROOT_ENV, "MOORAGE_REGISTRY_DOMAIN": REGISTRY_DOMAIN},
+            ),
+        }
+        self._executor = ThreadPoolExecutor(max_workers=len(self._servers))
+        self._started: dict[str, Future[LiveServer]] = {
+            name: self._executor.submit(live.start, 60.0) for name, live in self._servers.items()
+        }
+
+    def get(self, name: str) -> LiveServer:
+        return self._started[name].result()
+
+    def stop(self) -> None:
+        for future in self._started.values():
+            future.exception()  # wait for every start to finish, successful or not
+        self._executor.shutdown()
+        for live in self._servers.values():
+            live.stop()
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("ecr") / "data", args=["--auth", "sigv4"], env=ROOT_ENV)
-    live.start()
+def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    pool = ServerPool(tmp_path_factory.mktemp("ecr"))
     try:
-        yield live
+        yield pool
     finally:
-        live.stop()
+        pool.stop()
+
+
+@pytest.fixture(scope="session")
+def server(server_pool: ServerPool) -> LiveServer:
+    """`moorage serve --auth sigv4` with the root key from the environment."""
+    return server_pool.get("sigv4")
+
+
+@pytest.fixture(scope="session")
+def open_server(server_pool: ServerPool) -> LiveServer:
+    """`moorage serve --auth open --allow-reset`."""
+    return server_pool.get("open")
+
+
+@pytest.fixture(scope="session")
+def domain_server(server_pool: ServerPool) -> LiveServer:
+    """`moorage serve --auth sigv4 --allow-reset` with registry domain REGISTRY_DOMAIN."""
+    return server_pool.get("domain")
 
 
 @pytest.fixture(scope="session")

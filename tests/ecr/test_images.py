@@ -151,6 +151,19 @@ def test_put_image_errors(ecr: Any, repo: str, new_name: Callable[[], str]) -> N
     assert tags_of(ecr, repo, image.manifest.digest) == ["v1", "v2"]
 
 
+def test_put_image_invalid_tag(ecr: Any, repo: str) -> None:
+    image = push_image(ecr, repo)
+    for bad in ("has space", ".leading-dot", "a/b"):
+        expect_error(
+            ecr.put_image,
+            "InvalidParameterException",
+            repositoryName=repo,
+            imageManifest=image.manifest.text,
+            imageTag=bad,
+        )
+    assert "imageTags" not in details(ecr, repo)[image.manifest.digest]
+
+
 def test_image_already_exists(ecr: Any, repo: str) -> None:
     image = push_image(ecr, repo, "v1")
     expect_error(
@@ -229,7 +242,9 @@ def test_immutable_repository_refuses_moving_and_reasserting_a_tag(ecr: Any, new
         imageManifest=second.manifest.text,
         imageTag="v1",
     )
-    assert "'v1'" in response["Error"]["Message"]
+    assert response["Error"]["Message"].startswith(
+        f"The image tag 'v1' already exists in the '{name}' repository and cannot be overwritten because the "
+    )
     # Re-asserting the same tag on the same image is refused too (checked before "nothing changed").
     expect_error(
         ecr.put_image,
@@ -548,11 +563,12 @@ def test_list_images_one_entry_per_tag(ecr: Any, repo: str) -> None:
 
 
 def _seven_images(ecr: Any, repository: str) -> None:
-    """Seven images: five tagged (one of them twice), two untagged."""
+    """Seven images: five tagged (one of them three times), two untagged: nine ListImages entries."""
     for i in range(7):
         image = push_image(ecr, repository, f"t{i}" if i < 5 else None, layer_sizes=(16,))
-        if i == 2:
+        if i == 2:  # three tags: a page boundary of size 2 must fall between two of them
             put(ecr, repository, image.manifest, "t2-extra")
+            put(ecr, repository, image.manifest, "t2-more")
 
 
 def test_describe_and_list_images_paginators(ecr: Any, repo: str) -> None:
@@ -564,9 +580,10 @@ def test_describe_and_list_images_paginators(ecr: Any, repo: str) -> None:
     assert [d["imageDigest"] for p in pages for d in p["imageDetails"]] == full
 
     all_ids = ecr.list_images(repositoryName=repo)["imageIds"]
-    assert len(all_ids) == 8  # one entry per tag, one per untagged image
+    assert len(all_ids) == 9  # one entry per tag, one per untagged image
+    assert len({(i["imageDigest"], i.get("imageTag")) for i in all_ids}) == 9
     pages = list(ecr.get_paginator("list_images").paginate(repositoryName=repo, PaginationConfig={"PageSize": 2}))
-    assert [len(p["imageIds"]) for p in pages] == [2, 2, 2, 2]
+    assert [len(p["imageIds"]) for p in pages] == [2, 2, 2, 2, 1]
     assert [i for p in pages for i in p["imageIds"]] == all_ids
 
     tagged = list(

@@ -177,7 +177,7 @@ def test_invalid_layer_digest_mismatch(ecr: Any, repo: str) -> None:
     assert check["layers"] == []
 
 
-def test_layer_already_exists(ecr: Any, repo: str) -> None:
+def test_layer_already_exists(ecr: Any, repo: str, new_name: Callable[[], str]) -> None:
     data = os.urandom(256)
     digest = upload_blob(ecr, repo, data)
     upload_id = ecr.initiate_layer_upload(repositoryName=repo)["uploadId"]
@@ -190,6 +190,10 @@ def test_layer_already_exists(ecr: Any, repo: str) -> None:
         layerDigests=[digest],
     )
     assert digest in response["Error"]["Message"]
+    # Layers are per repository: the same bytes upload fine into another one.
+    other = new_name()
+    ecr.create_repository(repositoryName=other)
+    assert upload_blob(ecr, other, data) == digest
 
 
 def test_upload_not_found(ecr: Any, repo: str, new_name: Callable[[], str]) -> None:

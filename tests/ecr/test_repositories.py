@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.ecr import ACCOUNT, REGION, ecr_client, expect_error, push_image
+from tests.support.ecr import ACCOUNT, REGION, ecr_client, expect_error, oci_index, push_image
 from tests.support.live import LiveServer
 
 NAME_PATTERN = r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*"
@@ -174,7 +174,10 @@ def test_delete_repository(ecr: Any, new_name: Callable[[], str]) -> None:
 def test_delete_non_empty_repository_needs_force(ecr: Any, new_name: Callable[[], str]) -> None:
     name = new_name()
     ecr.create_repository(repositoryName=name, tags=[{"Key": "k", "Value": "v"}])
-    image = push_image(ecr, name, "v1")
+    image = push_image(ecr, name, "v1", oci=True)
+    index = oci_index([image.manifest])
+    ecr.put_image(repositoryName=name, imageManifest=index.text, imageTag="multi")
+    ecr.initiate_layer_upload(repositoryName=name)
     expect_error(
         ecr.delete_repository,
         "RepositoryNotEmptyException",
@@ -182,7 +185,7 @@ def test_delete_non_empty_repository_needs_force(ecr: Any, new_name: Callable[[]
         "contains images",
         repositoryName=name,
     )
-    assert ecr.describe_images(repositoryName=name)["imageDetails"][0]["imageDigest"] == image.manifest.digest
+    assert len(ecr.describe_images(repositoryName=name)["imageDetails"]) == 2
     assert ecr.delete_repository(repositoryName=name, force=True)["repository"]["repositoryName"] == name
     expect_error(ecr.describe_images, "RepositoryNotFoundException", not_found(name), repositoryName=name)
     # Recreated under the same name, nothing of the old repository is left.

@@ -7,10 +7,13 @@ PutImage, byte for byte, so the digest a test expects is the digest of exactly t
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -33,6 +36,7 @@ __all__ = [
     "OCI_LAYER",
     "OCI_MANIFEST",
     "REGION",
+    "REGISTRY_DOMAIN",
     "ROOT_KEY_ID",
     "ROOT_SECRET",
     "TARGET_PREFIX",
@@ -48,16 +52,20 @@ __all__ = [
     "image_config",
     "oci_index",
     "oci_manifest",
+    "push_built",
     "push_image",
     "random_blob",
     "registry_password",
+    "runnable_docker_image",
     "send",
     "signed_request",
+    "tar_gz_layer",
     "upload_blob",
 ]
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
+REGISTRY_DOMAIN = "ecr.moorage.test"
 ROOT_KEY_ID = "AKIAMOORAGEECRTEST01"
 ROOT_SECRET = "ecr/TestSecretKey+0123456789abcdefghijklmno"
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
@@ -303,18 +311,54 @@ def push_image(
     oci: bool = False,
     layer_sizes: Sequence[int] = (300, 700),
 ) -> Image:
-    """Upload a config and layers with the layer API, then PutImage a manifest over them."""
+    """Upload a config and random layers with the layer API, then PutImage a manifest over them."""
     config = image_config(OCI_CONFIG if oci else DOCKER_CONFIG)
     layers = [random_blob(size, OCI_LAYER if oci else DOCKER_LAYER) for size in layer_sizes]
-    for item in (config, *layers):
-        upload_blob(ecr, repository, item.data)
     manifest = (oci_manifest if oci else docker_manifest)(config, layers)
-    params: dict[str, Any] = {"repositoryName": repository, "imageManifest": manifest.text}
+    return push_built(ecr, repository, Image(manifest, config, layers), tag)
+
+
+def push_built(ecr: Any, repository: str, image: Image, tag: str | None = None) -> Image:
+    """Upload an image's config and layers with the layer API, then PutImage its manifest."""
+    for item in (image.config, *image.layers):
+        upload_blob(ecr, repository, item.data)
+    params: dict[str, Any] = {"repositoryName": repository, "imageManifest": image.manifest.text}
     if tag is not None:
         params["imageTag"] = tag
     put = ecr.put_image(**params)
-    assert put["image"]["imageId"]["imageDigest"] == manifest.digest
-    return Image(manifest, config, layers)
+    assert put["image"]["imageId"]["imageDigest"] == image.manifest.digest
+    return image
+
+
+def tar_gz_layer(files: Mapping[str, bytes]) -> tuple[Blob, str]:
+    """A real gzip-compressed tar layer holding `files`; returns it and its diff id (the sha256 of
+    the uncompressed tar)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return _blob(gzip.compress(raw.getvalue(), mtime=0), DOCKER_LAYER), digest_of(raw.getvalue())
+
+
+def runnable_docker_image(layers: int = 2) -> Image:
+    """A Docker schema 2 image an engine can pull and unpack: real tar.gz layers, a config with
+    their diff ids (and a nonce, so every image is new)."""
+    built = [
+        tar_gz_layer({f"layer{i}/data.bin": os.urandom(2048), f"layer{i}/id": str(i).encode()}) for i in range(layers)
+    ]
+    document = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": {"nonce": os.urandom(8).hex()}, "Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in built]},
+        "history": [{"created_by": f"layer {i}"} for i in range(layers)],
+    }
+    config = _blob(json.dumps(document).encode(), DOCKER_CONFIG)
+    blobs = [blob for blob, _ in built]
+    return Image(docker_manifest(config, blobs), config, blobs)
 
 
 def basic_auth(password: str) -> str:

@@ -13,16 +13,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Select, Table, and_, delete, event, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
 from moorage.errors import RepositoryAlreadyExistsError
@@ -91,8 +106,29 @@ def _limit(stmt: Select[Any], page: PageRequest) -> Select[Any]:
     return stmt if page.limit is None else stmt.limit(page.limit + 1)
 
 
+class _Executor(Protocol):
+    async def execute(self, statement: Executable, parameters: Any = None) -> Any: ...
+
+    def begin_nested(self) -> AbstractAsyncContextManager[Any]: ...
+
+
+class _SyncReads:
+    """Runs a read transaction's statements on a synchronous SQLite connection, in the event
+    loop's thread: WAL readers never wait for writers, and an indexed point query costs a few
+    microseconds, far less than the thread hop every aiosqlite call makes."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters)
+
+    def begin_nested(self) -> AbstractAsyncContextManager[Any]:
+        raise RuntimeError("read transactions do not write")
+
+
 class _Base:
-    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
+    def __init__(self, conn: _Executor, dialect: str) -> None:
         self._c = conn
         self._dialect = dialect
 
@@ -117,7 +153,21 @@ def _repository(row: Row[Any]) -> Repository:
     )
 
 
+# Hot-path statements, built once: constructing SQLAlchemy expressions costs more than running
+# an indexed SQLite query.
+_REPO_BY_NAME = select(t.repositories).where(
+    t.repositories.c.account_id == bindparam("account"),
+    t.repositories.c.region == bindparam("region"),
+    t.repositories.c.name == bindparam("name"),
+)
+_REPO_BY_NAME_LOCKED = _REPO_BY_NAME.with_for_update()
+
+
 class _Repositories(_Base):
+    def __init__(self, conn: _Executor, dialect: str, known: dict[int, tuple[RegistryRef, str]]) -> None:
+        super().__init__(conn, dialect)
+        self._known = known
+
     async def create(self, repo: Repository) -> Repository:
         values = {
             "account_id": repo.registry.account_id,
@@ -155,12 +205,13 @@ class _Repositories(_Base):
         }
 
     async def get(self, registry: RegistryRef, name: RepositoryName, *, for_update: bool = False) -> Repository | None:
-        r = t.repositories
-        stmt = select(r).where(r.c.account_id == registry.account_id, r.c.region == registry.region, r.c.name == name)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self._c.execute(stmt)).first()
-        return None if row is None else _repository(row)
+        params = {"account": registry.account_id, "region": registry.region, "name": name}
+        row = (await self._c.execute(_REPO_BY_NAME_LOCKED if for_update else _REPO_BY_NAME, params)).first()
+        if row is None:
+            return None
+        repo = _repository(row)
+        self._known[repo.id] = (repo.registry, repo.name)
+        return repo
 
     async def list_page(
         self, registry: RegistryRef, page: PageRequest, *, prefix: str | None = None
@@ -199,8 +250,28 @@ _IMAGE_COLUMNS = (
 )
 
 
+def _image_by_digest(with_body: bool) -> Select[Any]:
+    m = t.manifests
+    columns = (*_IMAGE_COLUMNS, m.c.body) if with_body else _IMAGE_COLUMNS
+    return select(*columns).where(m.c.repo_id == bindparam("repo"), m.c.digest == bindparam("digest"))
+
+
+def _image_by_tag(with_body: bool) -> Select[Any]:
+    m, tg = t.manifests, t.tags
+    columns = (*_IMAGE_COLUMNS, m.c.body) if with_body else _IMAGE_COLUMNS
+    return (
+        select(*columns)
+        .select_from(tg.join(m, and_(m.c.repo_id == tg.c.repo_id, m.c.digest == tg.c.digest)))
+        .where(tg.c.repo_id == bindparam("repo"), tg.c.name == bindparam("tag"))
+    )
+
+
+_IMAGE_BY_DIGEST = {flag: _image_by_digest(flag) for flag in (False, True)}
+_IMAGE_BY_TAG = {flag: _image_by_tag(flag) for flag in (False, True)}
+
+
 class _Images(_Base):
-    def __init__(self, conn: AsyncConnection, dialect: str, repos: dict[int, tuple[RegistryRef, str]]) -> None:
+    def __init__(self, conn: _Executor, dialect: str, repos: dict[int, tuple[RegistryRef, str]]) -> None:
         super().__init__(conn, dialect)
         self._repos = repos
 
@@ -240,9 +311,6 @@ class _Images(_Base):
             body=bytes(m["body"]) if with_body else None,
         )
 
-    def _columns(self, with_body: bool) -> tuple[Any, ...]:
-        return (*_IMAGE_COLUMNS, t.manifests.c.body) if with_body else _IMAGE_COLUMNS
-
     async def put(self, repo_id: int, image: Image, body: bytes, refs: Sequence[ManifestRef]) -> bool:
         m = t.manifests
         stmt = self._insert_ignore(m).values(
@@ -280,21 +348,14 @@ class _Images(_Base):
     async def get(
         self, repo_id: int, digest: Digest, *, with_body: bool = True, with_tags: bool = False
     ) -> Image | None:
-        m = t.manifests
-        stmt = select(*self._columns(with_body)).where(m.c.repo_id == repo_id, m.c.digest == str(digest))
-        row = (await self._c.execute(stmt)).first()
+        stmt = _IMAGE_BY_DIGEST[with_body]
+        row = (await self._c.execute(stmt, {"repo": repo_id, "digest": str(digest)})).first()
         return None if row is None else await self._image(row, with_body=with_body, with_tags=with_tags)
 
     async def get_by_tag(
         self, repo_id: int, tag: str, *, with_body: bool = True, with_tags: bool = False
     ) -> Image | None:
-        m, tg = t.manifests, t.tags
-        stmt = (
-            select(*self._columns(with_body))
-            .select_from(tg.join(m, and_(m.c.repo_id == tg.c.repo_id, m.c.digest == tg.c.digest)))
-            .where(tg.c.repo_id == repo_id, tg.c.name == tag)
-        )
-        row = (await self._c.execute(stmt)).first()
+        row = (await self._c.execute(_IMAGE_BY_TAG[with_body], {"repo": repo_id, "tag": tag})).first()
         return None if row is None else await self._image(row, with_body=with_body, with_tags=with_tags)
 
     async def list_page(self, repo_id: int, page: PageRequest) -> Page[Image]:
@@ -387,6 +448,13 @@ class _Images(_Base):
         return [d for d in digests if str(d) not in found]
 
 
+_LINKED_BLOB = (
+    select(t.blobs.c.size)
+    .select_from(t.repo_blobs.join(t.blobs, t.blobs.c.digest == t.repo_blobs.c.digest))
+    .where(t.repo_blobs.c.repo_id == bindparam("repo"), t.repo_blobs.c.digest == bindparam("digest"))
+)
+
+
 class _Blobs(_Base):
     async def add(self, info: BlobInfo, now: datetime) -> None:
         await self._c.execute(
@@ -403,13 +471,7 @@ class _Blobs(_Base):
         )
 
     async def linked(self, repo_id: int, digest: Digest) -> BlobInfo | None:
-        b, rb = t.blobs, t.repo_blobs
-        stmt = (
-            select(b.c.size)
-            .select_from(rb.join(b, b.c.digest == rb.c.digest))
-            .where(rb.c.repo_id == repo_id, rb.c.digest == str(digest))
-        )
-        size = (await self._c.execute(stmt)).scalar()
+        size = (await self._c.execute(_LINKED_BLOB, {"repo": repo_id, "digest": str(digest)})).scalar()
         return None if size is None else BlobInfo(digest, int(size))
 
     async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
@@ -428,7 +490,7 @@ class _Blobs(_Base):
     async def unlink(self, repo_id: int, digest: Digest) -> bool:
         rb = t.repo_blobs
         result = await self._c.execute(delete(rb).where(rb.c.repo_id == repo_id, rb.c.digest == str(digest)))
-        return result.rowcount > 0
+        return bool(result.rowcount > 0)
 
     async def referenced(self, repo_id: int, digest: Digest) -> str | None:
         refs = t.manifest_refs
@@ -445,7 +507,7 @@ class _ResourceTags(_Base):
     async def get(self, repo_id: int) -> dict[str, str]:
         rt = t.resource_tags
         rows = await self._c.execute(select(rt.c.key, rt.c.value).where(rt.c.repo_id == repo_id).order_by(rt.c.key))
-        return {row[0]: row[1] for row in rows}
+        return {str(key): str(value) for key, value in rows}
 
     async def put(self, repo_id: int, tags: dict[str, str]) -> None:
         rt = t.resource_tags
@@ -468,7 +530,7 @@ def _key_record(row: Row[Any, *tuple[Any, ...]]) -> AccessKeyRecord:
 class _Identities(_Base):
     async def create_account(self, account_id: str, now: datetime) -> bool:
         result = await self._c.execute(self._insert_ignore(t.accounts).values(id=account_id, created_at=_ts(now)))
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     async def accounts(self) -> list[str]:
         return [row[0] for row in await self._c.execute(select(t.accounts.c.id).order_by(t.accounts.c.id))]
@@ -477,13 +539,13 @@ class _Identities(_Base):
         await self._c.execute(delete(t.access_keys).where(t.access_keys.c.account_id == account_id))
         await self._c.execute(delete(t.users).where(t.users.c.account_id == account_id))
         result = await self._c.execute(delete(t.accounts).where(t.accounts.c.id == account_id))
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     async def create_user(self, account_id: str, name: str, now: datetime) -> bool:
         result = await self._c.execute(
             self._insert_ignore(t.users).values(account_id=account_id, name=name, created_at=_ts(now))
         )
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     async def users(self, account_id: str) -> list[str]:
         u = t.users
@@ -496,7 +558,7 @@ class _Identities(_Base):
         k, u = t.access_keys, t.users
         await self._c.execute(delete(k).where(k.c.account_id == account_id, k.c.user_name == name))
         result = await self._c.execute(delete(u).where(u.c.account_id == account_id, u.c.name == name))
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     async def user_exists(self, account_id: str, name: str) -> bool:
         u = t.users
@@ -527,7 +589,7 @@ class _Identities(_Base):
 
     async def delete_key(self, access_key_id: str) -> bool:
         result = await self._c.execute(delete(t.access_keys).where(t.access_keys.c.id == access_key_id))
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
 
 class _Uploads(_Base):
@@ -592,7 +654,7 @@ class _Uploads(_Base):
                 return False
             values["part_sizes"] = json.dumps([*json.loads(parts), part_size])
         result = await self._c.execute(update(u).where(u.c.id == upload_id, u.c.size == expected_size).values(values))
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     async def delete(self, upload_id: str) -> None:
         await self._c.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
@@ -610,7 +672,7 @@ class _Leases(_Base):
             .where(ls.c.name == name, or_(ls.c.holder == holder, ls.c.expires_at < _ts(now)))
             .values(holder=holder, expires_at=expires)
         )
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     async def release(self, name: str, holder: str) -> None:
         await self._c.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
@@ -637,9 +699,10 @@ class _Kv(_Base):
 
 
 class _SqlTransaction:
-    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
-        self.repositories: RepositoryTable = _Repositories(conn, dialect)
-        self.images: ImageTable = _Images(conn, dialect, {})
+    def __init__(self, conn: _Executor, dialect: str) -> None:
+        known: dict[int, tuple[RegistryRef, str]] = {}
+        self.repositories: RepositoryTable = _Repositories(conn, dialect, known)
+        self.images: ImageTable = _Images(conn, dialect, known)
         self.blobs: BlobTable = _Blobs(conn, dialect)
         self.uploads: UploadTable = _Uploads(conn, dialect)
         self.resource_tags: ResourceTagTable = _ResourceTags(conn, dialect)
@@ -666,9 +729,10 @@ def _on_sqlite_begin(conn: Any) -> None:
 class SqlMetadataStore:
     """MetadataStore on one SQLAlchemy async engine."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, sync_reads: Engine | None = None) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
+        self._sync_reads = sync_reads
 
     @classmethod
     def open(cls, url: str) -> SqlMetadataStore:
@@ -679,10 +743,12 @@ class SqlMetadataStore:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_async_engine(full, pool_size=8, max_overflow=16)
-            event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
-            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
-        else:
-            engine = create_async_engine(full, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            reads = create_engine("sqlite:///" + path, pool_size=4, max_overflow=60)
+            for target in (engine.sync_engine, reads):
+                event.listen(target, "connect", _on_sqlite_connect)
+                event.listen(target, "begin", _on_sqlite_begin)
+            return cls(engine, reads)
+        engine = create_async_engine(full, pool_size=10, max_overflow=20, pool_pre_ping=True)
         return cls(engine)
 
     @property
@@ -691,6 +757,10 @@ class SqlMetadataStore:
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = False) -> AsyncIterator[Transaction]:
+        if not write and self._sync_reads is not None:
+            with self._sync_reads.connect() as sync, sync.begin():
+                yield _SqlTransaction(_SyncReads(sync), self._dialect)
+            return
         async with self._engine.connect() as conn:
             if write:
                 conn = await conn.execution_options(**{_WRITE: True})
@@ -724,3 +794,5 @@ class SqlMetadataStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+        if self._sync_reads is not None:
+            self._sync_reads.dispose()

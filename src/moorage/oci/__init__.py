@@ -27,7 +27,7 @@ from typing import Literal
 
 from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
 from moorage.auth import Principal, RegistryAuthenticator
-from moorage.errors import AuthenticationError, MoorageError, NameInvalidError
+from moorage.errors import AccessDeniedError, AuthenticationError, MoorageError, NameInvalidError
 from moorage.model import RegistryRef, RepositoryName, parse_repository_name
 from moorage.oci.errors import error_body, oci_error
 from moorage.registry import Registry
@@ -149,6 +149,9 @@ class OciApi:
             challenge = self._auth.challenge(request.host)
             extra = [("www-authenticate", challenge)] if challenge else []
             await _error(send, request, "UNAUTHORIZED", 401, exc.message, extra)
+            return
+        except AccessDeniedError as exc:  # e.g. an expired token, or one of another region or account
+            await _error(send, request, "DENIED", 403, exc.message)
             return
         ctx = OciContext(request, send, path, registry_ref, principal, self._registry, self._uploads)
         try:

@@ -1,0 +1,101 @@
+"""`/v2/` authentication in sigv4 mode: HTTP Basic `AWS:<password>` from GetAuthorizationToken."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.support.ecr import (
+    ACCOUNT,
+    DOCKER_MANIFEST,
+    REGISTRY_DOMAIN,
+    basic_auth,
+    ecr_client,
+    push_image,
+    registry_password,
+)
+from tests.support.live import LiveServer
+
+CHALLENGE = re.compile(r'Basic realm="[^"]+",service="ecr\.amazonaws\.com"')
+
+
+def codes(response: httpx.Response) -> list[str]:
+    return [str(e["code"]) for e in response.json()["errors"]]
+
+
+def test_no_credentials_is_challenged(server: LiveServer) -> None:
+    response = httpx.get(f"{server.url}/v2/")
+    assert response.status_code == 401
+    assert CHALLENGE.fullmatch(response.headers["www-authenticate"]), response.headers["www-authenticate"]
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+    assert codes(response) == ["UNAUTHORIZED"]
+
+
+def test_wrong_password(server: LiveServer, ecr: Any) -> None:
+    password = registry_password(ecr)
+    for wrong in ("nope", password[:-2] + ("xx" if not password.endswith("xx") else "yy"), password + "a"):
+        response = httpx.get(f"{server.url}/v2/", headers={"Authorization": basic_auth(wrong)})
+        assert response.status_code == 401
+        assert CHALLENGE.fullmatch(response.headers["www-authenticate"])
+    # The SigV4 secret is not a registry password.
+    response = httpx.get(f"{server.url}/v2/", auth=("AWS", "ecr/TestSecretKey"))
+    assert response.status_code == 401
+
+
+def test_valid_token_reads_what_the_api_pushed(server: LiveServer, ecr: Any, repo: str) -> None:
+    image = push_image(ecr, repo, "v1")
+    headers = {"Authorization": basic_auth(registry_password(ecr)), "Accept": image.manifest.media_type}
+    assert httpx.get(f"{server.url}/v2/", headers=headers).status_code == 200
+    manifest = httpx.get(f"{server.url}/v2/{repo}/manifests/v1", headers=headers)
+    assert manifest.status_code == 200
+    assert manifest.content == image.manifest.data
+    assert manifest.headers["docker-content-digest"] == image.manifest.digest
+    assert httpx.get(f"{server.url}/v2/{repo}/manifests/v1").status_code == 401
+
+
+def test_token_of_another_region_is_denied(domain_server: LiveServer) -> None:
+    east = ecr_client(domain_server.url)
+    name = f"ecr/cross-region-{uuid.uuid4().hex[:8]}"
+    east.create_repository(repositoryName=name)
+    push_image(east, name, "v1")
+    west_password = registry_password(ecr_client(domain_server.url, region="us-west-2"))
+    east_host = f"{ACCOUNT}.dkr.ecr.us-east-1.{REGISTRY_DOMAIN}:{domain_server.port}"
+    url = f"{domain_server.url}/v2/{name}/manifests/v1"
+    refused = httpx.get(url, headers={"Authorization": basic_auth(west_password), "Host": east_host})
+    assert refused.status_code == 403
+    assert codes(refused) == ["DENIED"]
+    # The same request with a token of the region the host names is served.
+    east_password = registry_password(east)
+    served = httpx.get(
+        url, headers={"Authorization": basic_auth(east_password), "Host": east_host, "Accept": DOCKER_MANIFEST}
+    )
+    assert served.status_code == 200, served.text
+    # Another account's registry host is refused too.
+    other_host = f"210987654321.dkr.ecr.us-east-1.{REGISTRY_DOMAIN}:{domain_server.port}"
+    other = httpx.get(url, headers={"Authorization": basic_auth(east_password), "Host": other_host})
+    assert other.status_code == 403
+    assert codes(other) == ["DENIED"]
+
+
+def test_registry_host_names_with_a_domain(domain_server: LiveServer) -> None:
+    east = ecr_client(domain_server.url)
+    name = f"ecr/uri-{uuid.uuid4().hex[:8]}"
+    record = east.create_repository(repositoryName=name)["repository"]
+    host = f"{ACCOUNT}.dkr.ecr.us-east-1.{REGISTRY_DOMAIN}:{domain_server.port}"
+    assert record["repositoryUri"] == f"{host}/{name}"
+    assert east.get_authorization_token()["authorizationData"][0]["proxyEndpoint"] == f"http://{host}"
+    west = ecr_client(domain_server.url, region="us-west-2")
+    assert west.get_authorization_token()["authorizationData"][0]["proxyEndpoint"] == (
+        f"http://{ACCOUNT}.dkr.ecr.us-west-2.{REGISTRY_DOMAIN}:{domain_server.port}"
+    )
+
+
+def test_without_a_registry_host_the_token_picks_the_registry(server: LiveServer, ecr: Any, repo: str) -> None:
+    push_image(ecr, repo, "v1")
+    west_password = registry_password(ecr_client(server.url, region="us-west-2"))
+    response = httpx.get(f"{server.url}/v2/{repo}/manifests/v1", headers={"Authorization": basic_auth(west_password)})
+    assert response.status_code == 404  # us-west-2's registry has no such repository
+    assert codes(response) == ["NAME_UNKNOWN"]
