@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from moorage.asgi import Receive, Scope, Send, send_bytes, send_file, send_stream
 from moorage.auth import AnonymousAuthenticator, ApiAuthenticator, RegistryAuthenticator, TokenRegistryAuthenticator
 from moorage.clock import Clock, SystemClock
-from moorage.config import Settings, settings_from_json
+from moorage.config import SETTINGS_ENV, Settings, settings_from_json
 from moorage.ecr import EcrApi, EcrServices
 from moorage.ecr.validation import InputValidator
 from moorage.errors import MoorageError
@@ -40,8 +40,6 @@ from moorage.uploads import Uploads
 __all__ = ["SETTINGS_ENV", "Moorage", "RootApp", "build", "create_app", "server_app"]
 
 log = logging.getLogger("moorage")
-
-SETTINGS_ENV = "MOORAGE_SETTINGS_JSON"
 
 
 @dataclass

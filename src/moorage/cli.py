@@ -9,25 +9,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.exc import IntegrityError
 
 from moorage import __version__
 from moorage.config import (
+    SETTINGS_ENV,
     ConfigError,
     Settings,
     load_settings,
     render_toml,
+    settings_from_json,
     settings_to_dict,
     settings_to_json,
 )
-from moorage.errors import InvalidRequestError, MoorageError, NotFoundError
-from moorage.identity import Identities
-from moorage.metadata import MetadataStore
+from moorage.errors import MoorageError
+
+if TYPE_CHECKING:
+    from moorage.identity import Identities
 
 __all__ = ["main"]
 
@@ -61,74 +64,6 @@ def _state_options(func: Any) -> Any:
         help="TOML configuration file (also MOORAGE_CONFIG).",
     )(func)
     return func
-
-
-async def _migrate(settings: Settings) -> str:
-    from moorage.metadata.migrate import current_revision, upgrade
-
-    url = settings.metadata.effective_url(settings.data_dir)
-    await upgrade(url)
-    return await current_revision(url) or "none"
-
-
-async def _identities(settings: Settings) -> tuple[Identities, MetadataStore]:
-    from moorage.clock import SystemClock
-    from moorage.identity import load_master_key
-    from moorage.metadata.sql import SqlMetadataStore
-
-    metadata = SqlMetadataStore.open(settings.metadata.effective_url(settings.data_dir))
-    return Identities(
-        metadata, load_master_key(settings.auth.master_key, settings.data_dir), clock=SystemClock()
-    ), metadata
-
-
-async def _bootstrap(settings: Settings) -> str | None:
-    """Make sure the default account has a root access key. Returns a message to show once on
-    the terminal when a key was generated (never logged)."""
-    identities, metadata = await _identities(settings)
-    try:
-        await identities.ensure_account(settings.account_id)
-        key_id = os.environ.get("MOORAGE_ROOT_ACCESS_KEY_ID") or settings.auth.root_access_key_id
-        secret = os.environ.get("MOORAGE_ROOT_SECRET_ACCESS_KEY") or settings.auth.root_secret_access_key
-        if key_id and secret:
-            await _provision_root_key(identities, settings.account_id, key_id, secret)
-            return None
-        if any(k.user_name is None for k in await identities.keys(settings.account_id)):
-            return None
-        key = await identities.create_key(settings.account_id)
-        path = settings.data_dir / "credentials"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(
-                f"[default]\naws_access_key_id = {key.access_key_id}\naws_secret_access_key = {key.secret_access_key}\n"
-            )
-        return (
-            f"Root access key for account {settings.account_id} (also written to {path}, mode 0600):\n"
-            f"  AWS_ACCESS_KEY_ID={key.access_key_id}\n  AWS_SECRET_ACCESS_KEY={key.secret_access_key}\n"
-            "It is shown only this once."
-        )
-    finally:
-        await metadata.close()
-
-
-async def _provision_root_key(identities: Identities, account_id: str, key_id: str, secret: str) -> None:
-    """Make `key_id` the account's root key with `secret`.
-
-    Replicas started together run this at the same moment on one database: when another process
-    creates (or replaces) the key between our look-up and our write, our write fails on the key's
-    primary key; we look again and are done when the key is now the one we want."""
-    for _attempt in range(5):
-        existing = await identities.lookup(key_id, refresh=True)
-        if existing is not None and existing.secret_access_key == secret and existing.account_id == account_id:
-            return
-        try:
-            if existing is not None:
-                await identities.delete_key(key_id)
-            await identities.create_key(account_id, access_key_id=key_id, secret_access_key=secret)
-            return
-        except (InvalidRequestError, NotFoundError, IntegrityError):
-            continue  # another process changed the key meanwhile
-    raise click.ClickException(f"could not provision the root access key {key_id}: it keeps changing")
 
 
 @click.group()
@@ -167,8 +102,6 @@ def serve(
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    from moorage.app import SETTINGS_ENV
-
     settings = _load(
         config,
         data_dir,
@@ -186,10 +119,15 @@ def serve(
         },
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    revision = asyncio.run(_migrate(settings))
-    shown = asyncio.run(_bootstrap(settings))
-    if shown:
-        click.echo(shown, err=True)
+    os.environ[SETTINGS_ENV] = settings_to_json(settings)
+    # Migrations and the root key run in a child process: the parent only supervises the
+    # workers, and should not keep the database and crypto stacks in memory for that.
+    prepared = subprocess.run(
+        [sys.executable, "-m", "moorage", "prepare"], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if prepared.returncode != 0:
+        raise click.ClickException("could not prepare the metadata store (see above)")
+    revision = prepared.stdout.strip() or "none"
     if settings.auth.mode == "open":
         click.echo(
             "WARNING: auth mode is OPEN: no signature or password is checked. Use only as a local test double.",
@@ -202,7 +140,6 @@ def serve(
         f"(data {settings.data_dir}, schema {revision}, {http.workers} worker(s))",
         err=True,
     )
-    os.environ[SETTINGS_ENV] = settings_to_json(settings)
     server = Granian(
         "moorage.app:server_app",
         factory=True,
@@ -224,9 +161,35 @@ def serve(
 @_state_options
 def migrate(config: Path | None, data_dir: Path | None) -> None:
     """Apply pending metadata schema migrations."""
+    from moorage.bootstrap import migrate as apply_migrations
+
     settings = _load(config, data_dir, {})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    click.echo(f"metadata schema at revision {asyncio.run(_migrate(settings))}")
+    click.echo(f"metadata schema at revision {asyncio.run(apply_migrations(settings))}")
+
+
+@main.command("prepare", hidden=True)
+def prepare() -> None:
+    """Internal (run by `serve`): migrate and provision the root key for the settings in
+    MOORAGE_SETTINGS_JSON; print the schema revision."""
+    from moorage.bootstrap import migrate as apply_migrations
+    from moorage.bootstrap import root_key_message
+
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise click.ClickException(f"{SETTINGS_ENV} is not set")
+    settings = settings_from_json(text)
+
+    async def run() -> tuple[str, str | None]:
+        return await apply_migrations(settings), await root_key_message(settings)
+
+    try:
+        revision, shown = asyncio.run(run())
+    except MoorageError as exc:
+        raise click.ClickException(exc.message) from None
+    if shown:
+        click.echo(shown, err=True)
+    click.echo(revision)
 
 
 @main.command("verify-config")
@@ -246,8 +209,11 @@ def _run_admin(config: Path | None, data_dir: Path | None, action: Any) -> Any:
     settings = _load(config, data_dir, {})
 
     async def go() -> Any:
-        await _migrate(settings)
-        identities, metadata = await _identities(settings)
+        from moorage.bootstrap import migrate as apply_migrations
+        from moorage.bootstrap import open_identities
+
+        await apply_migrations(settings)
+        identities, metadata = await open_identities(settings)
         try:
             return await action(identities, settings)
         except MoorageError as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 __all__ = [
+    "SETTINGS_ENV",
     "AuthMode",
     "AuthSettings",
     "ConfigError",
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "MOORAGE_"
+
+# `moorage serve` hands the effective settings to its worker processes in this variable.
+SETTINGS_ENV = "MOORAGE_SETTINGS_JSON"
 
 # MOORAGE_* variables that other parts of moorage read; they are not settings and never warned about.
 NON_CONFIG_ENV_VARS: frozenset[str] = frozenset(

@@ -99,6 +99,10 @@ class Uploads:
         upload_id = session.upload_id
         live = self._hashers.pop(upload_id, None)
         hasher = live[1] if live is not None and live[0] == session.size else None
+        if hasher is None and session.size == 0:
+            # Nothing staged yet: this process can hash the whole blob as it streams, even when
+            # the session was started by another worker or replica.
+            hasher = hashlib.sha256()
         limit = self._max_blob_bytes
         size = session.size
 
