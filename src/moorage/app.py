@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 
 from moorage.asgi import Receive, Scope, Send, send_bytes, send_file, send_stream
@@ -25,8 +27,10 @@ from moorage.config import SETTINGS_ENV, Settings, settings_from_json
 from moorage.ecr import EcrApi, EcrServices
 from moorage.ecr.validation import InputValidator
 from moorage.errors import MoorageError
+from moorage.gc import GarbageCollector, GcJob
 from moorage.identity import Identities, load_master_key
 from moorage.images import Images
+from moorage.jobs import Scheduler
 from moorage.metadata import MetadataStore
 from moorage.metadata.sql import SqlMetadataStore
 from moorage.model import Digest, RegistryRef, RepositoryName
@@ -47,6 +51,7 @@ class Moorage:
     """Everything one process serves with."""
 
     settings: Settings
+    clock: Clock
     metadata: MetadataStore
     blobs: BlobStore
     registry: Registry
@@ -54,8 +59,15 @@ class Moorage:
     uploads: Uploads
     identities: Identities
     tokens: TokenSigner
+    collector: GarbageCollector
     oci: OciApi
     ecr: EcrApi
+
+    def scheduler(self) -> Scheduler:
+        """The background jobs of this process, coordinated with every other one by leases."""
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        jobs = [GcJob(self.collector, self.settings.gc.interval)]
+        return Scheduler(jobs, self.metadata, clock=self.clock, holder=holder)
 
     async def close(self) -> None:
         await self.metadata.close()
@@ -88,7 +100,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         max_manifest_bytes=settings.limits.max_manifest_bytes, max_blob_bytes=settings.limits.max_blob_bytes
     )
     registry = Registry(metadata, blobs, clock=clock, limits=limits, create_on_push=settings.create_on_push)
-    images = Images(metadata)
+    images = Images(metadata, clock=clock)
     uploads = Uploads(metadata, blobs, registry, clock=clock, max_blob_bytes=limits.max_blob_bytes)
     identities = Identities(metadata, load_master_key(settings.auth.master_key, settings.data_dir), clock=clock)
     tokens = TokenSigner(await load_token_key(metadata))
@@ -103,7 +115,14 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),
     )
-    return Moorage(settings, metadata, blobs, registry, images, uploads, identities, tokens, oci, ecr)
+    collector = GarbageCollector(
+        metadata,
+        blobs,
+        clock=clock,
+        grace_period=settings.gc.grace_period,
+        upload_expiry=settings.uploads.expiry,
+    )
+    return Moorage(settings, clock, metadata, blobs, registry, images, uploads, identities, tokens, collector, oci, ecr)
 
 
 class RootApp:
@@ -114,6 +133,8 @@ class RootApp:
         self._clock = clock
         self._moorage: Moorage | None = None
         self._lock = asyncio.Lock()
+        self._stop_jobs = asyncio.Event()
+        self._jobs: asyncio.Task[None] | None = None
 
     async def services(self) -> Moorage:
         if self._moorage is None:
@@ -123,6 +144,10 @@ class RootApp:
         return self._moorage
 
     async def close(self) -> None:
+        if self._jobs is not None:
+            self._stop_jobs.set()
+            await self._jobs
+            self._jobs = None
         if self._moorage is not None:
             await self._moorage.close()
             self._moorage = None
@@ -188,7 +213,9 @@ class RootApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.services()
+                    moorage = await self.services()
+                    if self.settings.jobs.enabled:
+                        self._jobs = asyncio.create_task(moorage.scheduler().run(self._stop_jobs))
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

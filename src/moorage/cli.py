@@ -84,6 +84,7 @@ def main() -> None:
 @click.option("--auth", "auth_mode", type=click.Choice(["sigv4", "open"]), default=None, help="Authentication mode.")
 @click.option("--allow-reset", is_flag=True, default=None, help="Enable POST /_moorage/reset (test suites).")
 @click.option("--create-on-push", is_flag=True, default=None, help="Create repositories on their first /v2/ push.")
+@click.option("--no-jobs", is_flag=True, default=False, help="Run no background jobs here (see `moorage worker`).")
 def serve(
     config: Path | None,
     data_dir: Path | None,
@@ -97,6 +98,7 @@ def serve(
     auth_mode: str | None,
     allow_reset: bool | None,
     create_on_push: bool | None,
+    no_jobs: bool,
 ) -> None:
     """Start the registry."""
     from granian import Granian
@@ -116,6 +118,7 @@ def serve(
             "auth.mode": auth_mode,
             "testing.allow_reset": allow_reset,
             "create_on_push": create_on_push,
+            "jobs.enabled": False if no_jobs else None,
         },
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -333,3 +336,61 @@ def delete_access_key(config: Path | None, data_dir: Path | None, access_key_id:
         click.echo(f"access key {access_key_id} deleted")
 
     _run_admin(config, data_dir, action)
+
+
+async def _with_services(settings: Settings, action: Any) -> Any:
+    from moorage.app import build
+    from moorage.bootstrap import migrate as apply_migrations
+
+    await apply_migrations(settings)
+    moorage = await build(settings)
+    try:
+        return await action(moorage)
+    finally:
+        await moorage.close()
+
+
+@main.command()
+@_state_options
+@click.option("--dry-run", is_flag=True, help="Print what would be reclaimed and change nothing.")
+@click.option("--grace-period", default=None, help="Override gc.grace_period (e.g. 1h, 0s).")
+def gc(config: Path | None, data_dir: Path | None, dry_run: bool, grace_period: str | None) -> None:
+    """Reclaim blobs no manifest references (after the grace period) and expired uploads."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    settings = _load(config, data_dir, {"gc.grace_period": grace_period})
+
+    async def action(moorage: Any) -> None:
+        now = moorage.clock.now()
+        plan = await moorage.collector.plan(now)
+        click.echo(
+            f"plan: {len(plan.blobs)} blob(s), {plan.bytes} bytes unreferenced for over "
+            f"{settings.gc.grace_period}; {plan.uploads} expired upload(s)"
+        )
+        if dry_run:
+            return
+        with Progress(TextColumn("reclaiming"), BarColumn(), DownloadColumn(), transient=True) as bar:
+            task = bar.add_task("gc", total=plan.bytes or None)
+            report = await moorage.collector.collect(now, progress=lambda info: bar.advance(task, info.size))
+        click.echo(f"reclaimed {len(report.blobs)} blob(s), {report.bytes} bytes; expired {report.uploads} upload(s)")
+
+    asyncio.run(_with_services(settings, action))
+
+
+@main.command()
+@_state_options
+def worker(config: Path | None, data_dir: Path | None) -> None:
+    """Run the background jobs (GC, upload expiry, ...) without serving HTTP."""
+    settings = _load(config, data_dir, {})
+
+    async def action(moorage: Any) -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        click.echo("moorage worker: running background jobs", err=True)
+        await moorage.scheduler().run(stop)
+
+    asyncio.run(_with_services(settings, action))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from moorage import manifests as mf
+from moorage.clock import Clock
 from moorage.errors import ManifestUnknownError, RepositoryNotFoundError, TagInvalidError
 from moorage.metadata import MetadataStore, Transaction
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, Repository, RepositoryName, parse_tag
@@ -72,8 +73,9 @@ def convert_for(image: Image, accept: Sequence[str]) -> Image | None:
 
 
 class Images:
-    def __init__(self, metadata: MetadataStore) -> None:
+    def __init__(self, metadata: MetadataStore, *, clock: Clock) -> None:
         self._metadata = metadata
+        self._clock = clock
 
     async def _repo(self, tx: Transaction, registry: RegistryRef, name: RepositoryName) -> Repository:
         repo = await tx.repositories.get(registry, name)
@@ -178,7 +180,7 @@ class Images:
                 "ImageReferencedByManifestList",
                 f"Requested image is referenced by a manifest list: [{', '.join(map(str, parents))}]",
             )
-        tags = await tx.images.delete(repo_id, image.digest)
+        tags = await tx.images.delete(repo_id, image.digest, self._clock.now())
         return [(image.digest, t) for t in tags] if tags else [(image.digest, None)]
 
     async def describe(

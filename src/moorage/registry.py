@@ -247,7 +247,7 @@ class Registry:
                 raise RepositoryNotFoundError(name, registry.account_id)
             if not force and (await tx.images.list_page(repo.id, PageRequest(limit=1))).items:
                 raise RepositoryNotEmptyError(name, registry.account_id)
-            await tx.repositories.delete(repo.id)
+            await tx.repositories.delete(repo.id, self._clock.now())
             return repo
 
     async def catalog(self, registry: RegistryRef, page: PageRequest) -> Page[str]:
@@ -366,7 +366,7 @@ class Registry:
             parents = await tx.images.referenced_by(repo.id, digest)
             if parents:
                 raise ManifestInvalidError(f"image {digest} is referenced by the index {parents[0]}; delete that first")
-            await tx.images.delete(repo.id, digest)
+            await tx.images.delete(repo.id, digest, self._clock.now())
 
     async def list_tags(self, registry: RegistryRef, name: RepositoryName, page: PageRequest) -> Page[str]:
         async with self._metadata.transaction() as tx:
@@ -447,6 +447,8 @@ class Registry:
             if info is None:
                 return None
             repo = await self._repo_for_push(tx, registry, name)
+            if not await tx.blobs.claim(info, self._clock.now()):
+                return None
             await tx.blobs.link(repo.id, digest, self._clock.now())
             return info
 

@@ -14,10 +14,12 @@ blob store, and the metadata transaction that records and links it has committed
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from moorage.clock import Clock
@@ -36,6 +38,9 @@ from moorage.storage import BlobStore, UploadStateError
 __all__ = ["Uploads"]
 
 _MAX_LIVE_HASHERS = 512
+# How long a claimed blob is protected from GC while its bytes are committed and linked; a
+# process that dies in between leaves a blob GC reclaims after this hold plus the grace period.
+_COMMIT_HOLD = timedelta(hours=1)
 
 
 class Uploads:
@@ -150,6 +155,7 @@ class Uploads:
         if actual != digest:
             await self.cancel(registry, name, upload_id)
             raise DigestMismatchError(str(digest), str(actual))
+        await self._claim(BlobInfo(digest, session.size))
         try:
             info = await self._blobs.commit_upload(session.state, digest)
         except UploadStateError:
@@ -159,10 +165,22 @@ class Uploads:
             repo = await tx.repositories.get(registry, name, for_update=True)
             if repo is None:
                 raise UploadUnknownError(upload_id)
-            await tx.blobs.add(info, now)
+            await tx.blobs.claim(info, now)  # the grace period starts now, not at the hold below
             await tx.blobs.link(repo.id, digest, now)
             await tx.uploads.delete(upload_id)
         return info
+
+    async def _claim(self, info: BlobInfo) -> None:
+        """Tell garbage collection this blob is in use before its bytes are committed: a GC that
+        is deleting the same digest right now finishes first (its bytes and rows are gone before
+        ours are written), and one that comes later sees the blob touched in the future (a hold
+        covering the commit), so it cannot delete the bytes before they are linked."""
+        for _attempt in range(600):
+            async with self._metadata.transaction(write=True) as tx:
+                if await tx.blobs.claim(info, self._clock.now() + _COMMIT_HOLD):
+                    return
+            await asyncio.sleep(0.05)
+        raise UploadInvalidError(f"blob {info.digest} is being garbage-collected; retry the upload")
 
     async def upload_blob(
         self, registry: RegistryRef, name: RepositoryName, digest: Digest, data: AsyncIterable[bytes]

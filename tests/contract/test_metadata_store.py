@@ -240,7 +240,7 @@ async def test_delete_removes_everything_scoped_to_the_repository(metadata_store
         await tx.uploads.create(repo.id, UploadState("upload-1", 0), now())
 
     async with metadata_store.transaction(write=True) as tx:
-        await tx.repositories.delete(repo.id)
+        await tx.repositories.delete(repo.id, now())
 
     async with metadata_store.transaction() as tx:
         assert await tx.repositories.get(REGISTRY, repo.name) is None
@@ -263,7 +263,7 @@ async def test_delete_is_idempotent(metadata_store: MetadataStore) -> None:
     repo = await create(metadata_store, "app")
     for _ in range(2):
         async with metadata_store.transaction(write=True) as tx:
-            await tx.repositories.delete(repo.id)
+            await tx.repositories.delete(repo.id, now())
     async with metadata_store.transaction(write=True) as tx:
         assert (await tx.repositories.create(repository("app"))).name == "app"
 
@@ -432,8 +432,8 @@ async def test_delete_returns_the_removed_tags_and_drops_references(metadata_sto
     async with metadata_store.transaction() as tx:
         assert await tx.images.referenced_by(repo.id, child.digest) == [index.digest]
     async with metadata_store.transaction(write=True) as tx:
-        assert await tx.images.delete(repo.id, index.digest) == ["latest", "v1"]
-        assert await tx.images.delete(repo.id, index.digest) == []
+        assert await tx.images.delete(repo.id, index.digest, now()) == ["latest", "v1"]
+        assert await tx.images.delete(repo.id, index.digest, now()) == []
     async with metadata_store.transaction() as tx:
         assert await tx.images.get(repo.id, index.digest) is None
         assert await tx.images.get_by_tag(repo.id, "v1") is None
@@ -583,7 +583,7 @@ async def test_referenced_gives_the_media_type_a_manifest_references_a_blob_unde
         # An index's child is a manifest reference, not a blob reference.
         assert await tx.blobs.referenced(repo.id, child.digest) is None
     async with metadata_store.transaction(write=True) as tx:
-        await tx.images.delete(repo.id, img.digest)
+        await tx.images.delete(repo.id, img.digest, now())
     async with metadata_store.transaction() as tx:
         assert await tx.blobs.referenced(repo.id, layer) is None
 
@@ -686,7 +686,7 @@ async def test_resource_tags_go_with_their_repository(metadata_store: MetadataSt
     async with metadata_store.transaction(write=True) as tx:
         await tx.resource_tags.put(repo.id, {"team": "a"})
     async with metadata_store.transaction(write=True) as tx:
-        await tx.repositories.delete(repo.id)
+        await tx.repositories.delete(repo.id, now())
     async with metadata_store.transaction() as tx:
         assert await tx.resource_tags.get(repo.id) == {}
 

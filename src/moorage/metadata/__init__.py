@@ -82,8 +82,9 @@ class RepositoryTable(Protocol):
         """Store the settings fields of `repo` (by id)."""
         ...
 
-    async def delete(self, repo_id: int) -> None:
-        """Delete the repository and everything scoped to it. Idempotent."""
+    async def delete(self, repo_id: int, now: datetime) -> None:
+        """Delete the repository and everything scoped to it; its blobs become GC candidates
+        touched at `now`. Idempotent."""
         ...
 
 
@@ -122,9 +123,9 @@ class ImageTable(Protocol):
         """Remove a tag; return the digest it pointed at, or None when there was no such tag."""
         ...
 
-    async def delete(self, repo_id: int, digest: Digest) -> list[str]:
+    async def delete(self, repo_id: int, digest: Digest, now: datetime) -> list[str]:
         """Delete a manifest, its references and every tag pointing at it; return those tags.
-        Raises nothing when absent (returns [])."""
+        The blobs it referenced become GC candidates touched at `now`. Returns [] when absent."""
         ...
 
     async def referenced_by(self, repo_id: int, digest: Digest) -> list[Digest]:
@@ -165,6 +166,35 @@ class BlobTable(Protocol):
         """Remove the repository's link; False when there was none."""
         ...
 
+    async def claim(self, info: BlobInfo, now: datetime) -> bool:
+        """Before committing or linking a blob: record it (when new) and mark it touched at `now`
+        (which may lie in the future, to hold it), so garbage collection leaves it alone for a
+        grace period after that. False while GC is deleting it (the caller waits and claims again)."""
+        ...
+
+    async def gc_candidates(self, touched_before: datetime, limit: int) -> list[Digest]:
+        """Blobs that may be garbage, untouched since before `touched_before`, oldest first."""
+        ...
+
+    async def mark_deleting(self, digest: Digest, touched_before: datetime) -> BlobInfo | None:
+        """Atomically re-check that the blob is still a candidate untouched since
+        `touched_before` and that no manifest of any repository references it; if so mark it
+        deleting (it then counts as absent everywhere) and return it. Otherwise drop the
+        candidate when the blob is in use, and return None."""
+        ...
+
+    async def in_use(self, digest: Digest) -> bool:
+        """Whether a manifest of any repository references the blob."""
+        ...
+
+    async def deleting(self, limit: int) -> list[Digest]:
+        """Blobs marked deleting (a GC interrupted between marking and forgetting)."""
+        ...
+
+    async def forget(self, digest: Digest) -> None:
+        """Remove the blob's rows (after its bytes were deleted)."""
+        ...
+
     async def referenced(self, repo_id: int, digest: Digest) -> str | None:
         """The media type under which a manifest of the repository references the blob ("" when
         referenced without one), or None when no manifest of the repository references it."""
@@ -196,6 +226,10 @@ class UploadTable(Protocol):
 
     async def delete(self, upload_id: str) -> None:
         """Forget the session. Idempotent."""
+        ...
+
+    async def stale(self, updated_before: datetime, limit: int) -> list[tuple[str, UploadState]]:
+        """Sessions of any repository not updated since `updated_before`."""
         ...
 
 

@@ -29,9 +29,11 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -138,6 +140,16 @@ class _Base:
         return sqlite.insert(table).on_conflict_do_nothing()
 
 
+async def _touch(conn: _Executor, dialect: str, digests: Sequence[str], now: datetime) -> None:
+    """Make blobs GC candidates touched at `now` (inserted, or their time moved forward)."""
+    if not digests:
+        return
+    rows = [{"digest": d, "since": _ts(now)} for d in sorted(set(digests))]
+    insert = postgresql.insert(t.gc_candidates) if dialect == "postgresql" else sqlite.insert(t.gc_candidates)
+    stmt = insert.on_conflict_do_update(index_elements=["digest"], set_={"since": insert.excluded.since})
+    await conn.execute(stmt, rows)
+
+
 def _repository(row: Row[Any]) -> Repository:
     m = row._mapping
     return Repository(
@@ -228,7 +240,10 @@ class _Repositories(_Base):
     async def update(self, repo: Repository) -> None:
         await self._c.execute(update(t.repositories).where(t.repositories.c.id == repo.id).values(self._settings(repo)))
 
-    async def delete(self, repo_id: int) -> None:
+    async def delete(self, repo_id: int, now: datetime) -> None:
+        rb = t.repo_blobs
+        linked = await self._c.execute(select(rb.c.digest).where(rb.c.repo_id == repo_id))
+        await _touch(self._c, self._dialect, [row[0] for row in linked], now)
         # Children first: SQLite enforces ON DELETE CASCADE only with foreign_keys=ON, and being
         # explicit keeps the order obvious on every dialect.
         for table in (t.uploads, t.tags, t.manifest_refs, t.manifests, t.repo_blobs, t.resource_tags):
@@ -406,7 +421,7 @@ class _Images(_Base):
         await self._c.execute(delete(tg).where(tg.c.repo_id == repo_id, tg.c.name == tag))
         return Digest.parse(previous)
 
-    async def delete(self, repo_id: int, digest: Digest) -> list[str]:
+    async def delete(self, repo_id: int, digest: Digest, now: datetime) -> list[str]:
         tg, m, refs = t.tags, t.manifests, t.manifest_refs
         names = [
             row[0]
@@ -415,6 +430,10 @@ class _Images(_Base):
             )
         ]
         await self._c.execute(delete(tg).where(tg.c.repo_id == repo_id, tg.c.digest == str(digest)))
+        children = await self._c.execute(
+            select(refs.c.child).where(refs.c.repo_id == repo_id, refs.c.parent == str(digest), refs.c.kind == "blob")
+        )
+        await _touch(self._c, self._dialect, [row[0] for row in children], now)
         await self._c.execute(delete(refs).where(refs.c.repo_id == repo_id, refs.c.parent == str(digest)))
         await self._c.execute(delete(m).where(m.c.repo_id == repo_id, m.c.digest == str(digest)))
         return names
@@ -451,7 +470,11 @@ class _Images(_Base):
 _LINKED_BLOB = (
     select(t.blobs.c.size)
     .select_from(t.repo_blobs.join(t.blobs, t.blobs.c.digest == t.repo_blobs.c.digest))
-    .where(t.repo_blobs.c.repo_id == bindparam("repo"), t.repo_blobs.c.digest == bindparam("digest"))
+    .where(
+        t.repo_blobs.c.repo_id == bindparam("repo"),
+        t.repo_blobs.c.digest == bindparam("digest"),
+        t.blobs.c.deleting == false(),
+    )
 )
 
 
@@ -462,7 +485,10 @@ class _Blobs(_Base):
         )
 
     async def get(self, digest: Digest) -> BlobInfo | None:
-        size = (await self._c.execute(select(t.blobs.c.size).where(t.blobs.c.digest == str(digest)))).scalar()
+        b = t.blobs
+        size = (
+            await self._c.execute(select(b.c.size).where(b.c.digest == str(digest), b.c.deleting == false()))
+        ).scalar()
         return None if size is None else BlobInfo(digest, int(size))
 
     async def link(self, repo_id: int, digest: Digest, now: datetime) -> None:
@@ -482,7 +508,7 @@ class _Blobs(_Base):
         stmt = (
             select(rb.c.digest)
             .select_from(rb.join(b, b.c.digest == rb.c.digest))
-            .where(rb.c.repo_id == repo_id, rb.c.digest.in_(wanted))
+            .where(rb.c.repo_id == repo_id, rb.c.digest.in_(wanted), b.c.deleting == false())
         )
         found = {row[0] for row in await self._c.execute(stmt)}
         return [d for d in digests if str(d) not in found]
@@ -491,6 +517,56 @@ class _Blobs(_Base):
         rb = t.repo_blobs
         result = await self._c.execute(delete(rb).where(rb.c.repo_id == repo_id, rb.c.digest == str(digest)))
         return bool(result.rowcount > 0)
+
+    async def claim(self, info: BlobInfo, now: datetime) -> bool:
+        b = t.blobs
+        await self._c.execute(
+            self._insert_ignore(b).values(digest=str(info.digest), size=info.size, created_at=_ts(now))
+        )
+        deleting = (
+            await self._c.execute(select(b.c.deleting).where(b.c.digest == str(info.digest)).with_for_update())
+        ).scalar()
+        if deleting:
+            return False
+        await _touch(self._c, self._dialect, [str(info.digest)], now)
+        return True
+
+    async def gc_candidates(self, touched_before: datetime, limit: int) -> list[Digest]:
+        c = t.gc_candidates
+        stmt = select(c.c.digest).where(c.c.since < _ts(touched_before)).order_by(c.c.since).limit(limit)
+        return [Digest.parse(row[0]) for row in await self._c.execute(stmt)]
+
+    async def mark_deleting(self, digest: Digest, touched_before: datetime) -> BlobInfo | None:
+        b, c, refs = t.blobs, t.gc_candidates, t.manifest_refs
+        key = str(digest)
+        row = (await self._c.execute(select(b.c.size, b.c.deleting).where(b.c.digest == key).with_for_update())).first()
+        since = (await self._c.execute(select(c.c.since).where(c.c.digest == key).with_for_update())).scalar()
+        if row is None or since is None or since >= _ts(touched_before):
+            if row is None:
+                await self._c.execute(delete(c).where(c.c.digest == key))
+            return None
+        used = (await self._c.execute(select(refs.c.child).where(refs.c.child == key).limit(1))).first()
+        await self._c.execute(delete(c).where(c.c.digest == key))
+        if used is not None:
+            return None
+        await self._c.execute(update(b).where(b.c.digest == key).values(deleting=True))
+        return BlobInfo(digest, int(row.size))
+
+    async def in_use(self, digest: Digest) -> bool:
+        refs = t.manifest_refs
+        row = (await self._c.execute(select(refs.c.child).where(refs.c.child == str(digest)).limit(1))).first()
+        return row is not None
+
+    async def deleting(self, limit: int) -> list[Digest]:
+        b = t.blobs
+        rows = await self._c.execute(select(b.c.digest).where(b.c.deleting == true()).limit(limit))
+        return [Digest.parse(row[0]) for row in rows]
+
+    async def forget(self, digest: Digest) -> None:
+        key = str(digest)
+        await self._c.execute(delete(t.repo_blobs).where(t.repo_blobs.c.digest == key))
+        await self._c.execute(delete(t.gc_candidates).where(t.gc_candidates.c.digest == key))
+        await self._c.execute(delete(t.blobs).where(t.blobs.c.digest == key))
 
     async def referenced(self, repo_id: int, digest: Digest) -> str | None:
         refs = t.manifest_refs
@@ -659,6 +735,14 @@ class _Uploads(_Base):
     async def delete(self, upload_id: str) -> None:
         await self._c.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
 
+    async def stale(self, updated_before: datetime, limit: int) -> list[tuple[str, UploadState]]:
+        u = t.uploads
+        stmt = select(u.c.id, u.c.size, u.c.backend_state).where(u.c.updated_at < _ts(updated_before)).limit(limit)
+        return [
+            (row.id, UploadState(row.id, int(row.size), json.loads(row.backend_state)))
+            for row in await self._c.execute(stmt)
+        ]
+
 
 class _Leases(_Base):
     async def acquire(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
@@ -787,6 +871,7 @@ class SqlMetadataStore:
                     t.repo_blobs,
                     t.repositories,
                     t.blobs,
+                    t.gc_candidates,
                 ):
                     await conn.execute(delete(table))
                 # Settings and documents go too; secrets (signing keys) stay.

@@ -3,6 +3,7 @@
     repositories ─┬─< manifests ─< manifest_refs      (a manifest's blobs and child manifests)
                   ├─< tags                             (tag → manifest digest, per repository)
                   ├─< repo_blobs >── blobs             (which committed blobs a repository may use)
+    gc_candidates                                      (blobs GC must look at: maybe unreferenced)
                   └─< uploads                          (upload sessions in progress)
     repositories ─< resource_tags                      (TagResource key/value pairs)
     accounts ─┬─< users                                (IAM-style users; root is implicit)
@@ -37,6 +38,7 @@ __all__ = [
     "access_keys",
     "accounts",
     "blobs",
+    "gc_candidates",
     "kv",
     "leases",
     "manifest_refs",
@@ -124,6 +126,18 @@ blobs = Table(
     Column("digest", DIGEST, primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
+    # set by garbage collection while it removes the bytes: the blob counts as absent
+    Column("deleting", Boolean, nullable=False, server_default="0"),
+)
+
+# Blobs that may have become garbage (uploaded, or a manifest using them was deleted), with the
+# time they were last touched; GC looks only here, so its work follows the garbage, not the store.
+gc_candidates = Table(
+    "gc_candidates",
+    metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("since", Float, nullable=False),
+    Index("ix_gc_candidates_since", "since"),
 )
 
 repo_blobs = Table(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 15:34:26.801490
+Create Date: 2026-11-27 16:11:38.256852
 """
 
 from __future__ import annotations
@@ -31,8 +31,18 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(length=200), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("deleting", sa.Boolean(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("digest", name=op.f("pk_blobs")),
     )
+    op.create_table(
+        "gc_candidates",
+        sa.Column("digest", sa.String(length=200), nullable=False),
+        sa.Column("since", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("digest", name=op.f("pk_gc_candidates")),
+    )
+    with op.batch_alter_table("gc_candidates", schema=None) as batch_op:
+        batch_op.create_index("ix_gc_candidates_since", ["since"], unique=False)
+
     op.create_table(
         "kv",
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -69,10 +79,7 @@ def upgrade() -> None:
         sa.Column("secret", sa.Text(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["accounts.id"],
-            name=op.f("fk_access_keys_account_id_accounts"),
-            ondelete="CASCADE",
+            ["account_id"], ["accounts.id"], name=op.f("fk_access_keys_account_id_accounts"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_access_keys")),
     )
@@ -87,10 +94,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=8), nullable=False),
         sa.Column("media_type", sa.String(length=255), nullable=True),
         sa.ForeignKeyConstraint(
-            ["repo_id"],
-            ["repositories.id"],
-            name=op.f("fk_manifest_refs_repo_id_repositories"),
-            ondelete="CASCADE",
+            ["repo_id"], ["repositories.id"], name=op.f("fk_manifest_refs_repo_id_repositories"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("repo_id", "parent", "child", name=op.f("pk_manifest_refs")),
     )
@@ -113,10 +117,7 @@ def upgrade() -> None:
         sa.Column("last_pulled_at", sa.Float(), nullable=True),
         sa.Column("storage_class", sa.String(length=16), server_default="STANDARD", nullable=False),
         sa.ForeignKeyConstraint(
-            ["repo_id"],
-            ["repositories.id"],
-            name=op.f("fk_manifests_repo_id_repositories"),
-            ondelete="CASCADE",
+            ["repo_id"], ["repositories.id"], name=op.f("fk_manifests_repo_id_repositories"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("repo_id", "digest", name=op.f("pk_manifests")),
     )
@@ -129,10 +130,7 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(length=200), nullable=False),
         sa.Column("linked_at", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["repo_id"],
-            ["repositories.id"],
-            name=op.f("fk_repo_blobs_repo_id_repositories"),
-            ondelete="CASCADE",
+            ["repo_id"], ["repositories.id"], name=op.f("fk_repo_blobs_repo_id_repositories"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("repo_id", "digest", name=op.f("pk_repo_blobs")),
     )
@@ -145,10 +143,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=128), nullable=False),
         sa.Column("value", sa.String(length=256), nullable=False),
         sa.ForeignKeyConstraint(
-            ["repo_id"],
-            ["repositories.id"],
-            name=op.f("fk_resource_tags_repo_id_repositories"),
-            ondelete="CASCADE",
+            ["repo_id"], ["repositories.id"], name=op.f("fk_resource_tags_repo_id_repositories"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("repo_id", "key", name=op.f("pk_resource_tags")),
     )
@@ -228,6 +223,10 @@ def downgrade() -> None:
     op.drop_table("repositories")
     op.drop_table("leases")
     op.drop_table("kv")
+    with op.batch_alter_table("gc_candidates", schema=None) as batch_op:
+        batch_op.drop_index("ix_gc_candidates_since")
+
+    op.drop_table("gc_candidates")
     op.drop_table("blobs")
     op.drop_table("accounts")
     # ### end Alembic commands ###
