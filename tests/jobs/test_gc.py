@@ -176,7 +176,7 @@ async def test_pushes_racing_gc_never_lose_a_blob(tmp_path: Path) -> None:
         async def pusher(worker: int) -> list[tuple[str, Digest]]:
             kept: list[tuple[str, Digest]] = []
             rng = random.Random(worker)
-            for i in range(12):
+            for i in range(8):
                 tag = f"w{worker}-{i}"
                 for _attempt in range(20):
                     try:
@@ -193,7 +193,7 @@ async def test_pushes_racing_gc_never_lose_a_blob(tmp_path: Path) -> None:
             return kept
 
         gc_task = asyncio.create_task(collector())
-        results = await asyncio.gather(*(pusher(w) for w in range(6)))
+        results = await asyncio.gather(*(pusher(w) for w in range(4)))
         stop.set()
         assert await gc_task > 3
         for tag, digest in [item for kept in results for item in kept]:
