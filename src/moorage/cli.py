@@ -83,6 +83,12 @@ def main() -> None:
 @click.option("--access-log/--no-access-log", default=None)
 @click.option("--auth", "auth_mode", type=click.Choice(["sigv4", "open"]), default=None, help="Authentication mode.")
 @click.option("--allow-reset", is_flag=True, default=None, help="Enable POST /_moorage/reset (test suites).")
+@click.option(
+    "--allow-clock-control",
+    is_flag=True,
+    default=None,
+    help="Enable POST /_moorage/clock: move the clock images age by (test suites).",
+)
 @click.option("--create-on-push", is_flag=True, default=None, help="Create repositories on their first /v2/ push.")
 @click.option("--no-jobs", is_flag=True, default=False, help="Run no background jobs here (see `moorage worker`).")
 def serve(
@@ -97,6 +103,7 @@ def serve(
     access_log: bool | None,
     auth_mode: str | None,
     allow_reset: bool | None,
+    allow_clock_control: bool | None,
     create_on_push: bool | None,
     no_jobs: bool,
 ) -> None:
@@ -117,6 +124,7 @@ def serve(
             "log.access": access_log,
             "auth.mode": auth_mode,
             "testing.allow_reset": allow_reset,
+            "testing.allow_clock_control": allow_clock_control,
             "create_on_push": create_on_push,
             "jobs.enabled": False if no_jobs else None,
         },
@@ -205,7 +213,7 @@ def verify_config(config: Path | None, data_dir: Path | None) -> None:
 
 @main.group()
 def admin() -> None:
-    """Manage accounts, users and access keys."""
+    """Manage accounts, users, access keys and policies."""
 
 
 def _run_admin(config: Path | None, data_dir: Path | None, action: Any) -> Any:
@@ -338,6 +346,95 @@ def delete_access_key(config: Path | None, data_dir: Path | None, access_key_id:
     _run_admin(config, data_dir, action)
 
 
+def _read_document(document: str) -> str:
+    if document == "-":
+        return sys.stdin.read()
+    try:
+        return Path(document).read_text()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {document}: {exc.strerror}") from None
+
+
+@admin.command("attach-user-policy")
+@_state_options
+@click.option("--account", "account_id", default=None, help="Account id [the default account].")
+@click.option("--name", "policy_name", required=True, help="The policy's name (replaces a policy of that name).")
+@click.option("--document", required=True, help="File with the IAM policy JSON, or - for standard input.")
+@click.argument("user")
+def attach_user_policy(
+    config: Path | None, data_dir: Path | None, account_id: str | None, policy_name: str, document: str, user: str
+) -> None:
+    """Attach an identity policy to a user (a new user has no permissions). A running server
+    applies it within a second."""
+    text = _read_document(document)
+
+    async def action(identities: Identities, settings: Settings) -> None:
+        account = account_id or settings.account_id
+        created = await identities.attach_user_policy(account, user, policy_name, text)
+        click.echo(f"policy {policy_name} {'attached to' if created else 'replaced for'} user {user} of {account}")
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("list-user-policies")
+@_state_options
+@click.option("--account", "account_id", default=None)
+@click.option("--documents", is_flag=True, help="Print each policy's document too.")
+@click.argument("user")
+def list_user_policies(
+    config: Path | None, data_dir: Path | None, account_id: str | None, documents: bool, user: str
+) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        for name, text in await identities.user_policies(account_id or settings.account_id, user):
+            click.echo(f"{name}\t{text}" if documents else name)
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("detach-user-policy")
+@_state_options
+@click.option("--account", "account_id", default=None)
+@click.option("--name", "policy_name", required=True)
+@click.argument("user")
+def detach_user_policy(
+    config: Path | None, data_dir: Path | None, account_id: str | None, policy_name: str, user: str
+) -> None:
+    async def action(identities: Identities, settings: Settings) -> None:
+        await identities.detach_user_policy(account_id or settings.account_id, user, policy_name)
+        click.echo(f"policy {policy_name} detached from user {user}")
+
+    _run_admin(config, data_dir, action)
+
+
+@admin.command("delete-resource-policy")
+@_state_options
+@click.option("--account", "account_id", default=None)
+@click.option("--region", default=None, help="The registry's region [the default region].")
+@click.option("--repository", default=None, help="The repository whose policy to delete [the registry policy].")
+def delete_resource_policy(
+    config: Path | None, data_dir: Path | None, account_id: str | None, region: str | None, repository: str | None
+) -> None:
+    """Delete a registry or repository policy without asking the policies themselves: the way
+    back in when a policy locks even the account root out. A running server applies it within a second."""
+
+    async def action(identities: Identities, settings: Settings) -> None:
+        from moorage.model import RegistryRef, RepositoryName
+
+        registry = RegistryRef(account_id or settings.account_id, region or settings.region)
+        async with identities.metadata.transaction(write=True) as tx:
+            if repository is None:
+                found = await tx.policies.delete_registry_policy(registry)
+            else:
+                repo = await tx.repositories.get(registry, RepositoryName(repository), for_update=True)
+                found = repo is not None and await tx.policies.delete_repository_policy(repo.id)
+        what = f"repository {repository}" if repository else "the registry"
+        if not found:
+            raise click.ClickException(f"{what} of {registry.account_id} in {registry.region} has no policy")
+        click.echo(f"policy of {what} of {registry.account_id} in {registry.region} deleted")
+
+    _run_admin(config, data_dir, action)
+
+
 async def _with_services(settings: Settings, action: Any) -> Any:
     from moorage.app import build
     from moorage.bootstrap import migrate as apply_migrations
@@ -380,7 +477,7 @@ def gc(config: Path | None, data_dir: Path | None, dry_run: bool, grace_period: 
 @main.command()
 @_state_options
 def worker(config: Path | None, data_dir: Path | None) -> None:
-    """Run the background jobs (GC, upload expiry, ...) without serving HTTP."""
+    """Run the background jobs (GC, upload expiry, lifecycle policies) without serving HTTP."""
     settings = _load(config, data_dir, {})
 
     async def action(moorage: Any) -> None:
@@ -392,5 +489,104 @@ def worker(config: Path | None, data_dir: Path | None) -> None:
             loop.add_signal_handler(sig, stop.set)
         click.echo("moorage worker: running background jobs", err=True)
         await moorage.scheduler().run(stop)
+
+    asyncio.run(_with_services(settings, action))
+
+
+@main.group()
+def lifecycle() -> None:
+    """Apply lifecycle policies now, and show what lifecycle runs did."""
+
+
+def _registry_filter(settings: Settings, account_id: str | None, region: str | None) -> Any:
+    from moorage.model import RegistryRef
+
+    if account_id is None and region is None:
+        return None
+    return RegistryRef(account_id or settings.account_id, region or settings.region)
+
+
+@lifecycle.command("run")
+@_state_options
+@click.option("--repository", default=None, help="Only this repository.")
+@click.option("--account", "account_id", default=None, help="Only this account's repositories.")
+@click.option("--region", default=None, help="Only this region's repositories.")
+@click.option("--dry-run", is_flag=True, help="Print the decisions and change nothing.")
+def lifecycle_run(
+    config: Path | None,
+    data_dir: Path | None,
+    repository: str | None,
+    account_id: str | None,
+    region: str | None,
+    dry_run: bool,
+) -> None:
+    """Evaluate and apply every repository's lifecycle policy now (what the lifecycle job does):
+    expired images are deleted (GC reclaims their bytes later), transitioned ones archived."""
+    from moorage.model import RepositoryName
+
+    settings = _load(config, data_dir, {})
+    registry = _registry_filter(settings, account_id, region)
+    if repository is not None and registry is None:
+        registry = _registry_filter(settings, settings.account_id, settings.region)
+
+    async def action(moorage: Any) -> None:
+        now = moorage.clock.now()
+        name = RepositoryName(repository) if repository is not None else None
+        report = await moorage.lifecycle.run(now, registry=registry, name=name, dry_run=dry_run)
+        verb = {
+            "EXPIRE": "would expire" if dry_run else "expired",
+            "TRANSITION": "would archive" if dry_run else "archived",
+        }
+        for run in report.runs:
+            where = f"{run.registry.account_id}/{run.registry.region}/{run.name}"
+            if run.error is not None:
+                click.echo(f"{where}: FAILED: {run.error}")
+                continue
+            done = run.decisions if dry_run else run.applied
+            click.echo(
+                f"{where}: {len(done)} of {len(run.decisions)} decision(s) {'planned' if dry_run else 'applied'}"
+            )
+            for d in done:
+                tags = ",".join(d.tags) or "<untagged>"
+                click.echo(f"  {verb[d.action]} {d.digest} {tags} (rule {d.rule_priority})")
+        summary = report.summary()
+        click.echo(
+            f"{summary['repositories']} repositories at {now.isoformat()}: {summary['expired']} expired, "
+            f"{summary['transitioned']} archived{' (dry run)' if dry_run else ''}"
+        )
+        if summary["failed"]:
+            raise click.ClickException(f"{summary['failed']} repositories failed")
+
+    asyncio.run(_with_services(settings, action))
+
+
+@lifecycle.command("history")
+@_state_options
+@click.option("--repository", default=None, help="Only this repository.")
+@click.option("--account", "account_id", default=None)
+@click.option("--region", default=None)
+@click.option("--limit", type=int, default=100, show_default=True)
+def lifecycle_history(
+    config: Path | None,
+    data_dir: Path | None,
+    repository: str | None,
+    account_id: str | None,
+    region: str | None,
+    limit: int,
+) -> None:
+    """What lifecycle runs did (newest first): time, repository, action, rule, image."""
+    from moorage.model import RepositoryName
+
+    settings = _load(config, data_dir, {})
+    registry = _registry_filter(settings, account_id, region)
+
+    async def action(moorage: Any) -> None:
+        name = RepositoryName(repository) if repository is not None else None
+        for event in await moorage.lifecycle.history(registry, name, limit):
+            tags = ",".join(event.tags) or "<untagged>"
+            click.echo(
+                f"{event.at.isoformat()}\t{event.registry.account_id}/{event.registry.region}/{event.repository}\t"
+                f"{event.action}\trule {event.rule_priority}\t{event.digest}\t{tags}"
+            )
 
     asyncio.run(_with_services(settings, action))

@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 __all__ = [
     "SETTINGS_ENV",
+    "ArchiveSettings",
     "AuthMode",
     "AuthSettings",
     "ConfigError",
@@ -175,6 +176,13 @@ class JobsSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    # How long a restored image (UpdateImageStorageClass to STANDARD) stays ACTIVATING before it
+    # is ACTIVE and pullable again (ECR takes up to ~20 minutes). Measured on the injected clock.
+    restore_delay: timedelta = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
 class TestingSettings:
     __test__ = False  # not a pytest test class
 
@@ -206,6 +214,7 @@ class Settings:
     uploads: UploadsSettings = field(default_factory=UploadsSettings)
     gc: GcSettings = field(default_factory=GcSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     testing: TestingSettings = field(default_factory=TestingSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -524,6 +533,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{key}: must be longer than zero")
     if s.gc.grace_period < zero:
         raise ConfigError("gc.grace_period: must not be negative")
+    if s.archive.restore_delay < zero:
+        raise ConfigError("archive.restore_delay: must not be negative")
 
 
 # --------------------------------------------------------------------------------------------------

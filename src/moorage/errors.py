@@ -8,7 +8,10 @@ Services raise these; each wire front-end maps them to its own codes in exactly 
     │   ├── RepositoryNotFoundError
     │   ├── ManifestUnknownError          (image / tag / digest not in the repository)
     │   ├── BlobUnknownError
-    │   └── UploadUnknownError
+    │   ├── UploadUnknownError
+    │   ├── LifecyclePolicyNotFoundError
+    │   ├── LifecyclePreviewNotFoundError
+    │   └── ExclusionNotFoundError        (principal not on the pull-time update exclusion list)
     ├── InvalidRequestError
     │   ├── NameInvalidError
     │   ├── TagInvalidError
@@ -25,7 +28,11 @@ Services raise these; each wire front-end maps them to its own codes in exactly 
     │   ├── RepositoryAlreadyExistsError
     │   ├── RepositoryNotEmptyError
     │   ├── ImageTagAlreadyExistsError    (tag is immutable)
-    │   └── UploadOffsetMismatchError     (chunk does not start where the session ends)
+    │   ├── UploadOffsetMismatchError     (chunk does not start where the session ends)
+    │   ├── LifecyclePreviewInProgressError
+    │   ├── StorageClassUpdateError       (the image's status does not allow that storage-class change)
+    │   └── ExclusionExistsError          (principal already on the pull-time update exclusion list)
+    ├── LimitExceededError                (a count quota, e.g. pull-time update exclusions)
     ├── TooLargeError                     (a body over its size limit)
     ├── TooManyTagsError                  (resource tags over their limit)
     ├── AuthenticationError
@@ -41,8 +48,14 @@ __all__ = [
     "ConflictError",
     "DigestInvalidError",
     "DigestMismatchError",
+    "ExclusionExistsError",
+    "ExclusionNotFoundError",
     "ImageTagAlreadyExistsError",
     "InvalidRequestError",
+    "LifecyclePolicyNotFoundError",
+    "LifecyclePreviewInProgressError",
+    "LifecyclePreviewNotFoundError",
+    "LimitExceededError",
     "ManifestBlobUnknownError",
     "ManifestInvalidError",
     "ManifestUnknownError",
@@ -55,6 +68,7 @@ __all__ = [
     "RepositoryNotEmptyError",
     "RepositoryNotFoundError",
     "SizeInvalidError",
+    "StorageClassUpdateError",
     "TagInvalidError",
     "TooLargeError",
     "TooManyTagsError",
@@ -219,4 +233,41 @@ class AuthenticationError(MoorageError):
 
 
 class AccessDeniedError(MoorageError):
+    pass
+
+
+class LifecyclePolicyNotFoundError(NotFoundError):
+    def __init__(self, name: str, registry_id: str) -> None:
+        super().__init__(
+            f"Lifecycle policy does not exist for the repository with name '{name}' in the registry with id "
+            f"'{registry_id}'"
+        )
+
+
+class LifecyclePreviewNotFoundError(NotFoundError):
+    def __init__(self, name: str, registry_id: str) -> None:
+        super().__init__(
+            f"Lifecycle policy preview does not exist for the repository with name '{name}' in the registry with "
+            f"id '{registry_id}'"
+        )
+
+
+class LifecyclePreviewInProgressError(ConflictError):
+    def __init__(self) -> None:
+        super().__init__("The previous lifecycle policy preview request has not completed. Please try again later.")
+
+
+class StorageClassUpdateError(ConflictError):
+    pass
+
+
+class ExclusionExistsError(ConflictError):
+    pass
+
+
+class ExclusionNotFoundError(NotFoundError):
+    pass
+
+
+class LimitExceededError(MoorageError):
     pass

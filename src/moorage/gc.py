@@ -27,6 +27,7 @@ from moorage.storage import BlobStore
 __all__ = ["GarbageCollector", "GcJob", "GcReport"]
 
 _BATCH = 500
+_MARK_BATCH = 100  # blobs marked (then forgotten) per write transaction
 
 
 @dataclass
@@ -77,28 +78,36 @@ class GarbageCollector:
         report = GcReport()
         report.uploads = await self._expire_uploads(now)
         cutoff = now - self.grace_period
-        async with self._metadata.transaction() as tx:
-            interrupted = await tx.blobs.deleting(_BATCH)
-        for digest in interrupted:
-            await self._blobs.delete(digest)
-            async with self._metadata.transaction(write=True) as tx:
-                await tx.blobs.forget(digest)
-        while limit is None or len(report.blobs) < limit:
+        while True:
             async with self._metadata.transaction() as tx:
-                candidates = await tx.blobs.gc_candidates(cutoff, _BATCH)
+                interrupted = await tx.blobs.deleting(_BATCH)
+            if not interrupted:
+                break
+            for digest in interrupted:
+                await self._blobs.delete(digest)
+            async with self._metadata.transaction(write=True) as tx:
+                await tx.blobs.forget_many(interrupted)
+        while limit is None or len(report.blobs) < limit:
+            wanted = _BATCH if limit is None else min(_BATCH, limit - len(report.blobs))
+            async with self._metadata.transaction() as tx:
+                candidates = await tx.blobs.gc_candidates(cutoff, wanted)
             if not candidates:
                 break
-            for digest in candidates:
+            # A few write transactions per batch, not two per blob: on SQLite every commit is an fsync.
+            # Blobs marked deleting count as absent at once; a crash before `forget` leaves them to
+            # the `deleting` resumption above.
+            for start in range(0, len(candidates), _MARK_BATCH):
                 async with self._metadata.transaction(write=True) as tx:
-                    info = await tx.blobs.mark_deleting(digest, cutoff)
-                if info is None:
-                    continue
-                await self._blobs.delete(digest)
-                async with self._metadata.transaction(write=True) as tx:
-                    await tx.blobs.forget(digest)
-                report.blobs.append(info)
-                if progress is not None:
-                    progress(info)
+                    marked = await tx.blobs.mark_deleting_many(candidates[start : start + _MARK_BATCH], cutoff)
+                for info in marked:
+                    await self._blobs.delete(info.digest)
+                if marked:
+                    async with self._metadata.transaction(write=True) as tx:
+                        await tx.blobs.forget_many([info.digest for info in marked])
+                for info in marked:
+                    report.blobs.append(info)
+                    if progress is not None:
+                        progress(info)
         return report
 
     async def _expire_uploads(self, now: datetime) -> int:

@@ -7,6 +7,10 @@ Every replica sharing one database must be given the same master key.
 
 Lookups of access keys are cached per process for a few seconds (SigV4 verification is on every
 API call); deleting a key takes effect everywhere within that time.
+
+Users have identity policies (IAM's attached policies, kept by name; `moorage admin
+attach-user-policy`): a new user has none, hence no permissions. The account root has none and
+needs none (see authz.py).
 """
 
 from __future__ import annotations
@@ -26,8 +30,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from moorage.clock import Clock
 from moorage.errors import InvalidRequestError, NotFoundError
 from moorage.metadata import AccessKeyRecord, MetadataStore
+from moorage.policy import parse_policy
 
-__all__ = ["AccessKey", "Identities", "load_master_key"]
+__all__ = ["IDENTITY_POLICY_MAX_LENGTH", "MAX_USER_POLICIES", "AccessKey", "Identities", "load_master_key"]
+
+IDENTITY_POLICY_MAX_LENGTH = 6_144
+"""IAM's limit for a managed policy document."""
+MAX_USER_POLICIES = 10
+"""IAM's default quota of managed policies attached to one user."""
+_POLICY_NAME_RE = re.compile(r"[\w+=,.@-]{1,128}")
 
 _ACCOUNT_RE = re.compile(r"[0-9]{12}")
 _USER_RE = re.compile(r"[\w+=,.@-]{1,64}")
@@ -99,6 +110,10 @@ class Identities:
         raw = base64.b64decode(ciphertext)
         return self._aead.decrypt(raw[:12], raw[12:], key_id.encode()).decode()
 
+    @property
+    def metadata(self) -> MetadataStore:
+        return self._metadata
+
     @staticmethod
     def check_account_id(account_id: str) -> str:
         if not _ACCOUNT_RE.fullmatch(account_id):
@@ -139,6 +154,34 @@ class Identities:
             if not await tx.identities.delete_user(account_id, name):
                 raise NotFoundError(f"no user {name} in account {account_id}")
         self._cache.clear()
+
+    async def attach_user_policy(self, account_id: str, user_name: str, name: str, document: str) -> bool:
+        """Attach (or replace) the user's identity policy `name`; True when it is new. The document
+        is validated as an identity-based policy (PolicyError says what is wrong)."""
+        if not _POLICY_NAME_RE.fullmatch(name):
+            raise InvalidRequestError(f"invalid policy name {name!r} (1-128 letters, digits and +=,.@_-)")
+        parse_policy(document, kind="identity", max_length=IDENTITY_POLICY_MAX_LENGTH)
+        async with self._metadata.transaction(write=True) as tx:
+            if not await tx.identities.user_exists(account_id, user_name):
+                raise NotFoundError(f"no user {user_name} in account {account_id}")
+            names = [n for n, _ in await tx.policies.user_policies(account_id, user_name)]
+            if name not in names and len(names) >= MAX_USER_POLICIES:
+                raise InvalidRequestError(f"user {user_name} has {MAX_USER_POLICIES} policies already (the limit)")
+            return await tx.policies.put_user_policy(account_id, user_name, name, document, self._clock.now())
+
+    async def user_policies(self, account_id: str, user_name: str) -> list[tuple[str, str]]:
+        """(name, document) of the user's identity policies."""
+        async with self._metadata.transaction() as tx:
+            if not await tx.identities.user_exists(account_id, user_name):
+                raise NotFoundError(f"no user {user_name} in account {account_id}")
+            return await tx.policies.user_policies(account_id, user_name)
+
+    async def detach_user_policy(self, account_id: str, user_name: str, name: str) -> None:
+        async with self._metadata.transaction(write=True) as tx:
+            if not await tx.identities.user_exists(account_id, user_name):
+                raise NotFoundError(f"no user {user_name} in account {account_id}")
+            if not await tx.policies.delete_user_policy(account_id, user_name, name):
+                raise NotFoundError(f"user {user_name} of account {account_id} has no policy named {name}")
 
     async def create_key(
         self,

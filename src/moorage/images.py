@@ -10,7 +10,11 @@ failures instead of failing a whole batch. The rules live here, not in the wire 
   digest removes the image and all its tags; an image an index still lists cannot be deleted
   (`ImageReferencedByManifestList`);
 - pulling by tag converts between Docker schema 2 and OCI when the caller does not accept the
-  stored type (ECR's format conversion); pulling by digest never converts.
+  stored type (ECR's format conversion); pulling by digest never converts;
+- storage classes (semantics.md §8): an ACTIVE image can be archived (ARCHIVED), an archived one
+  restored (ACTIVATING for `restore_delay`, then ACTIVE); anything else is refused. Archived and
+  activating images cannot be pulled (`ImageInaccessible`) and are listed only when the status
+  filter asks for them. Referrers follow their subject.
 """
 
 from __future__ import annotations
@@ -18,17 +22,27 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Literal
 
 from moorage import manifests as mf
 from moorage.clock import Clock
-from moorage.errors import ManifestUnknownError, RepositoryNotFoundError, TagInvalidError
+from moorage.errors import ManifestUnknownError, RepositoryNotFoundError, StorageClassUpdateError, TagInvalidError
 from moorage.metadata import MetadataStore, Transaction
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, Repository, RepositoryName, parse_tag
+from moorage.pulls import PullTimes
 
-__all__ = ["ImageFailure", "ImageRef", "Images", "TagStatus", "convert_for"]
+__all__ = [
+    "ImageFailure",
+    "ImageRef",
+    "Images",
+    "StatusFilter",
+    "TagStatus",
+    "convert_for",
+]
 
 TagStatus = Literal["TAGGED", "UNTAGGED", "ANY"]
+StatusFilter = Literal["ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"]
 _ECR_DIGEST_RE = re.compile(r"[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+")
 NOT_FOUND = "Requested image not found"
 
@@ -73,9 +87,18 @@ def convert_for(image: Image, accept: Sequence[str]) -> Image | None:
 
 
 class Images:
-    def __init__(self, metadata: MetadataStore, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        metadata: MetadataStore,
+        *,
+        clock: Clock,
+        pulls: PullTimes | None = None,
+        restore_delay: timedelta = timedelta(0),
+    ) -> None:
         self._metadata = metadata
         self._clock = clock
+        self.pulls = pulls if pulls is not None else PullTimes(metadata, clock=clock)
+        self.restore_delay = restore_delay
 
     async def _repo(self, tx: Transaction, registry: RegistryRef, name: RepositoryName) -> Repository:
         repo = await tx.repositories.get(registry, name)
@@ -133,23 +156,43 @@ class Images:
                 raise ManifestUnknownError(failed.reason, ref.tag or ref.digest or "") from None
 
     async def batch_get(
-        self, registry: RegistryRef, name: RepositoryName, refs: Sequence[ImageRef], accepted: Sequence[str]
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        refs: Sequence[ImageRef],
+        accepted: Sequence[str],
+        *,
+        principal_arn: str | None = None,
     ) -> tuple[list[tuple[ImageRef, Image]], list[ImageFailure]]:
+        """The images (a pull: records their pull time for `principal_arn`, see pulls.py)."""
         found: list[tuple[ImageRef, Image]] = []
         failures: list[ImageFailure] = []
+        pulled: dict[Digest, Image] = {}
+        now = self._clock.now()
         async with self._metadata.transaction() as tx:
             repo = await self._repo(tx, registry, name)
             for ref in refs:
                 try:
                     image = await self._resolve(tx, repo.id, ref, with_body=True)
+                    status = image.status(now)
+                    if status != "ACTIVE":
+                        raise _Failed(
+                            "ImageInaccessible",
+                            "The requested image is archived and cannot be pulled"
+                            if status == "ARCHIVED"
+                            else "The requested image is being restored from archive and cannot be pulled yet",
+                        )
                     served = image if ref.tag is None else convert_for(image, accepted)
                     if served is None or (
                         ref.tag is None and accepted and not mf.negotiate(image.media_type, accepted)
                     ):
                         raise _Failed("ImageNotFound", NOT_FOUND)
                     found.append((ref, served))
+                    pulled[image.digest] = image
                 except _Failed as failed:
                     failures.append(ImageFailure(ref, failed.code, failed.reason))
+        for image in pulled.values():
+            self.pulls.note(image, principal_arn)
         return found, failures
 
     async def batch_delete(
@@ -190,9 +233,11 @@ class Images:
         refs: Sequence[ImageRef] | None,
         tag_status: TagStatus,
         page: PageRequest,
+        image_status: StatusFilter = "ACTIVE",
     ) -> Page[Image]:
         """Image details (with tags, without bodies). With `refs`, each must exist
-        (ManifestUnknownError naming the first that does not)."""
+        (ManifestUnknownError naming the first that does not), whatever its status; without, only
+        images whose status passes `image_status`."""
         async with self._metadata.transaction() as tx:
             repo = await self._repo(tx, registry, name)
             if refs is not None:
@@ -204,17 +249,27 @@ class Images:
                         raise ManifestUnknownError(NOT_FOUND, f"{ref.digest}|{ref.tag}") from None
                     images.setdefault(image.digest, image)
                 return Page(list(images.values()))
-            return await self._scan(tx, repo.id, tag_status, page)
+            return await self._scan(tx, repo.id, tag_status, page, image_status)
 
-    async def _scan(self, tx: Transaction, repo_id: int, tag_status: TagStatus, page: PageRequest) -> Page[Image]:
-        """A page of images passing the tag filter, fetching underlying pages until full."""
+    async def _scan(
+        self,
+        tx: Transaction,
+        repo_id: int,
+        tag_status: TagStatus,
+        page: PageRequest,
+        image_status: StatusFilter = "ACTIVE",
+    ) -> Page[Image]:
+        """A page of images passing the tag and status filters, fetching underlying pages until full."""
         wanted = page.limit
         after = page.after
         out: list[Image] = []
+        now = self._clock.now()
         while True:
             batch = await tx.images.list_page(repo_id, PageRequest(limit=max(wanted or 0, 100), after=after))
             for image in batch.items:
                 if (tag_status == "TAGGED" and not image.tags) or (tag_status == "UNTAGGED" and image.tags):
+                    continue
+                if image_status != "ANY" and image.status(now) != image_status:
                     continue
                 out.append(image)
                 if wanted is not None and len(out) == wanted:
@@ -224,7 +279,12 @@ class Images:
             after = batch.next_after
 
     async def list_ids(
-        self, registry: RegistryRef, name: RepositoryName, tag_status: TagStatus, page: PageRequest
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        tag_status: TagStatus,
+        page: PageRequest,
+        image_status: StatusFilter = "ACTIVE",
     ) -> Page[tuple[Digest, str | None]]:
         """One (digest, tag) entry per tag and one (digest, None) per untagged image, ordered by
         digest then tag; the page cursor is `digest` or `digest tag` of the last entry."""
@@ -235,7 +295,7 @@ class Images:
             after = None
             if cursor_digest:
                 after = cursor_digest[:-1] + chr(ord(cursor_digest[-1]) - 1) + "\U0010ffff"
-            images = await self._scan(tx, repo.id, tag_status, PageRequest(None, after))
+            images = await self._scan(tx, repo.id, tag_status, PageRequest(None, after), image_status)
         for image in images.items:
             rows: list[tuple[Digest, str | None]] = [(image.digest, t) for t in image.tags] or [(image.digest, None)]
             for digest, tag in rows:
@@ -247,3 +307,56 @@ class Images:
             last = entries[limit - 1]
             return Page(entries[:limit], f"{last[0]} {last[1]}" if last[1] else str(last[0]))
         return Page(entries, None)
+
+    async def update_storage_class(
+        self, registry: RegistryRef, name: RepositoryName, ref: ImageRef, target: Literal["STANDARD", "ARCHIVE"]
+    ) -> Image:
+        """UpdateImageStorageClass: archive an ACTIVE image (ARCHIVED at once) or restore an ARCHIVED one
+        (ACTIVATING for `restore_delay`, then ACTIVE). Referrers of the image follow it. Returns the image
+        as it is afterwards. Raises ManifestUnknownError, StorageClassUpdateError."""
+        now = self._clock.now()
+        async with self._metadata.transaction(write=True) as tx:
+            repo = await tx.repositories.get(registry, name, for_update=True)
+            if repo is None:
+                raise RepositoryNotFoundError(name, registry.account_id)
+            try:
+                image = await self._resolve(tx, repo.id, ref, with_body=False)
+            except _Failed as failed:
+                raise ManifestUnknownError(failed.reason, f"{ref.digest}|{ref.tag}") from None
+            status = image.status(now)
+            if target == "ARCHIVE":
+                if status != "ACTIVE":
+                    raise StorageClassUpdateError(
+                        f"The image with digest '{image.digest}' cannot be archived because its status is {status}"
+                    )
+                changed = replace(image, storage_class="ARCHIVE", last_archived_at=now)
+            else:
+                if status != "ARCHIVED":
+                    raise StorageClassUpdateError(
+                        f"The image with digest '{image.digest}' cannot be restored because its status is {status}"
+                    )
+                changed = replace(image, storage_class="STANDARD", last_activated_at=now + self.restore_delay)
+            followers = [f.digest for f in await self._followers(tx, repo.id, image.digest) if f.status(now) == status]
+            for digest in [image.digest, *followers]:
+                await tx.images.set_storage_class(
+                    repo.id,
+                    digest,
+                    changed.storage_class,
+                    archived_at=changed.last_archived_at if target == "ARCHIVE" else None,
+                    activated_at=changed.last_activated_at if target == "STANDARD" else None,
+                )
+        return changed
+
+    @staticmethod
+    async def _followers(tx: Transaction, repo_id: int, subject: Digest) -> list[Image]:
+        """The referrers of `subject`, and theirs, transitively (they follow its storage class)."""
+        out: list[Image] = []
+        seen = {subject}
+        stack = [subject]
+        while stack:
+            for referrer in await tx.images.referrers(repo_id, stack.pop()):
+                if referrer.digest not in seen:
+                    seen.add(referrer.digest)
+                    out.append(referrer)
+                    stack.append(referrer.digest)
+        return out

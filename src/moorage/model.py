@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, NewType, TypeVar
+from typing import Generic, Literal, NewType, TypeVar
 
 from moorage.errors import DigestInvalidError, NameInvalidError, PaginationInvalidError, TagInvalidError
 
@@ -21,6 +21,7 @@ __all__ = [
     "Descriptor",
     "Digest",
     "Image",
+    "ImageStatus",
     "Page",
     "PageRequest",
     "RegistryRef",
@@ -43,6 +44,7 @@ _HEX_RE = re.compile(r"[a-f0-9]+")
 MAX_NAME_LENGTH = 256
 
 RepositoryName = NewType("RepositoryName", str)
+ImageStatus = Literal["ACTIVE", "ARCHIVED", "ACTIVATING"]
 
 
 def parse_repository_name(value: str) -> RepositoryName:
@@ -180,6 +182,19 @@ class Image:
     image_size: int = 0
     last_pulled_at: datetime | None = None
     body: bytes | None = None
+    # "STANDARD" or "ARCHIVE" (ECR storage classes); a restore sets `last_activated_at` to the time it
+    # completes, so the image is ACTIVATING until then (see `status`).
+    storage_class: str = "STANDARD"
+    last_archived_at: datetime | None = None
+    last_activated_at: datetime | None = None
+
+    def status(self, now: datetime) -> ImageStatus:
+        """ECR `imageStatus` at `now`: ARCHIVED, ACTIVATING (a restore not complete yet) or ACTIVE."""
+        if self.storage_class == "ARCHIVE":
+            return "ARCHIVED"
+        if self.last_activated_at is not None and self.last_activated_at > now:
+            return "ACTIVATING"
+        return "ACTIVE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from moorage.model import (
     RepositoryName,
     parse_tag,
 )
+from moorage.pulls import PullTimes
 from moorage.storage import BlobStore
 
 __all__ = ["ACCOUNT_SETTINGS", "BlobStream", "Limits", "ManifestPut", "Registry", "tag_is_immutable"]
@@ -126,12 +127,14 @@ class Registry:
         clock: Clock,
         limits: Limits,
         create_on_push: bool = True,
+        pulls: PullTimes | None = None,
     ) -> None:
         self._metadata = metadata
         self._blobs = blobs
         self._clock = clock
         self.limits = limits
         self._create_on_push = create_on_push
+        self.pulls = pulls if pulls is not None else PullTimes(metadata, clock=clock)
 
     # -- registry settings and documents -----------------------------------------------------
 
@@ -317,6 +320,11 @@ class Registry:
                 changed = await tx.images.set_tag(repo.id, tag, actual, now) != actual or changed
             if not created:
                 stored = await tx.images.get(repo.id, actual, with_body=False)
+                if stored is not None and stored.status(now) != "ACTIVE":
+                    # Pushing an archived (or still activating) image again restores it at once (§8).
+                    await tx.images.set_storage_class(repo.id, actual, "STANDARD", activated_at=now)
+                    stored = replace(stored, storage_class="STANDARD", last_activated_at=now)
+                    changed = True
                 image = stored if stored is not None else image
         tags = (tag,) if tag is not None else ()
         return ManifestPut(replace(image, tags=tags, body=body), created, changed)
@@ -335,15 +343,16 @@ class Registry:
     async def get_manifest(
         self, registry: RegistryRef, name: RepositoryName, reference: str, *, with_body: bool = True
     ) -> Image:
-        """The manifest named by a tag or a digest. Raises RepositoryNotFoundError,
-        ManifestUnknownError, DigestInvalidError / TagInvalidError for a malformed reference."""
+        """The manifest named by a tag or a digest, when it can be pulled: an archived or activating
+        image is not (§8). Raises RepositoryNotFoundError, ManifestUnknownError, DigestInvalidError /
+        TagInvalidError for a malformed reference."""
         async with self._metadata.transaction() as tx:
             repo = await self._repo(tx, registry, name)
             if Digest.looks_like(reference):
                 image = await tx.images.get(repo.id, Digest.parse(reference), with_body=with_body)
             else:
                 image = await tx.images.get_by_tag(repo.id, parse_tag(reference), with_body=with_body)
-        if image is None:
+        if image is None or image.status(self._clock.now()) != "ACTIVE":
             raise ManifestUnknownError(IMAGE_NOT_FOUND, reference)
         return image
 

@@ -985,3 +985,165 @@ async def test_reset_removes_every_repository_and_blob(metadata_store: MetadataS
         assert await tx.blobs.get(info.digest) is None
     # The store is usable afterwards, and the names are free again.
     assert (await create(metadata_store, "app")).name == "app"
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+async def test_repository_policies_put_replace_delete_and_go_with_the_repository(metadata_store: MetadataStore) -> None:
+    app, other = await create(metadata_store, "app"), await create(metadata_store, "app", OTHER_REGISTRY)
+    async with metadata_store.transaction() as tx:
+        assert await tx.policies.repository_policy(app.id) is None
+        assert not await tx.policies.any_repository_policy(REGISTRY)
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.policies.put_repository_policy(app.id, '{"v": 1}', now())
+        await tx.policies.put_repository_policy(app.id, '{"v": 2}', now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.policies.repository_policy(app.id) == '{"v": 2}'
+        assert await tx.policies.any_repository_policy(REGISTRY)
+        assert not await tx.policies.any_repository_policy(OTHER_REGISTRY)
+        assert await tx.policies.repository_policy(other.id) is None
+        await tx.repositories.delete(app.id, now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert not await tx.policies.any_repository_policy(REGISTRY)
+        assert not await tx.policies.delete_repository_policy(app.id)
+        await tx.policies.put_repository_policy(other.id, "{}", now())
+        assert await tx.policies.delete_repository_policy(other.id)
+        assert await tx.policies.repository_policy(other.id) is None
+
+
+async def test_registry_policies_are_per_registry(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.policies.registry_policy(REGISTRY) is None
+        await tx.policies.put_registry_policy(REGISTRY, "one", now())
+        await tx.policies.put_registry_policy(REGISTRY, "two", now())
+        await tx.policies.put_registry_policy(OTHER_REGISTRY, "other", now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.policies.registry_policy(REGISTRY) == "two"
+        assert await tx.policies.delete_registry_policy(REGISTRY)
+        assert not await tx.policies.delete_registry_policy(REGISTRY)
+    async with metadata_store.transaction() as tx:
+        assert await tx.policies.registry_policy(REGISTRY) is None
+        assert await tx.policies.registry_policy(OTHER_REGISTRY) == "other"
+
+
+async def test_user_policies_by_name_and_with_the_user(metadata_store: MetadataStore) -> None:
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.identities.create_account("123456789012", now())
+        for name in ("ci", "dev"):
+            await tx.identities.create_user("123456789012", name, now())
+        assert await tx.policies.put_user_policy("123456789012", "ci", "push", "p1", now())
+        assert not await tx.policies.put_user_policy("123456789012", "ci", "push", "p2", now())
+        assert await tx.policies.put_user_policy("123456789012", "ci", "pull", "q", now())
+        assert await tx.policies.put_user_policy("123456789012", "dev", "pull", "d", now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.policies.user_policies("123456789012", "ci") == [("pull", "q"), ("push", "p2")]
+        assert await tx.policies.delete_user_policy("123456789012", "ci", "pull")
+        assert not await tx.policies.delete_user_policy("123456789012", "ci", "pull")
+        assert await tx.identities.delete_user("123456789012", "ci")
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.policies.user_policies("123456789012", "ci") == []
+        assert await tx.policies.user_policies("123456789012", "dev") == [("pull", "d")]
+        assert await tx.identities.delete_account("123456789012")
+    async with metadata_store.transaction() as tx:
+        assert await tx.policies.user_policies("123456789012", "dev") == []
+
+
+# --- lifecycle, pull-time exclusions, storage classes, GC batches ---------------------------------
+
+
+async def test_lifecycle_policy_preview_and_events(metadata_store: MetadataStore) -> None:
+    from moorage.metadata import LifecycleEvent, LifecyclePreviewRecord
+
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    async with metadata_store.transaction(write=True) as tx:
+        repo = await tx.repositories.create(repository("lc/a"))
+        other = await tx.repositories.create(repository("lc/b"))
+        assert await tx.lifecycle.policy(repo.id) is None
+        await tx.lifecycle.put_policy(repo.id, "first", at)
+        await tx.lifecycle.evaluated(repo.id, at + timedelta(hours=1))
+        await tx.lifecycle.put_policy(repo.id, "second", at + timedelta(hours=2))  # keeps last_evaluated_at
+        await tx.lifecycle.put_preview(repo.id, LifecyclePreviewRecord("second", "IN_PROGRESS", at))
+        await tx.lifecycle.put_preview(repo.id, LifecyclePreviewRecord("second", "COMPLETE", at, at, "[]"))
+        events = [
+            LifecycleEvent(REGISTRY, repo.name, digest(f"e{i}"), (f"t{i}",), "EXPIRE", 1, at + timedelta(minutes=i))
+            for i in range(3)
+        ]
+        await tx.lifecycle.add_events(events)
+    async with metadata_store.transaction() as tx:
+        record = await tx.lifecycle.policy(repo.id)
+        assert record is not None
+        assert (record.document, record.last_evaluated_at) == ("second", at + timedelta(hours=1))
+        assert [r.name for r, _ in await tx.lifecycle.with_policies()] == ["lc/a"]
+        assert await tx.lifecycle.with_policies(OTHER_REGISTRY) == []
+        assert await tx.lifecycle.preview(repo.id) == LifecyclePreviewRecord("second", "COMPLETE", at, at, "[]")
+        assert await tx.lifecycle.preview(other.id) is None
+        assert await tx.lifecycle.events(REGISTRY, repo.name, 2) == events[::-1][:2]  # newest first
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.repositories.delete(repo.id, now())
+    async with metadata_store.transaction() as tx:
+        assert await tx.lifecycle.policy(repo.id) is None
+        assert await tx.lifecycle.preview(repo.id) is None
+        assert len(await tx.lifecycle.events()) == 3  # history outlives the repository
+
+
+async def test_pull_exclusions_per_registry(metadata_store: MetadataStore) -> None:
+    arns = [f"arn:aws:iam::123456789012:role/r{i}" for i in range(3)]
+    async with metadata_store.transaction(write=True) as tx:
+        for arn in reversed(arns):
+            assert await tx.pull_exclusions.add(REGISTRY, arn, now())
+        assert not await tx.pull_exclusions.add(REGISTRY, arns[0], now())
+        assert await tx.pull_exclusions.add(OTHER_REGISTRY, arns[0], now())
+    async with metadata_store.transaction(write=True) as tx:
+        assert await tx.pull_exclusions.count(REGISTRY) == 3
+        assert await tx.pull_exclusions.contains(REGISTRY, arns[1])
+        first = await tx.pull_exclusions.list_page(REGISTRY, PageRequest(limit=2))
+        assert (list(first.items), first.next_after) == (arns[:2], arns[1])
+        assert list((await tx.pull_exclusions.list_page(REGISTRY, PageRequest(2, arns[1]))).items) == arns[2:]
+        assert await tx.pull_exclusions.remove(REGISTRY, arns[1])
+        assert not await tx.pull_exclusions.remove(REGISTRY, arns[1])
+        assert not await tx.pull_exclusions.contains(REGISTRY, arns[1])
+        assert await tx.pull_exclusions.count(OTHER_REGISTRY) == 1
+
+
+async def test_storage_class_pull_times_and_scan(metadata_store: MetadataStore) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    async with metadata_store.transaction(write=True) as tx:
+        repo = await tx.repositories.create(repository("lc/scan"))
+        child, index = image(repo, b"child"), image(repo, b"index", media_type=INDEX)
+        await tx.images.put(repo.id, child, b"child", [])
+        await tx.images.put(repo.id, index, b"index", [(child.digest, "manifest", MANIFEST)])
+        await tx.images.set_tag(repo.id, "b", index.digest, at)
+        await tx.images.set_tag(repo.id, "a", index.digest, at)
+        assert await tx.images.set_storage_class(repo.id, child.digest, "ARCHIVE", archived_at=at)
+        assert not await tx.images.set_storage_class(repo.id, digest("nope"), "ARCHIVE")
+        assert await tx.images.record_pull(repo.id, index.digest, at, unless_since=at - timedelta(hours=1))
+        assert not await tx.images.record_pull(
+            repo.id, index.digest, at + timedelta(minutes=5), unless_since=at - timedelta(minutes=55)
+        )
+    async with metadata_store.transaction() as tx:
+        scanned = {i.digest: i for i in await tx.images.scan(repo.id)}
+        assert scanned[index.digest].tags == ("a", "b")
+        assert scanned[index.digest].last_pulled_at == at
+        assert (scanned[child.digest].storage_class, scanned[child.digest].last_archived_at) == ("ARCHIVE", at)
+        assert await tx.images.children(repo.id) == [(index.digest, child.digest)]
+
+
+async def test_gc_batches_mark_only_unreferenced_due_candidates(metadata_store: MetadataStore) -> None:
+    old, fresh = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
+    cutoff = datetime(2026, 1, 2, tzinfo=UTC)
+    free, used, recent = digest("free"), digest("used"), digest("recent")
+    async with metadata_store.transaction(write=True) as tx:
+        repo = await tx.repositories.create(repository("lc/gc"))
+        for blob, touched in ((free, old), (used, old), (recent, fresh)):
+            assert await tx.blobs.claim(BlobInfo(blob, 10), touched)
+        await tx.blobs.link(repo.id, used, old)
+        await tx.images.put(repo.id, image(repo, b"m"), b"m", [blob_ref(used)])
+    async with metadata_store.transaction(write=True) as tx:
+        marked = await tx.blobs.mark_deleting_many([free, used, recent, digest("unknown")], cutoff)
+        assert marked == [BlobInfo(free, 10)]
+        assert await tx.blobs.get(free) is None  # deleting: absent
+        assert await tx.blobs.deleting(10) == [free]
+        await tx.blobs.forget_many([free])
+        assert await tx.blobs.deleting(10) == []
+        assert await tx.blobs.gc_candidates(fresh + timedelta(days=1), 10) == [recent]  # `used` dropped

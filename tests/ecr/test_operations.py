@@ -109,6 +109,12 @@ def test_the_implemented_operations() -> None:
         "DescribeRegistry",
         "GetAccountSetting",
         "PutAccountSetting",
+        "SetRepositoryPolicy",
+        "GetRepositoryPolicy",
+        "DeleteRepositoryPolicy",
+        "PutRegistryPolicy",
+        "GetRegistryPolicy",
+        "DeleteRegistryPolicy",
     }
 
 

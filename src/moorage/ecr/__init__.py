@@ -4,9 +4,10 @@
              Content-Type: application/x-amz-json-1.1, SigV4-signed
 
 Per request: target → operation name; bounded body read; SigV4 authentication; JSON decode;
-validation of the input against botocore's ECR model (`ecr/validation.py`); the handler from
-the explicit HANDLERS tables of `ecr/<area>.py`; the result serialised as JSON. Every response
-carries `x-amzn-RequestId`. Handlers are thin: they translate wire shapes and call the services.
+validation of the input against botocore's ECR model (`ecr/validation.py`); authorization of the
+operation's IAM actions and resources (`authz.py`, for every operation, before the handler); the
+handler from the explicit HANDLERS tables of `ecr/<area>.py`; the result serialised as JSON. Every
+response carries `x-amzn-RequestId`. Handlers are thin: they translate wire shapes and call the services.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
 from moorage.auth import ApiAuthenticator, ApiCaller, TokenRegistryAuthenticator
+from moorage.authz import INVALIDATING_OPERATIONS, Authorizer, Origin
 from moorage.config import Settings
 from moorage.ecr.validation import InputValidator, ValidationFailure, operation_names
 from moorage.ecr.wire import EcrError, to_ecr
-from moorage.errors import AccessDeniedError, MoorageError
+from moorage.errors import MoorageError
 from moorage.identity import Identities
 from moorage.images import Images
+from moorage.lifecycle_job import Lifecycle
 from moorage.model import RegistryRef, Repository, RepositoryName
 from moorage.registry import Registry
 from moorage.sigv4 import SigV4Error
@@ -49,25 +52,24 @@ class EcrServices:
     identities: Identities
     tokens: TokenSigner
     registry_tokens: TokenRegistryAuthenticator
+    authorizer: Authorizer
+    lifecycle: Lifecycle
 
 
 @dataclass(slots=True)
 class EcrContext:
-    """What a handler gets: the authenticated caller, the services and the request's host."""
+    """What a handler gets: the authenticated (and authorized) caller, the services and the request's host."""
 
     caller: ApiCaller
     services: EcrServices
     host: str | None
     operation: str
+    origin: Origin = field(default_factory=Origin)
 
     def registry_ref(self, params: Mapping[str, Any]) -> RegistryRef:
-        """The registry addressed: `registryId` (default: the caller's account) in the signed region."""
+        """The registry addressed: `registryId` (default: the caller's account) in the signed region.
+        Another account's registry is fine here: the dispatcher authorized the call already."""
         account = params.get("registryId") or self.caller.principal.account_id
-        if account != self.caller.principal.account_id:
-            raise AccessDeniedError(
-                f"User: {self.caller.principal.arn} is not authorized to perform: ecr:{self.operation} "
-                f"on registry {account} because no resource-based policy allows the action"
-            )
         return RegistryRef(account, self.caller.region)
 
     def target(self, params: Mapping[str, Any]) -> tuple[RegistryRef, RepositoryName]:
@@ -101,35 +103,20 @@ PENDING_OPERATIONS: frozenset[str] = frozenset(
         "BatchGetRepositoryScanningConfiguration",
         "CreatePullThroughCacheRule",
         "CreateRepositoryCreationTemplate",
-        "DeleteLifecyclePolicy",
         "DeletePullThroughCacheRule",
-        "DeleteRegistryPolicy",
         "DeleteRepositoryCreationTemplate",
-        "DeleteRepositoryPolicy",
         "DeleteSigningConfiguration",
-        "DeregisterPullTimeUpdateExclusion",
         "DescribeImageReplicationStatus",
         "DescribeImageScanFindings",
         "DescribeImageSigningStatus",
         "DescribePullThroughCacheRules",
         "DescribeRepositoryCreationTemplates",
-        "GetLifecyclePolicy",
-        "GetLifecyclePolicyPreview",
-        "GetRegistryPolicy",
         "GetRegistryScanningConfiguration",
-        "GetRepositoryPolicy",
         "GetSigningConfiguration",
-        "ListPullTimeUpdateExclusions",
-        "PutLifecyclePolicy",
-        "PutRegistryPolicy",
         "PutRegistryScanningConfiguration",
         "PutReplicationConfiguration",
         "PutSigningConfiguration",
-        "RegisterPullTimeUpdateExclusion",
-        "SetRepositoryPolicy",
         "StartImageScan",
-        "StartLifecyclePolicyPreview",
-        "UpdateImageStorageClass",
         "UpdatePullThroughCacheRule",
         "UpdateRepositoryCreationTemplate",
         "ValidatePullThroughCacheRule",
@@ -138,10 +125,10 @@ PENDING_OPERATIONS: frozenset[str] = frozenset(
 
 
 def all_handlers() -> dict[str, Handler]:
-    from moorage.ecr import images, layers, registry_settings, repositories
+    from moorage.ecr import images, layers, lifecycle, policies, registry_settings, repositories
 
     table: dict[str, Handler] = {}
-    for module in (repositories, images, layers, registry_settings):
+    for module in (repositories, images, layers, registry_settings, policies, lifecycle):
         overlap = table.keys() & module.HANDLERS.keys()
         assert not overlap, f"operations handled twice: {overlap}"
         table.update(module.HANDLERS)
@@ -158,6 +145,10 @@ class EcrApi:
         self._handlers = all_handlers()
         self._known = operation_names()
         self._max_body = services.settings.limits.max_json_body_bytes
+
+    @property
+    def authorizer(self) -> Authorizer:
+        return self._services.authorizer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -202,14 +193,24 @@ class EcrApi:
             self._validator.validate(operation, params)
         except ValidationFailure as failure:
             raise EcrError(failure.code, failure.message) from None
+        origin = Origin.of(request.scope)
+        authorizer = self._services.authorizer
+        try:
+            needs = await authorizer.check_ecr(caller.principal, origin, operation, params, caller.region)
+        except MoorageError as exc:
+            raise to_ecr(exc) from None
         handler = self._handlers.get(operation)
         if handler is None:
             raise EcrError(
                 "UnsupportedOperationException",
                 f"The operation {operation} is not implemented by Moorage yet",
             )
-        ctx = EcrContext(caller, self._services, request.host, operation)
+        ctx = EcrContext(caller, self._services, request.host, operation, origin)
         try:
             return await handler(ctx, params)
         except MoorageError as exc:
             raise to_ecr(exc) from None
+        finally:
+            if operation in INVALIDATING_OPERATIONS:
+                for need in needs:
+                    authorizer.store.invalidate(need.registry, need.repository)

@@ -1,9 +1,10 @@
 """Image operations: PutImage, BatchGetImage, BatchDeleteImage, DescribeImages, ListImages,
-ListImageReferrers."""
+ListImageReferrers, UpdateImageStorageClass."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from moorage import manifests as mf
@@ -102,7 +103,9 @@ def _digest_mismatch(params: dict[str, Any], text: str) -> str:
 async def batch_get_image(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
     registry, name = ctx.target(params)
     accepted = params.get("acceptedMediaTypes") or []
-    found, failures = await ctx.services.images.batch_get(registry, name, _refs(params), accepted)
+    found, failures = await ctx.services.images.batch_get(
+        registry, name, _refs(params), accepted, principal_arn=ctx.caller.principal.arn
+    )
     return {
         "images": [_image(registry, image, ref.tag) for ref, image in found],
         "failures": [_failure(f) for f in failures],
@@ -116,7 +119,8 @@ async def batch_delete_image(ctx: EcrContext, params: dict[str, Any]) -> dict[st
     return {"imageIds": ids, "failures": [_failure(f) for f in failures]}
 
 
-def _detail(registry: RegistryRef, image: Image) -> dict[str, Any]:
+def _detail(registry: RegistryRef, image: Image, now: datetime) -> dict[str, Any]:
+    status = image.status(now)
     detail: dict[str, Any] = {
         "registryId": registry.account_id,
         "repositoryName": image.repository,
@@ -124,7 +128,7 @@ def _detail(registry: RegistryRef, image: Image) -> dict[str, Any]:
         "imageSizeInBytes": image.image_size,
         "imagePushedAt": epoch(image.pushed_at),
         "imageManifestMediaType": image.media_type,
-        "imageStatus": "ACTIVE",
+        "imageStatus": status,
     }
     if image.tags:
         detail["imageTags"] = list(image.tags)
@@ -134,6 +138,10 @@ def _detail(registry: RegistryRef, image: Image) -> dict[str, Any]:
         detail["lastRecordedPullTime"] = epoch(image.last_pulled_at)
     if image.subject is not None:
         detail["subjectManifestDigest"] = str(image.subject)
+    if image.last_archived_at is not None:
+        detail["lastArchivedAt"] = epoch(image.last_archived_at)
+    if image.last_activated_at is not None and status != "ACTIVATING":
+        detail["lastActivatedAt"] = epoch(image.last_activated_at)
     return detail
 
 
@@ -150,11 +158,12 @@ async def describe_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, 
     registry, name = ctx.target(params)
     _exclusive(params)
     tag_status = (params.get("filter") or {}).get("tagStatus", "ANY")
-    scope = f"{registry.account_id}/{name}"
+    image_status = (params.get("filter") or {}).get("imageStatus", "ACTIVE")
+    scope = f"{registry.account_id}/{name}/{image_status}"
     page = page_request(ctx.services.tokens, ctx.operation, scope, params, default=100)
     refs = _refs(params) if "imageIds" in params else None
     try:
-        found = await ctx.services.images.describe(registry, name, refs, tag_status, page)
+        found = await ctx.services.images.describe(registry, name, refs, tag_status, page, image_status)
     except ManifestUnknownError as exc:
         digest, _, tag = exc.reference.partition("|")
         raise EcrError(
@@ -163,8 +172,9 @@ async def describe_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, 
             f"imageTag:'{tag if tag != 'None' else 'null'}'}} does not exist within the repository with name "
             f"'{name}' in the registry with id '{registry.account_id}'",
         ) from None
+    now = ctx.services.registry.now()
     return {
-        "imageDetails": [_detail(registry, image) for image in found.items],
+        "imageDetails": [_detail(registry, image, now) for image in found.items],
         **next_token(ctx.services.tokens, ctx.operation, scope, found.next_after),
     }
 
@@ -172,9 +182,10 @@ async def describe_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, 
 async def list_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
     registry, name = ctx.target(params)
     tag_status = (params.get("filter") or {}).get("tagStatus", "ANY")
-    scope = f"{registry.account_id}/{name}"
+    image_status = (params.get("filter") or {}).get("imageStatus", "ACTIVE")
+    scope = f"{registry.account_id}/{name}/{image_status}"
     page = page_request(ctx.services.tokens, ctx.operation, scope, params, default=100)
-    found = await ctx.services.images.list_ids(registry, name, tag_status, page)
+    found = await ctx.services.images.list_ids(registry, name, tag_status, page, image_status)
     ids = [{"imageDigest": str(d), **({"imageTag": t} if t is not None else {})} for d, t in found.items]
     return {"imageIds": ids, **next_token(ctx.services.tokens, ctx.operation, scope, found.next_after)}
 
@@ -183,10 +194,13 @@ async def list_image_referrers(ctx: EcrContext, params: dict[str, Any]) -> dict[
     registry, name = ctx.target(params)
     subject = Digest.parse(params["subjectId"]["imageDigest"])
     wanted = set((params.get("filter") or {}).get("artifactTypes") or [])
+    artifact_status = (params.get("filter") or {}).get("artifactStatus", "ACTIVE")
     scope = f"{registry.account_id}/{name}/{subject}"
     page = page_request(ctx.services.tokens, ctx.operation, scope, params, default=20)
     found = await ctx.services.registry.referrers(registry, name, subject)
+    now = ctx.services.registry.now()
     items = [i for i in found if not wanted or (i.artifact_type or "") in wanted]
+    items = [i for i in items if artifact_status == "ANY" or i.status(now) == artifact_status]
     items = [i for i in items if page.after is None or str(i.digest) > page.after]
     more = page.limit is not None and len(items) > page.limit
     items = items[: page.limit] if page.limit is not None else items
@@ -196,7 +210,7 @@ async def list_image_referrers(ctx: EcrContext, params: dict[str, Any]) -> dict[
             "digest": str(image.digest),
             "mediaType": image.media_type,
             "size": image.size,
-            "artifactStatus": "ACTIVE",
+            "artifactStatus": image.status(now),
         }
         if image.artifact_type:
             entry["artifactType"] = image.artifact_type
@@ -209,6 +223,29 @@ async def list_image_referrers(ctx: EcrContext, params: dict[str, Any]) -> dict[
     return {"referrers": referrers, **next_token(ctx.services.tokens, ctx.operation, scope, after)}
 
 
+async def update_image_storage_class(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry, name = ctx.target(params)
+    ref = ImageRef(params["imageId"].get("imageDigest"), params["imageId"].get("imageTag"))
+    target = params["targetStorageClass"]
+    try:
+        image = await ctx.services.images.update_storage_class(registry, name, ref, target)
+    except ManifestUnknownError:
+        raise EcrError(
+            "ImageNotFoundException",
+            f"The image with imageId {{imageDigest:'{ref.digest or 'null'}', imageTag:'{ref.tag or 'null'}'}} does not "
+            f"exist within the repository with name '{name}' in the registry with id '{registry.account_id}'",
+        ) from None
+    image_id = {"imageDigest": str(image.digest)}
+    if ref.tag is not None:
+        image_id["imageTag"] = ref.tag
+    return {
+        "registryId": registry.account_id,
+        "repositoryName": name,
+        "imageId": image_id,
+        "imageStatus": image.status(ctx.services.registry.now()),
+    }
+
+
 HANDLERS: dict[str, Handler] = {
     "PutImage": put_image,
     "BatchGetImage": batch_get_image,
@@ -216,4 +253,5 @@ HANDLERS: dict[str, Handler] = {
     "DescribeImages": describe_images,
     "ListImages": list_images,
     "ListImageReferrers": list_image_referrers,
+    "UpdateImageStorageClass": update_image_storage_class,
 }

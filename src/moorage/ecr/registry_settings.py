@@ -4,7 +4,7 @@ PutAccountSetting."""
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from moorage.ecr import EcrContext, Handler
@@ -18,7 +18,7 @@ __all__ = ["HANDLERS"]
 async def get_authorization_token(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
     principal = ctx.caller.principal
     ttl: timedelta = ctx.services.settings.auth.token_ttl
-    now = ctx.services.registry.now()
+    now = datetime.now(UTC)  # real time: token expiry never follows the clock-control offset
     expires = now + ttl
     accounts = params.get("registryIds") or [principal.account_id]
     data = []

@@ -10,6 +10,9 @@ single protocol grows to fifty methods:
     ├── uploads        create / get / save / delete
     ├── resource_tags  get / put / delete
     ├── identities     accounts, users, access keys
+    ├── policies       repository, registry and user (identity) policy texts
+    ├── lifecycle      lifecycle policies, previews, events (what lifecycle runs did)
+    ├── pull_exclusions principals whose pulls do not update lastRecordedPullTime
     ├── leases         acquire / release
     └── kv             get / put
 
@@ -20,7 +23,8 @@ Contract (checked by tests/contract/test_metadata_store.py against every backend
 - Leaving the `async with` block normally commits; an exception rolls everything back.
 - Read transactions (`write=False`) see a consistent snapshot and must not write.
 - Names are unique per registry; `create` of an existing name raises RepositoryAlreadyExistsError.
-- Deleting a repository deletes its manifests, tags, references, blob links and uploads.
+- Deleting a repository deletes its manifests, tags, references, blob links, uploads and policy,
+  and its lifecycle policy and preview (lifecycle events are kept: they name the repository).
 """
 
 from __future__ import annotations
@@ -51,8 +55,14 @@ __all__ = [
     "ImageTable",
     "KvTable",
     "LeaseTable",
+    "LifecycleEvent",
+    "LifecyclePolicyRecord",
+    "LifecyclePreviewRecord",
+    "LifecycleTable",
     "ManifestRef",
     "MetadataStore",
+    "PolicyTable",
+    "PullExclusionTable",
     "RepositoryTable",
     "ResourceTagTable",
     "Transaction",
@@ -140,6 +150,33 @@ class ImageTable(Protocol):
         """Those of `digests` that are not manifests of the repository."""
         ...
 
+    async def scan(self, repo_id: int) -> list[Image]:
+        """Every manifest of the repository with its tags, without bodies, in digest order (a few
+        queries, whatever the size: for lifecycle evaluation)."""
+        ...
+
+    async def children(self, repo_id: int) -> list[tuple[Digest, Digest]]:
+        """(index, child manifest) pairs of the repository."""
+        ...
+
+    async def set_storage_class(
+        self,
+        repo_id: int,
+        digest: Digest,
+        storage_class: str,
+        *,
+        archived_at: datetime | None = None,
+        activated_at: datetime | None = None,
+    ) -> bool:
+        """Set the manifest's storage class ("STANDARD" / "ARCHIVE") and, when given, its last archive /
+        restore time. False when the manifest is absent."""
+        ...
+
+    async def record_pull(self, repo_id: int, digest: Digest, now: datetime, *, unless_since: datetime) -> bool:
+        """Set `last_pulled_at` to `now` unless it was recorded at or after `unless_since` (coalescing);
+        True when it changed."""
+        ...
+
 
 class BlobTable(Protocol):
     async def add(self, info: BlobInfo, now: datetime) -> None:
@@ -183,6 +220,10 @@ class BlobTable(Protocol):
         candidate when the blob is in use, and return None."""
         ...
 
+    async def mark_deleting_many(self, digests: Sequence[Digest], touched_before: datetime) -> list[BlobInfo]:
+        """`mark_deleting` for many blobs in a few statements; returns those marked."""
+        ...
+
     async def in_use(self, digest: Digest) -> bool:
         """Whether a manifest of any repository references the blob."""
         ...
@@ -193,6 +234,10 @@ class BlobTable(Protocol):
 
     async def forget(self, digest: Digest) -> None:
         """Remove the blob's rows (after its bytes were deleted)."""
+        ...
+
+    async def forget_many(self, digests: Sequence[Digest]) -> None:
+        """`forget` for many blobs in a few statements."""
         ...
 
     async def referenced(self, repo_id: int, digest: Digest) -> str | None:
@@ -288,6 +333,132 @@ class IdentityTable(Protocol):
     async def delete_key(self, access_key_id: str) -> bool: ...
 
 
+class PolicyTable(Protocol):
+    """Policy documents as the exact text accepted. A repository's policy goes with the repository;
+    a user's policies go with the user."""
+
+    async def repository_policy(self, repo_id: int) -> str | None: ...
+
+    async def put_repository_policy(self, repo_id: int, document: str, now: datetime) -> None:
+        """Create or replace."""
+        ...
+
+    async def delete_repository_policy(self, repo_id: int) -> bool:
+        """False when there was none."""
+        ...
+
+    async def any_repository_policy(self, registry: RegistryRef) -> bool:
+        """Whether any repository of the registry has a policy."""
+        ...
+
+    async def registry_policy(self, registry: RegistryRef) -> str | None: ...
+
+    async def put_registry_policy(self, registry: RegistryRef, document: str, now: datetime) -> None:
+        """Create or replace."""
+        ...
+
+    async def delete_registry_policy(self, registry: RegistryRef) -> bool:
+        """False when there was none."""
+        ...
+
+    async def user_policies(self, account_id: str, user_name: str) -> list[tuple[str, str]]:
+        """(name, document) of every policy attached to the user, in name order."""
+        ...
+
+    async def put_user_policy(self, account_id: str, user_name: str, name: str, document: str, now: datetime) -> bool:
+        """Attach or replace a named policy (the user must exist); True when it is new."""
+        ...
+
+    async def delete_user_policy(self, account_id: str, user_name: str, name: str) -> bool:
+        """False when the user has no policy of that name."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LifecyclePolicyRecord:
+    document: str
+    updated_at: datetime
+    last_evaluated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LifecyclePreviewRecord:
+    """A lifecycle policy preview: IN_PROGRESS until `results` (JSON) is written with COMPLETE / FAILED."""
+
+    document: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    results: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """One image a lifecycle run expired ("EXPIRE") or archived ("TRANSITION"), and the rule."""
+
+    registry: RegistryRef
+    repository: RepositoryName
+    digest: Digest
+    tags: tuple[str, ...]
+    action: str
+    rule_priority: int
+    at: datetime
+
+
+class LifecycleTable(Protocol):
+    async def policy(self, repo_id: int) -> LifecyclePolicyRecord | None: ...
+
+    async def put_policy(self, repo_id: int, document: str, now: datetime) -> None:
+        """Create or replace (`last_evaluated_at` is kept)."""
+        ...
+
+    async def delete_policy(self, repo_id: int) -> LifecyclePolicyRecord | None:
+        """Remove and return the policy; None when there was none."""
+        ...
+
+    async def evaluated(self, repo_id: int, at: datetime) -> None:
+        """Record that a lifecycle run evaluated the repository's policy at `at`."""
+        ...
+
+    async def with_policies(
+        self, registry: RegistryRef | None = None, name: RepositoryName | None = None
+    ) -> list[tuple[Repository, LifecyclePolicyRecord]]:
+        """Repositories that have a lifecycle policy (of one registry / one name when given), by id."""
+        ...
+
+    async def preview(self, repo_id: int) -> LifecyclePreviewRecord | None: ...
+
+    async def put_preview(self, repo_id: int, preview: LifecyclePreviewRecord) -> None:
+        """Create or replace the repository's preview."""
+        ...
+
+    async def add_events(self, events: Sequence[LifecycleEvent]) -> None: ...
+
+    async def events(
+        self, registry: RegistryRef | None = None, repository: RepositoryName | None = None, limit: int = 100
+    ) -> list[LifecycleEvent]:
+        """The newest `limit` events, newest first."""
+        ...
+
+
+class PullExclusionTable(Protocol):
+    async def add(self, registry: RegistryRef, principal_arn: str, now: datetime) -> bool:
+        """False when the principal is excluded already."""
+        ...
+
+    async def remove(self, registry: RegistryRef, principal_arn: str) -> bool:
+        """False when the principal was not excluded."""
+        ...
+
+    async def contains(self, registry: RegistryRef, principal_arn: str) -> bool: ...
+
+    async def count(self, registry: RegistryRef) -> int: ...
+
+    async def list_page(self, registry: RegistryRef, page: PageRequest) -> Page[str]:
+        """Excluded principal ARNs in lexical order after `page.after`, at most `page.limit`."""
+        ...
+
+
 class LeaseTable(Protocol):
     async def acquire(self, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
         """Take or renew the named lease for `holder` unless another holder's lease is unexpired."""
@@ -315,6 +486,9 @@ class Transaction(Protocol):
     uploads: UploadTable
     resource_tags: ResourceTagTable
     identities: IdentityTable
+    policies: PolicyTable
+    lifecycle: LifecycleTable
+    pull_exclusions: PullExclusionTable
     leases: LeaseTable
     kv: KvTable
 

@@ -50,7 +50,13 @@ from moorage.metadata import (
     ImageTable,
     KvTable,
     LeaseTable,
+    LifecycleEvent,
+    LifecyclePolicyRecord,
+    LifecyclePreviewRecord,
+    LifecycleTable,
     ManifestRef,
+    PolicyTable,
+    PullExclusionTable,
     RepositoryTable,
     ResourceTagTable,
     Transaction,
@@ -246,7 +252,17 @@ class _Repositories(_Base):
         await _touch(self._c, self._dialect, [row[0] for row in linked], now)
         # Children first: SQLite enforces ON DELETE CASCADE only with foreign_keys=ON, and being
         # explicit keeps the order obvious on every dialect.
-        for table in (t.uploads, t.tags, t.manifest_refs, t.manifests, t.repo_blobs, t.resource_tags):
+        for table in (
+            t.uploads,
+            t.tags,
+            t.manifest_refs,
+            t.manifests,
+            t.repo_blobs,
+            t.resource_tags,
+            t.repository_policies,
+            t.lifecycle_policies,
+            t.lifecycle_previews,
+        ):
             await self._c.execute(delete(table).where(table.c.repo_id == repo_id))
         await self._c.execute(delete(t.repositories).where(t.repositories.c.id == repo_id))
 
@@ -262,6 +278,9 @@ _IMAGE_COLUMNS = (
     t.manifests.c.image_size,
     t.manifests.c.pushed_at,
     t.manifests.c.last_pulled_at,
+    t.manifests.c.storage_class,
+    t.manifests.c.last_archived_at,
+    t.manifests.c.last_activated_at,
 )
 
 
@@ -324,6 +343,9 @@ class _Images(_Base):
             image_size=m["image_size"],
             last_pulled_at=_dt(m["last_pulled_at"]),
             body=bytes(m["body"]) if with_body else None,
+            storage_class=m["storage_class"],
+            last_archived_at=_dt(m["last_archived_at"]),
+            last_activated_at=_dt(m["last_activated_at"]),
         )
 
     async def put(self, repo_id: int, image: Image, body: bytes, refs: Sequence[ManifestRef]) -> bool:
@@ -466,6 +488,108 @@ class _Images(_Base):
         }
         return [d for d in digests if str(d) not in found]
 
+    async def scan(self, repo_id: int) -> list[Image]:
+        # The lifecycle job reads whole repositories (100,000 images): plain tuples, stored digests
+        # taken as they are (they were validated on the way in), one datetime per stored time.
+        m, tg = t.manifests, t.tags
+        registry, name = await self._repo(repo_id)
+        repository = RepositoryName(name)
+        tags: dict[str, list[str]] = {}
+        for digest, tag in await self._c.execute(
+            select(tg.c.digest, tg.c.name).where(tg.c.repo_id == repo_id).order_by(tg.c.name)
+        ):
+            tags.setdefault(digest, []).append(tag)
+        columns = (
+            m.c.digest,
+            m.c.media_type,
+            m.c.size,
+            m.c.pushed_at,
+            m.c.artifact_type,
+            m.c.subject,
+            m.c.config_media_type,
+            m.c.image_size,
+            m.c.last_pulled_at,
+            m.c.storage_class,
+            m.c.last_archived_at,
+            m.c.last_activated_at,
+        )
+        rows = await self._c.execute(select(*columns).where(m.c.repo_id == repo_id).order_by(m.c.digest))
+        stamp = datetime.fromtimestamp
+        images = []
+        for (
+            digest,
+            media,
+            size,
+            pushed,
+            artifact,
+            subject,
+            config,
+            image_size,
+            pulled,
+            cls,
+            archived,
+            activated,
+        ) in rows:
+            images.append(
+                Image(
+                    registry,
+                    repository,
+                    Digest(*digest.split(":", 1)),
+                    media,
+                    size,
+                    stamp(pushed, UTC),
+                    tuple(tags.get(digest, ())),
+                    artifact,
+                    Digest(*subject.split(":", 1)) if subject else None,
+                    config,
+                    image_size,
+                    None if pulled is None else stamp(pulled, UTC),
+                    None,
+                    cls,
+                    None if archived is None else stamp(archived, UTC),
+                    None if activated is None else stamp(activated, UTC),
+                )
+            )
+        return images
+
+    async def children(self, repo_id: int) -> list[tuple[Digest, Digest]]:
+        refs = t.manifest_refs
+        stmt = select(refs.c.parent, refs.c.child).where(refs.c.repo_id == repo_id, refs.c.kind == "manifest")
+        return [(Digest.parse(parent), Digest.parse(child)) for parent, child in await self._c.execute(stmt)]
+
+    async def set_storage_class(
+        self,
+        repo_id: int,
+        digest: Digest,
+        storage_class: str,
+        *,
+        archived_at: datetime | None = None,
+        activated_at: datetime | None = None,
+    ) -> bool:
+        m = t.manifests
+        values: dict[str, Any] = {"storage_class": storage_class}
+        if archived_at is not None:
+            values["last_archived_at"] = _ts(archived_at)
+        if activated_at is not None:
+            values["last_activated_at"] = _ts(activated_at)
+        result = await self._c.execute(
+            update(m).where(m.c.repo_id == repo_id, m.c.digest == str(digest)).values(values)
+        )
+        return bool(result.rowcount == 1)
+
+    async def record_pull(self, repo_id: int, digest: Digest, now: datetime, *, unless_since: datetime) -> bool:
+        m = t.manifests
+        result = await self._c.execute(
+            update(m)
+            .where(
+                m.c.repo_id == repo_id,
+                m.c.digest == str(digest),
+                or_(m.c.last_pulled_at.is_(None), m.c.last_pulled_at < _ts(unless_since)),
+            )
+            .values(last_pulled_at=_ts(now))
+        )
+        return bool(result.rowcount == 1)
+
 
 _LINKED_BLOB = (
     select(t.blobs.c.size)
@@ -552,6 +676,37 @@ class _Blobs(_Base):
         await self._c.execute(update(b).where(b.c.digest == key).values(deleting=True))
         return BlobInfo(digest, int(row.size))
 
+    async def mark_deleting_many(self, digests: Sequence[Digest], touched_before: datetime) -> list[BlobInfo]:
+        # The set form of `mark_deleting`: same rules, five statements for the whole batch.
+        b, c, refs = t.blobs, t.gc_candidates, t.manifest_refs
+        keys = sorted({str(d) for d in digests})
+        if not keys:
+            return []
+        sizes = {
+            row.digest: int(row.size)
+            for row in await self._c.execute(select(b.c.digest, b.c.size).where(b.c.digest.in_(keys)).with_for_update())
+        }
+        since = {
+            row.digest: row.since
+            for row in await self._c.execute(
+                select(c.c.digest, c.c.since).where(c.c.digest.in_(keys)).with_for_update()
+            )
+        }
+        cutoff = _ts(touched_before)
+        due = [k for k in keys if k in sizes and k in since and since[k] < cutoff]
+        used = set()
+        if due:
+            used = {
+                row[0] for row in await self._c.execute(select(refs.c.child).where(refs.c.child.in_(due)).distinct())
+            }
+        dropped = [k for k in keys if k not in sizes] + due
+        if dropped:
+            await self._c.execute(delete(c).where(c.c.digest.in_(dropped)))
+        marked = [k for k in due if k not in used]
+        if marked:
+            await self._c.execute(update(b).where(b.c.digest.in_(marked)).values(deleting=True))
+        return [BlobInfo(Digest.parse(k), sizes[k]) for k in marked]
+
     async def in_use(self, digest: Digest) -> bool:
         refs = t.manifest_refs
         row = (await self._c.execute(select(refs.c.child).where(refs.c.child == str(digest)).limit(1))).first()
@@ -567,6 +722,13 @@ class _Blobs(_Base):
         await self._c.execute(delete(t.repo_blobs).where(t.repo_blobs.c.digest == key))
         await self._c.execute(delete(t.gc_candidates).where(t.gc_candidates.c.digest == key))
         await self._c.execute(delete(t.blobs).where(t.blobs.c.digest == key))
+
+    async def forget_many(self, digests: Sequence[Digest]) -> None:
+        keys = sorted({str(d) for d in digests})
+        if keys:
+            await self._c.execute(delete(t.repo_blobs).where(t.repo_blobs.c.digest.in_(keys)))
+            await self._c.execute(delete(t.gc_candidates).where(t.gc_candidates.c.digest.in_(keys)))
+            await self._c.execute(delete(t.blobs).where(t.blobs.c.digest.in_(keys)))
 
     async def referenced(self, repo_id: int, digest: Digest) -> str | None:
         refs = t.manifest_refs
@@ -612,6 +774,7 @@ class _Identities(_Base):
         return [row[0] for row in await self._c.execute(select(t.accounts.c.id).order_by(t.accounts.c.id))]
 
     async def delete_account(self, account_id: str) -> bool:
+        await self._c.execute(delete(t.user_policies).where(t.user_policies.c.account_id == account_id))
         await self._c.execute(delete(t.access_keys).where(t.access_keys.c.account_id == account_id))
         await self._c.execute(delete(t.users).where(t.users.c.account_id == account_id))
         result = await self._c.execute(delete(t.accounts).where(t.accounts.c.id == account_id))
@@ -631,7 +794,8 @@ class _Identities(_Base):
         ]
 
     async def delete_user(self, account_id: str, name: str) -> bool:
-        k, u = t.access_keys, t.users
+        k, u, up = t.access_keys, t.users, t.user_policies
+        await self._c.execute(delete(up).where(up.c.account_id == account_id, up.c.user_name == name))
         await self._c.execute(delete(k).where(k.c.account_id == account_id, k.c.user_name == name))
         result = await self._c.execute(delete(u).where(u.c.account_id == account_id, u.c.name == name))
         return bool(result.rowcount == 1)
@@ -666,6 +830,248 @@ class _Identities(_Base):
     async def delete_key(self, access_key_id: str) -> bool:
         result = await self._c.execute(delete(t.access_keys).where(t.access_keys.c.id == access_key_id))
         return bool(result.rowcount == 1)
+
+
+class _Policies(_Base):
+    async def repository_policy(self, repo_id: int) -> str | None:
+        rp = t.repository_policies
+        value = (await self._c.execute(select(rp.c.document).where(rp.c.repo_id == repo_id))).scalar()
+        return None if value is None else str(value)
+
+    async def put_repository_policy(self, repo_id: int, document: str, now: datetime) -> None:
+        rp = t.repository_policies
+        values = {"repo_id": repo_id, "document": document, "updated_at": _ts(now)}
+        await self._upsert(rp, values, ["repo_id"])
+
+    async def delete_repository_policy(self, repo_id: int) -> bool:
+        rp = t.repository_policies
+        result = await self._c.execute(delete(rp).where(rp.c.repo_id == repo_id))
+        return bool(result.rowcount == 1)
+
+    async def any_repository_policy(self, registry: RegistryRef) -> bool:
+        rp, r = t.repository_policies, t.repositories
+        stmt = (
+            select(rp.c.repo_id)
+            .select_from(rp.join(r, r.c.id == rp.c.repo_id))
+            .where(r.c.account_id == registry.account_id, r.c.region == registry.region)
+            .limit(1)
+        )
+        return (await self._c.execute(stmt)).first() is not None
+
+    async def registry_policy(self, registry: RegistryRef) -> str | None:
+        gp = t.registry_policies
+        stmt = select(gp.c.document).where(gp.c.account_id == registry.account_id, gp.c.region == registry.region)
+        value = (await self._c.execute(stmt)).scalar()
+        return None if value is None else str(value)
+
+    async def put_registry_policy(self, registry: RegistryRef, document: str, now: datetime) -> None:
+        values = {
+            "account_id": registry.account_id,
+            "region": registry.region,
+            "document": document,
+            "updated_at": _ts(now),
+        }
+        await self._upsert(t.registry_policies, values, ["account_id", "region"])
+
+    async def delete_registry_policy(self, registry: RegistryRef) -> bool:
+        gp = t.registry_policies
+        result = await self._c.execute(
+            delete(gp).where(gp.c.account_id == registry.account_id, gp.c.region == registry.region)
+        )
+        return bool(result.rowcount == 1)
+
+    async def user_policies(self, account_id: str, user_name: str) -> list[tuple[str, str]]:
+        up = t.user_policies
+        stmt = (
+            select(up.c.name, up.c.document)
+            .where(up.c.account_id == account_id, up.c.user_name == user_name)
+            .order_by(up.c.name)
+        )
+        return [(str(name), str(document)) for name, document in await self._c.execute(stmt)]
+
+    async def put_user_policy(self, account_id: str, user_name: str, name: str, document: str, now: datetime) -> bool:
+        up = t.user_policies
+        key = (up.c.account_id == account_id, up.c.user_name == user_name, up.c.name == name)
+        existed = (await self._c.execute(select(up.c.name).where(*key))).first() is not None
+        values = {
+            "account_id": account_id,
+            "user_name": user_name,
+            "name": name,
+            "document": document,
+            "updated_at": _ts(now),
+        }
+        await self._upsert(up, values, ["account_id", "user_name", "name"])
+        return not existed
+
+    async def delete_user_policy(self, account_id: str, user_name: str, name: str) -> bool:
+        up = t.user_policies
+        result = await self._c.execute(
+            delete(up).where(up.c.account_id == account_id, up.c.user_name == user_name, up.c.name == name)
+        )
+        return bool(result.rowcount == 1)
+
+    async def _upsert(self, table: Table, values: dict[str, Any], key: list[str]) -> None:
+        changes = {k: v for k, v in values.items() if k not in key}
+        if self._dialect == "postgresql":
+            pg = postgresql.insert(table).values(values)
+            await self._c.execute(pg.on_conflict_do_update(index_elements=key, set_=changes))
+        else:
+            lite = sqlite.insert(table).values(values)
+            await self._c.execute(lite.on_conflict_do_update(index_elements=key, set_=changes))
+
+
+def _policy_record(row: Row[Any, *tuple[Any, ...]]) -> LifecyclePolicyRecord:
+    m = row._mapping
+    return LifecyclePolicyRecord(m["document"], _dt_req(m["updated_at"]), _dt(m["last_evaluated_at"]))
+
+
+class _Lifecycle(_Base):
+    async def policy(self, repo_id: int) -> LifecyclePolicyRecord | None:
+        lp = t.lifecycle_policies
+        row = (await self._c.execute(select(lp).where(lp.c.repo_id == repo_id))).first()
+        return None if row is None else _policy_record(row)
+
+    async def put_policy(self, repo_id: int, document: str, now: datetime) -> None:
+        lp = t.lifecycle_policies
+        values = {"repo_id": repo_id, "document": document, "updated_at": _ts(now)}
+        changes = {"document": document, "updated_at": _ts(now)}
+        if self._dialect == "postgresql":
+            pg = postgresql.insert(lp).values(values)
+            await self._c.execute(pg.on_conflict_do_update(index_elements=["repo_id"], set_=changes))
+        else:
+            lite = sqlite.insert(lp).values(values)
+            await self._c.execute(lite.on_conflict_do_update(index_elements=["repo_id"], set_=changes))
+
+    async def delete_policy(self, repo_id: int) -> LifecyclePolicyRecord | None:
+        record = await self.policy(repo_id)
+        if record is not None:
+            lp = t.lifecycle_policies
+            await self._c.execute(delete(lp).where(lp.c.repo_id == repo_id))
+        return record
+
+    async def evaluated(self, repo_id: int, at: datetime) -> None:
+        lp = t.lifecycle_policies
+        await self._c.execute(update(lp).where(lp.c.repo_id == repo_id).values(last_evaluated_at=_ts(at)))
+
+    async def with_policies(
+        self, registry: RegistryRef | None = None, name: RepositoryName | None = None
+    ) -> list[tuple[Repository, LifecyclePolicyRecord]]:
+        lp, r = t.lifecycle_policies, t.repositories
+        stmt = select(r, lp.c.document, lp.c.updated_at, lp.c.last_evaluated_at).select_from(
+            lp.join(r, r.c.id == lp.c.repo_id)
+        )
+        if registry is not None:
+            stmt = stmt.where(r.c.account_id == registry.account_id, r.c.region == registry.region)
+        if name is not None:
+            stmt = stmt.where(r.c.name == name)
+        rows = await self._c.execute(stmt.order_by(r.c.id))
+        return [(_repository(row), _policy_record(row)) for row in rows]
+
+    async def preview(self, repo_id: int) -> LifecyclePreviewRecord | None:
+        pv = t.lifecycle_previews
+        row = (await self._c.execute(select(pv).where(pv.c.repo_id == repo_id))).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return LifecyclePreviewRecord(
+            m["document"], m["status"], _dt_req(m["started_at"]), _dt(m["finished_at"]), m["results"]
+        )
+
+    async def put_preview(self, repo_id: int, preview: LifecyclePreviewRecord) -> None:
+        pv = t.lifecycle_previews
+        changes = {
+            "document": preview.document,
+            "status": preview.status,
+            "started_at": _ts(preview.started_at),
+            "finished_at": None if preview.finished_at is None else _ts(preview.finished_at),
+            "results": preview.results,
+        }
+        if self._dialect == "postgresql":
+            pg = postgresql.insert(pv).values(repo_id=repo_id, **changes)
+            await self._c.execute(pg.on_conflict_do_update(index_elements=["repo_id"], set_=changes))
+        else:
+            lite = sqlite.insert(pv).values(repo_id=repo_id, **changes)
+            await self._c.execute(lite.on_conflict_do_update(index_elements=["repo_id"], set_=changes))
+
+    async def add_events(self, events: Sequence[LifecycleEvent]) -> None:
+        if not events:
+            return
+        await self._c.execute(
+            t.lifecycle_events.insert(),
+            [
+                {
+                    "account_id": e.registry.account_id,
+                    "region": e.registry.region,
+                    "repository": e.repository,
+                    "digest": str(e.digest),
+                    "tags": json.dumps(list(e.tags)),
+                    "action": e.action,
+                    "rule_priority": e.rule_priority,
+                    "at": _ts(e.at),
+                }
+                for e in events
+            ],
+        )
+
+    async def events(
+        self, registry: RegistryRef | None = None, repository: RepositoryName | None = None, limit: int = 100
+    ) -> list[LifecycleEvent]:
+        ev = t.lifecycle_events
+        stmt = select(ev)
+        if registry is not None:
+            stmt = stmt.where(ev.c.account_id == registry.account_id, ev.c.region == registry.region)
+        if repository is not None:
+            stmt = stmt.where(ev.c.repository == repository)
+        rows = await self._c.execute(stmt.order_by(ev.c.at.desc(), ev.c.id.desc()).limit(limit))
+        return [
+            LifecycleEvent(
+                RegistryRef(m["account_id"], m["region"]),
+                RepositoryName(m["repository"]),
+                Digest.parse(m["digest"]),
+                tuple(json.loads(m["tags"])),
+                m["action"],
+                m["rule_priority"],
+                _dt_req(m["at"]),
+            )
+            for m in (row._mapping for row in rows)
+        ]
+
+
+class _PullExclusions(_Base):
+    @staticmethod
+    def _where(registry: RegistryRef) -> Any:
+        ex = t.pull_time_exclusions
+        return and_(ex.c.account_id == registry.account_id, ex.c.region == registry.region)
+
+    async def add(self, registry: RegistryRef, principal_arn: str, now: datetime) -> bool:
+        result = await self._c.execute(
+            self._insert_ignore(t.pull_time_exclusions).values(
+                account_id=registry.account_id, region=registry.region, principal_arn=principal_arn, created_at=_ts(now)
+            )
+        )
+        return bool(result.rowcount == 1)
+
+    async def remove(self, registry: RegistryRef, principal_arn: str) -> bool:
+        ex = t.pull_time_exclusions
+        result = await self._c.execute(delete(ex).where(self._where(registry), ex.c.principal_arn == principal_arn))
+        return bool(result.rowcount == 1)
+
+    async def contains(self, registry: RegistryRef, principal_arn: str) -> bool:
+        ex = t.pull_time_exclusions
+        stmt = select(ex.c.principal_arn).where(self._where(registry), ex.c.principal_arn == principal_arn)
+        return (await self._c.execute(stmt)).first() is not None
+
+    async def count(self, registry: RegistryRef) -> int:
+        ex = t.pull_time_exclusions
+        return int((await self._c.execute(select(func.count()).select_from(ex).where(self._where(registry)))).scalar())
+
+    async def list_page(self, registry: RegistryRef, page: PageRequest) -> Page[str]:
+        ex = t.pull_time_exclusions
+        stmt = select(ex.c.principal_arn).where(self._where(registry))
+        if page.after is not None:
+            stmt = stmt.where(ex.c.principal_arn > page.after)
+        rows = (await self._c.execute(_limit(stmt.order_by(ex.c.principal_arn), page))).all()
+        return _page([row[0] for row in rows], page.limit, lambda arn: arn)
 
 
 class _Uploads(_Base):
@@ -791,6 +1197,9 @@ class _SqlTransaction:
         self.uploads: UploadTable = _Uploads(conn, dialect)
         self.resource_tags: ResourceTagTable = _ResourceTags(conn, dialect)
         self.identities: IdentityTable = _Identities(conn, dialect)
+        self.policies: PolicyTable = _Policies(conn, dialect)
+        self.lifecycle: LifecycleTable = _Lifecycle(conn, dialect)
+        self.pull_exclusions: PullExclusionTable = _PullExclusions(conn, dialect)
         self.leases: LeaseTable = _Leases(conn, dialect)
         self.kv: KvTable = _Kv(conn, dialect)
 
@@ -832,7 +1241,9 @@ class SqlMetadataStore:
                 event.listen(target, "connect", _on_sqlite_connect)
                 event.listen(target, "begin", _on_sqlite_begin)
             return cls(engine, reads)
-        engine = create_async_engine(full, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip per checkout on the hot path; stale connections are
+        # recycled instead and a failed statement surfaces as an error for that one request.
+        engine = create_async_engine(full, pool_size=10, max_overflow=20, pool_recycle=1800)
         return cls(engine)
 
     @property
@@ -864,6 +1275,12 @@ class SqlMetadataStore:
             conn = await conn.execution_options(**{_WRITE: True})
             async with conn.begin():
                 for table in (
+                    t.repository_policies,
+                    t.registry_policies,
+                    t.lifecycle_policies,
+                    t.lifecycle_previews,
+                    t.lifecycle_events,
+                    t.pull_time_exclusions,
                     t.uploads,
                     t.tags,
                     t.manifest_refs,

@@ -6,8 +6,14 @@
     gc_candidates                                      (blobs GC must look at: maybe unreferenced)
                   └─< uploads                          (upload sessions in progress)
     repositories ─< resource_tags                      (TagResource key/value pairs)
-    accounts ─┬─< users                                (IAM-style users; root is implicit)
+    repositories ─< repository_policies                (SetRepositoryPolicy text, one per repository)
+    registry_policies                                  (PutRegistryPolicy text, one per registry)
+    accounts ─┬─< users ─< user_policies               (IAM-style users; root is implicit; identity policies)
               └─< access_keys                          (secret stored encrypted, see auth.py)
+    repositories ─┬─< lifecycle_policies               (PutLifecyclePolicy text, last evaluation)
+                  └─< lifecycle_previews               (the latest StartLifecyclePolicyPreview and its result)
+    lifecycle_events                                   (what lifecycle runs did; outlives the repository)
+    pull_time_exclusions                               (principals whose pulls leave lastRecordedPullTime)
     leases                                             (background-job leases)
     kv                                                 (small named values: signing keys, settings)
 
@@ -24,6 +30,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -41,14 +48,21 @@ __all__ = [
     "gc_candidates",
     "kv",
     "leases",
+    "lifecycle_events",
+    "lifecycle_policies",
+    "lifecycle_previews",
     "manifest_refs",
     "manifests",
     "metadata",
+    "pull_time_exclusions",
+    "registry_policies",
     "repo_blobs",
     "repositories",
+    "repository_policies",
     "resource_tags",
     "tags",
     "uploads",
+    "user_policies",
     "users",
 ]
 
@@ -94,6 +108,9 @@ manifests = Table(
     Column("pushed_at", Float, nullable=False),
     Column("last_pulled_at", Float, nullable=True),
     Column("storage_class", String(16), nullable=False, server_default="STANDARD"),
+    Column("last_archived_at", Float, nullable=True),
+    # when the last restore from archive completes (ACTIVATING until then)
+    Column("last_activated_at", Float, nullable=True),
     Index("ix_manifests_subject", "repo_id", "subject"),
 )
 
@@ -212,4 +229,86 @@ access_keys = Table(
     Column("secret", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_access_keys_account", "account_id"),
+)
+
+# Policies are stored as the exact text accepted (validated by moorage.policy.parse_policy on the
+# way in), so Get* answers what was set.
+repository_policies = Table(
+    "repository_policies",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+registry_policies = Table(
+    "registry_policies",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+user_policies = Table(
+    "user_policies",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("user_name", String(64), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    ForeignKeyConstraint(
+        ["account_id", "user_name"],
+        ["users.account_id", "users.name"],
+        name="fk_user_policies_users",
+        ondelete="CASCADE",
+    ),
+)
+
+lifecycle_policies = Table(
+    "lifecycle_policies",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("last_evaluated_at", Float, nullable=True),
+)
+
+# One preview per repository (a new one replaces it). `results` is the JSON list of the decisions
+# (GetLifecyclePolicyPreview `previewResults` entries), written when the evaluation completes.
+lifecycle_previews = Table(
+    "lifecycle_previews",
+    metadata,
+    Column("repo_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("results", Text, nullable=True),
+)
+
+# What lifecycle runs did to images: kept by name (not repo_id), so the record outlives the repository.
+lifecycle_events = Table(
+    "lifecycle_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("repository", String(256), nullable=False),
+    Column("digest", DIGEST, nullable=False),
+    Column("tags", Text, nullable=False, server_default="[]"),
+    Column("action", String(16), nullable=False),
+    Column("rule_priority", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_lifecycle_events_registry_at", "account_id", "region", "at"),
+)
+
+pull_time_exclusions = Table(
+    "pull_time_exclusions",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("principal_arn", String(200), primary_key=True),
+    Column("created_at", Float, nullable=False),
 )

@@ -12,6 +12,8 @@ Repository names contain `/`, so routes are matched from the right with one expl
     /v2/<name>/blobs/uploads/<id>          upload
     /v2/<name>/blobs/<digest>              blob
 
+Every request but `/v2/` itself is authorized (`authz.py`: the ECR actions ECR maps the route to)
+after authentication and before its handler; a refusal is 403 DENIED.
 Handlers live in `oci/blobs.py` and `oci/manifests.py`; each turns wire input into one service
 call and the result into a response. Domain errors become OCI errors through `oci/errors.py`.
 """
@@ -27,6 +29,7 @@ from typing import Literal
 
 from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
 from moorage.auth import Principal, RegistryAuthenticator
+from moorage.authz import Authorizer, Origin
 from moorage.errors import AccessDeniedError, AuthenticationError, MoorageError, NameInvalidError
 from moorage.model import RegistryRef, RepositoryName, parse_repository_name
 from moorage.oci.errors import error_body, oci_error
@@ -116,12 +119,15 @@ Handler = Callable[[OciContext], Awaitable[None]]
 class OciApi:
     """ASGI app for `/v2/...`."""
 
-    def __init__(self, registry: Registry, uploads: Uploads, authenticator: RegistryAuthenticator) -> None:
+    def __init__(
+        self, registry: Registry, uploads: Uploads, authenticator: RegistryAuthenticator, authorizer: Authorizer
+    ) -> None:
         from moorage.oci import blobs, manifests  # the handler modules import this one
 
         self._registry = registry
         self._uploads = uploads
         self._auth = authenticator
+        self._authz = authorizer
         self._handlers: dict[tuple[Kind, str], Handler] = {
             ("base", "GET"): _base,
             ("base", "HEAD"): _base,
@@ -155,12 +161,30 @@ class OciApi:
             return
         ctx = OciContext(request, send, path, registry_ref, principal, self._registry, self._uploads)
         try:
+            if path.kind != "base":
+                await self._authz.check_registry_api(
+                    principal,
+                    Origin.of(scope),
+                    path.kind,
+                    request.method,
+                    registry_ref,
+                    path.name,
+                    param=request.param,
+                    has_body=_has_body(request),
+                )
             await handler(ctx)
         except MoorageError as exc:
             code, status = oci_error(exc)
             await _error(send, request, code, status, exc.message, _error_headers(exc, status))
         except ClientDisconnectedError:
             log.info("client disconnected during %s %s", request.method, request.path)
+
+
+def _has_body(request: Request) -> bool:
+    length = request.header("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return request.header("transfer-encoding") is not None
 
 
 def _error_headers(exc: MoorageError, status: int) -> list[tuple[str, str]]:

@@ -35,6 +35,8 @@ def _manifest_headers(image: Image) -> list[tuple[str, str]]:
 async def get_manifest(ctx: OciContext) -> None:
     head = ctx.request.method == "HEAD"
     image = await ctx.registry.get_manifest(ctx.registry_ref, ctx.name, ctx.reference, with_body=not head)
+    if not head:  # a pull: lastRecordedPullTime (coalesced, written in the background)
+        ctx.registry.pulls.note(image, ctx.principal.arn)
     accept = mf.parse_accept(ctx.request.headers.get("accept", []))
     if accept and not Digest.looks_like(ctx.reference) and not mf.negotiate(image.media_type, accept):
         # ECR converts Docker schema 2 <-> OCI on pull by tag (never by digest); a client that

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 16:11:38.256852
+Create Date: 2026-11-27 16:28:24.046654
 """
 
 from __future__ import annotations
@@ -57,6 +57,38 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_leases")),
     )
     op.create_table(
+        "lifecycle_events",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("repository", sa.String(length=256), nullable=False),
+        sa.Column("digest", sa.String(length=200), nullable=False),
+        sa.Column("tags", sa.Text(), server_default="[]", nullable=False),
+        sa.Column("action", sa.String(length=16), nullable=False),
+        sa.Column("rule_priority", sa.Integer(), nullable=False),
+        sa.Column("at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_lifecycle_events")),
+    )
+    with op.batch_alter_table("lifecycle_events", schema=None) as batch_op:
+        batch_op.create_index("ix_lifecycle_events_registry_at", ["account_id", "region", "at"], unique=False)
+
+    op.create_table(
+        "pull_time_exclusions",
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("principal_arn", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("account_id", "region", "principal_arn", name=op.f("pk_pull_time_exclusions")),
+    )
+    op.create_table(
+        "registry_policies",
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("document", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("account_id", "region", name=op.f("pk_registry_policies")),
+    )
+    op.create_table(
         "repositories",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("account_id", sa.String(length=12), nullable=False),
@@ -87,6 +119,36 @@ def upgrade() -> None:
         batch_op.create_index("ix_access_keys_account", ["account_id"], unique=False)
 
     op.create_table(
+        "lifecycle_policies",
+        sa.Column("repo_id", sa.Integer(), nullable=False),
+        sa.Column("document", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.Column("last_evaluated_at", sa.Float(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["repo_id"],
+            ["repositories.id"],
+            name=op.f("fk_lifecycle_policies_repo_id_repositories"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("repo_id", name=op.f("pk_lifecycle_policies")),
+    )
+    op.create_table(
+        "lifecycle_previews",
+        sa.Column("repo_id", sa.Integer(), nullable=False),
+        sa.Column("document", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("finished_at", sa.Float(), nullable=True),
+        sa.Column("results", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["repo_id"],
+            ["repositories.id"],
+            name=op.f("fk_lifecycle_previews_repo_id_repositories"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("repo_id", name=op.f("pk_lifecycle_previews")),
+    )
+    op.create_table(
         "manifest_refs",
         sa.Column("repo_id", sa.Integer(), nullable=False),
         sa.Column("parent", sa.String(length=200), nullable=False),
@@ -116,6 +178,8 @@ def upgrade() -> None:
         sa.Column("pushed_at", sa.Float(), nullable=False),
         sa.Column("last_pulled_at", sa.Float(), nullable=True),
         sa.Column("storage_class", sa.String(length=16), server_default="STANDARD", nullable=False),
+        sa.Column("last_archived_at", sa.Float(), nullable=True),
+        sa.Column("last_activated_at", sa.Float(), nullable=True),
         sa.ForeignKeyConstraint(
             ["repo_id"], ["repositories.id"], name=op.f("fk_manifests_repo_id_repositories"), ondelete="CASCADE"
         ),
@@ -137,6 +201,19 @@ def upgrade() -> None:
     with op.batch_alter_table("repo_blobs", schema=None) as batch_op:
         batch_op.create_index("ix_repo_blobs_digest", ["digest"], unique=False)
 
+    op.create_table(
+        "repository_policies",
+        sa.Column("repo_id", sa.Integer(), nullable=False),
+        sa.Column("document", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["repo_id"],
+            ["repositories.id"],
+            name=op.f("fk_repository_policies_repo_id_repositories"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("repo_id", name=op.f("pk_repository_policies")),
+    )
     op.create_table(
         "resource_tags",
         sa.Column("repo_id", sa.Integer(), nullable=False),
@@ -188,11 +265,27 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("account_id", "name", name=op.f("pk_users")),
     )
+    op.create_table(
+        "user_policies",
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("user_name", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("document", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id", "user_name"],
+            ["users.account_id", "users.name"],
+            name="fk_user_policies_users",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("account_id", "user_name", "name", name=op.f("pk_user_policies")),
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table("user_policies")
     op.drop_table("users")
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.drop_index("ix_uploads_updated_at")
@@ -203,6 +296,7 @@ def downgrade() -> None:
 
     op.drop_table("tags")
     op.drop_table("resource_tags")
+    op.drop_table("repository_policies")
     with op.batch_alter_table("repo_blobs", schema=None) as batch_op:
         batch_op.drop_index("ix_repo_blobs_digest")
 
@@ -216,11 +310,19 @@ def downgrade() -> None:
         batch_op.drop_index("ix_manifest_refs_child")
 
     op.drop_table("manifest_refs")
+    op.drop_table("lifecycle_previews")
+    op.drop_table("lifecycle_policies")
     with op.batch_alter_table("access_keys", schema=None) as batch_op:
         batch_op.drop_index("ix_access_keys_account")
 
     op.drop_table("access_keys")
     op.drop_table("repositories")
+    op.drop_table("registry_policies")
+    op.drop_table("pull_time_exclusions")
+    with op.batch_alter_table("lifecycle_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_lifecycle_events_registry_at")
+
+    op.drop_table("lifecycle_events")
     op.drop_table("leases")
     op.drop_table("kv")
     with op.batch_alter_table("gc_candidates", schema=None) as batch_op:

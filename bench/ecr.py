@@ -1,0 +1,1253 @@
+#!/usr/bin/env python3
+"""Moorage's ECR API vs moto's `moto_server` (ECR), side by side.
+
+    python bench/ecr.py [--rounds 3] [--duration 5] [--clients 4] [--workers 1] [--quick] [--json PATH]
+
+Both servers run at once on free loopback ports: Moorage in SigV4 mode (fresh temp data dir, root key
+from MOORAGE_ROOT_ACCESS_KEY_ID / MOORAGE_ROOT_SECRET_ACCESS_KEY, `--workers` processes) and
+`moto_server -H 127.0.0.1 -p PORT`. Every measurement alternates between them round by round (the
+first server alternates too); reported numbers are medians over the rounds:
+
+1. CreateRepository with a unique name per call.
+2. PutImage of distinct tiny OCI manifests (config + one layer, a unique annotation and a unique
+   imageTag per call) into one repository, a fresh one per round and server. The config and layer
+   blobs are uploaded into that repository first, through InitiateLayerUpload / UploadLayerPart /
+   CompleteLayerUpload; the same calls go to moto for symmetry (moto 5.2.1 does not implement them
+   and answers HTTP 500; its PutImage does not check layers).
+3. DescribeImages of one page (maxResults=100, no nextToken) of a repository holding 1,000 images
+   (populated with PutImage before the rounds).
+4. A full listing of those 1,000 images through boto3's DescribeImages paginator (PageSize 100),
+   one client, listings back to back: wall time and server CPU per listing.
+
+Load for 1-3 comes from `--clients` worker processes (not threads: no GIL ceiling on the client
+side), each with one persistent `http.client.HTTPConnection` and its own raw SigV4 signer: every
+call is a botocore AWSRequest signed by `SigV4Auth` and sent as is, without boto3's ~0.8 CPU-ms
+of per-call overhead. Every response must be HTTP 200; the JSON is checked on every call for
+CreateRepository and PutImage (name, tag, digest) and on every 10th call for DescribeImages (page
+size). Client CPU per call (the worker processes' own CPU) is reported so a reader can see the
+client is not the bottleneck.
+
+Server CPU is utime+stime from /proc/<pid>/stat of the server process and all its descendants
+(granian's workers). Clients and servers share the machine's cores: compare ratios and CPU per
+call. `--quick` runs one round of 2 s load runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+ACCOUNT = "123456789012"  # Moorage's default account and moto's default account
+REGION = "us-east-1"
+KEY_ID = "AKIAMOORAGEBENCH0001"
+SECRET = "moorage-bench-root-secret-0123456789abcdef"
+TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+JSON_11 = "application/x-amz-json-1.1"
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+PAGE_SIZE = 100
+CHECK_EVERY = 10  # DescribeImages: parse and check every 10th response (a page is ~40 KB of JSON)
+SERVER_KEYS = ("moorage", "moto")
+HTTP_TIMEOUT = 120.0
+
+
+class BenchError(Exception):
+    """A measurement could not be taken (bad response, server gone, tool missing)."""
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes: CPU of a server and its descendants, CPU used by everything else
+# --------------------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        found.extend(int(child) for child in text.split())
+    return found
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every live descendant (granian workers)."""
+    seen: list[int] = []
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        if pid in seen or not Path(f"/proc/{pid}").exists():
+            continue
+        seen.append(pid)
+        stack.extend(_children(pid))
+    return seen
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def cpu_snapshot(root: int) -> dict[int, int]:
+    snapshot: dict[int, int] = {}
+    for pid in process_tree(root):
+        ticks = _cpu_ticks(pid)
+        if ticks is not None:
+            snapshot[pid] = ticks
+    return snapshot
+
+
+def cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds spent between two snapshots by processes alive at the second one (a process
+    that appeared in between counts in full)."""
+    ticks = sum(max(now - before.get(pid, 0), 0) for pid, now in after.items())
+    return ticks / CLK_TCK
+
+
+def _system_busy_ticks() -> int:
+    """Busy CPU ticks of the whole machine (all cores) since boot, steal included."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq + steal
+
+
+class ForeignLoad:
+    """CPU used on the machine by anything other than this script, its client workers and the
+    servers: other people's work competing for the same cores, which makes a measurement noisy."""
+
+    def __init__(self, roots: Sequence[int]) -> None:
+        self.roots = list(roots)
+        self.busy = _system_busy_ticks()
+        self.own = self._own()
+        self.servers = [cpu_snapshot(root) for root in self.roots]
+        self.wall = time.monotonic()
+
+    def _own(self) -> dict[int, int]:
+        """This script and its client worker processes; the servers (also its children) apart."""
+        servers = {pid for root in self.roots for pid in process_tree(root)}
+        return {pid: ticks for pid, ticks in cpu_snapshot(os.getpid()).items() if pid not in servers}
+
+    def cores(self) -> tuple[float, float]:
+        """(foreign CPU-seconds, foreign cores on average) since construction."""
+        busy = (_system_busy_ticks() - self.busy) / CLK_TCK
+        own = cpu_seconds(self.own, self._own())
+        servers = sum(
+            cpu_seconds(before, cpu_snapshot(root)) for root, before in zip(self.roots, self.servers, strict=True)
+        )
+        foreign = max(busy - own - servers, 0.0)
+        return foreign, foreign / max(time.monotonic() - self.wall, 1e-9)
+
+
+def _warn_foreign(load: ForeignLoad, what: str) -> None:
+    seconds, cores = load.cores()
+    flag = "  <- other work competes for the CPUs: numbers are noisy" if cores > 0.2 else ""
+    _log(f"{what}: other processes used {seconds:.1f} CPU-s ({cores:.2f} cores on average){flag}")
+
+
+# --------------------------------------------------------------------------------------------------
+# A raw SigV4-signed ECR client: botocore's signer, http.client, no boto3
+# --------------------------------------------------------------------------------------------------
+
+
+class SignedClient:
+    """One persistent HTTP/1.1 connection; every call signed by botocore's SigV4Auth. A server
+    that answers `Connection: close` (moto's werkzeug) gets a new connection per call, which
+    http.client opens by itself; `connections` counts them."""
+
+    def __init__(self, port: int, timeout: float = HTTP_TIMEOUT) -> None:
+        self.host = f"127.0.0.1:{port}"
+        self.url = f"http://{self.host}/"
+        self.auth = SigV4Auth(Credentials(KEY_ID, SECRET), "ecr", REGION)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.connections = 0
+
+    def connect(self) -> None:
+        if self.conn.sock is None:
+            self.conn.connect()
+            self.connections += 1
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> SignedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, operation: str, params: Mapping[str, Any]) -> tuple[int, bytes]:
+        body = json.dumps(params).encode()
+        request = AWSRequest(
+            method="POST",
+            url=self.url,
+            data=body,
+            headers={"Host": self.host, "Content-Type": JSON_11, "X-Amz-Target": TARGET_PREFIX + operation},
+        )
+        self.auth.add_auth(request)
+        if self.conn.sock is None:
+            self.connections += 1
+        try:
+            self.conn.request("POST", "/", body, dict(request.headers.items()))
+            response = self.conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.conn.close()
+            raise BenchError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+        return response.status, data
+
+    def call_json(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        status, data = self.call(operation, params)
+        if status != 200:
+            raise BenchError(f"{operation}: HTTP {status}: {data[:300]!r}")
+        try:
+            parsed: dict[str, Any] = json.loads(data)
+        except ValueError as exc:
+            raise BenchError(f"{operation}: response is not JSON: {data[:300]!r}") from exc
+        return parsed
+
+
+# --------------------------------------------------------------------------------------------------
+# The image: one config and one layer blob, a manifest made unique by an annotation
+# --------------------------------------------------------------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageBlobs:
+    config: bytes
+    layer: bytes
+
+    @staticmethod
+    def make() -> ImageBlobs:
+        layer = os.urandom(1024)
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
+            },
+            separators=(",", ":"),
+        ).encode()
+        return ImageBlobs(config, layer)
+
+    def manifest(self, note: str) -> str:
+        """A tiny OCI manifest; `note` (unique per call) makes its digest unique."""
+        return json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": _sha(self.config), "size": len(self.config)},
+                "layers": [{"mediaType": OCI_LAYER, "digest": _sha(self.layer), "size": len(self.layer)}],
+                "annotations": {"org.moorage.bench.id": note},
+            },
+            separators=(",", ":"),
+        )
+
+
+def seed_repository(client: SignedClient, repo: str, blobs: ImageBlobs, layers_required: bool) -> str:
+    """Create `repo` and upload the image's config and layer into it through the ECR layer API.
+    Returns a note when the server does not implement the layer API (moto) and `layers_required`
+    is false."""
+    created = client.call_json("CreateRepository", {"repositoryName": repo})
+    if created.get("repository", {}).get("repositoryName") != repo:
+        raise BenchError(f"CreateRepository {repo}: unexpected answer {created}")
+    for blob in (blobs.config, blobs.layer):
+        status, data = client.call("InitiateLayerUpload", {"repositoryName": repo})
+        if status != 200:
+            if layers_required:
+                raise BenchError(f"InitiateLayerUpload: HTTP {status}: {data[:300]!r}")
+            return f"InitiateLayerUpload answers HTTP {status} (not implemented); PutImage does not check layers"
+        upload_id = json.loads(data)["uploadId"]
+        part = client.call_json(
+            "UploadLayerPart",
+            {
+                "repositoryName": repo,
+                "uploadId": upload_id,
+                "partFirstByte": 0,
+                "partLastByte": len(blob) - 1,
+                "layerPartBlob": base64.b64encode(blob).decode(),
+            },
+        )
+        if part.get("lastByteReceived") != len(blob) - 1:
+            raise BenchError(f"UploadLayerPart: unexpected answer {part}")
+        done = client.call_json(
+            "CompleteLayerUpload", {"repositoryName": repo, "uploadId": upload_id, "layerDigests": [_sha(blob)]}
+        )
+        if done.get("layerDigest") != _sha(blob):
+            raise BenchError(f"CompleteLayerUpload: unexpected answer {done}")
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Client worker processes
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """One client's share of a load run: `kind` calls from `start_at` (time.time()) for
+    `duration` seconds, or exactly `count` calls when given."""
+
+    kind: str  # "create" | "put" | "describe"
+    port: int
+    repo: str
+    prefix: str  # unique per client and run: repository names, tags, annotations
+    start_at: float
+    duration: float
+    count: int | None = None
+    blobs: ImageBlobs | None = None
+
+
+@dataclass
+class TaskResult:
+    calls: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0  # the worker process's own CPU-s during the run
+    bad_status: int = 0
+    check_failures: int = 0
+    first_problem: str = ""
+    connections: int = 0
+    observed: Counter[str] = field(default_factory=Counter)
+    crashed: str = ""
+
+
+def _run_task(task: Task) -> TaskResult:
+    result = TaskResult()
+    client = SignedClient(task.port)
+    blobs = task.blobs
+    operation = {"create": "CreateRepository", "put": "PutImage", "describe": "DescribeImages"}[task.kind]
+
+    def params(index: int) -> dict[str, Any]:
+        if task.kind == "create":
+            return {"repositoryName": f"{task.prefix}-{index}"}
+        if task.kind == "put":
+            assert blobs is not None
+            return {
+                "repositoryName": task.repo,
+                "imageManifest": blobs.manifest(f"{task.prefix}-{index}"),
+                "imageTag": f"{task.prefix}-{index}",
+            }
+        return {"repositoryName": task.repo, "maxResults": PAGE_SIZE}
+
+    def check(index: int, sent: dict[str, Any], body: bytes) -> tuple[str, str]:
+        """(observation, problem) for one 200 response."""
+        if task.kind == "create":
+            repository = json.loads(body).get("repository") or {}
+            if repository.get("repositoryName") != sent["repositoryName"]:
+                return "", f"CreateRepository {sent['repositoryName']}: answered {body[:200]!r}"
+            return "", ""
+        if task.kind == "put":
+            image = json.loads(body).get("image") or {}
+            image_id = image.get("imageId") or {}
+            if image_id.get("imageTag") != sent["imageTag"] or image.get("repositoryName") != task.repo:
+                return "", f"PutImage {sent['imageTag']}: answered {body[:200]!r}"
+            exact = image_id.get("imageDigest") == _sha(sent["imageManifest"].encode())
+            return ("digest = sha256(manifest)" if exact else "digest != sha256(manifest)"), ""
+        if index % CHECK_EVERY:
+            return "", ""
+        page = json.loads(body)
+        details = page.get("imageDetails")
+        if not isinstance(details, list) or not details or "imageDigest" not in details[0]:
+            return "", f"DescribeImages: answered {body[:200]!r}"
+        return f"{len(details)} images per page{', nextToken' if page.get('nextToken') else ''}", ""
+
+    try:
+        client.connect()
+        time.sleep(max(0.0, task.start_at - time.time()))
+        cpu_before = time.process_time()
+        began = time.perf_counter()
+        deadline = began + task.duration
+        index = 0
+        while (index < task.count) if task.count is not None else (time.perf_counter() < deadline):
+            sent = params(index)
+            try:
+                status, body = client.call(operation, sent)
+            except BenchError as exc:
+                result.bad_status += 1
+                result.first_problem = result.first_problem or str(exc)
+                index += 1
+                continue
+            if status != 200:
+                result.bad_status += 1
+                result.first_problem = result.first_problem or f"{operation}: HTTP {status}: {body[:300]!r}"
+            else:
+                try:
+                    seen, problem = check(index, sent, body)
+                except ValueError as exc:
+                    seen, problem = "", f"{operation}: bad JSON ({exc}): {body[:200]!r}"
+                if seen:
+                    result.observed[seen] += 1
+                if problem:
+                    result.check_failures += 1
+                    result.first_problem = result.first_problem or problem
+            index += 1
+        result.seconds = time.perf_counter() - began
+        result.cpu = time.process_time() - cpu_before
+        result.calls = index
+        result.connections = client.connections
+    finally:
+        client.close()
+    return result
+
+
+def _worker_main(conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (Ctrl-C)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        try:
+            result = _run_task(task)
+        except Exception as exc:  # reported to the parent, which fails the measurement
+            result = TaskResult(crashed=f"{type(exc).__name__}: {exc}")
+        conn.send(result)
+
+
+class ClientPool:
+    """`size` forked worker processes, each running one Task at a time."""
+
+    def __init__(self, size: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self.workers: list[tuple[BaseProcess, Connection]] = []
+        for index in range(size):
+            parent_end, child_end = context.Pipe()
+            process = context.Process(target=_worker_main, args=(child_end,), name=f"ecr-client-{index}", daemon=True)
+            process.start()
+            child_end.close()
+            self.workers.append((process, parent_end))
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process, _ in self.workers if process.pid is not None]
+
+    def run(self, tasks: Sequence[Task], timeout: float) -> list[TaskResult]:
+        if len(tasks) > len(self.workers):
+            raise BenchError(f"{len(tasks)} tasks for {len(self.workers)} client processes")
+        for (_, conn), task in zip(self.workers, tasks, strict=False):
+            conn.send(task)
+        results: list[TaskResult] = []
+        deadline = time.monotonic() + timeout
+        for process, conn in self.workers[: len(tasks)]:
+            while not conn.poll(0.2):
+                if not process.is_alive():
+                    raise BenchError(f"client process {process.name} died (exit code {process.exitcode})")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"client process {process.name} did not finish in {timeout:.0f} s")
+            result: TaskResult = conn.recv()
+            if result.crashed:
+                raise BenchError(f"client process {process.name} failed: {result.crashed}")
+            results.append(result)
+        return results
+
+    def close(self) -> None:
+        for _process, conn in self.workers:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(None)
+        for process, conn in self.workers:
+            process.join(2)
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
+            conn.close()
+        self.workers = []
+
+
+# --------------------------------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    key: str
+    title: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    layers_required: bool
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        tail = "\n".join(text.splitlines()[-lines:])
+        return re.sub(r"(?i)(secret[a-z_]*\s*[=:]\s*)\S+", r"\1<redacted>", tail)
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(f"{self.title} exited with status {self.process.returncode}; log tail:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL the process group this script created for it (start_new_session),
+        which holds the server and any worker it spawned."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(15)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+
+
+def _wait_ready(server: Server, timeout: float) -> None:
+    """Until a signed DescribeRepositories answers 200."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        server.check_alive()
+        try:
+            with SignedClient(server.port, timeout=5) as client:
+                status, body = client.call("DescribeRepositories", {})
+            if status == 200:
+                return
+            last = f"HTTP {status}: {body[:200]!r}"
+        except BenchError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise BenchError(f"{server.title} not ready after {timeout:.0f}s ({last}); log tail:\n{server.log_tail()}")
+
+
+def start_moorage(workdir: Path, workers: int, source: Path, timeout: float = 90.0) -> Server:
+    data_dir = workdir / "moorage-data"
+    port = free_port()
+    log_path = workdir / "moorage.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    env["MOORAGE_ROOT_ACCESS_KEY_ID"] = KEY_ID
+    env["MOORAGE_ROOT_SECRET_ACCESS_KEY"] = SECRET
+    # Benchmark this working tree's sources (or --moorage-src), whatever is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable,
+        "-m",
+        "moorage",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--auth",
+        "sigv4",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    title = f"moorage ({workers} worker{'s' if workers != 1 else ''}, sigv4)"
+    server = Server("moorage", title, port, process, log_path, layers_required=True)
+    try:
+        _wait_ready(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_moto(workdir: Path, binary: str, timeout: float = 60.0) -> Server:
+    if shutil.which(binary) is None:
+        raise BenchError(f"{binary!r} not found (pip install 'moto[server]')")
+    port = free_port()
+    log_path = workdir / "moto.log"  # werkzeug logs every request here, as moto_server does by default
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    server = Server("moto", "moto_server", port, process, log_path, layers_required=False)
+    try:
+        _wait_ready(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def source_revision(source: Path) -> str:
+    """`git describe`-like identity of the benchmarked moorage sources ("+dirty" when edited)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    return head + ("+dirty" if dirty else "")
+
+
+def moto_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"moto {version('moto')}"
+    except Exception:
+        return "moto (unknown version)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    calls: int
+    seconds: float
+    rate: float
+    server_cpu_us: float  # per call
+    client_cpu_us: float  # per call
+    server_cores: float
+    client_cores: float
+    connections_per_call: float
+    observed: Counter[str]
+    problems: str
+
+
+def run_load(
+    pool: ClientPool,
+    server: Server,
+    kind: str,
+    repo: str,
+    prefix: str,
+    clients: int,
+    duration: float,
+    blobs: ImageBlobs | None = None,
+    total: int | None = None,
+) -> LoadResult:
+    """`clients` worker processes calling `kind` at once for `duration` seconds (or `total` calls
+    in all); server CPU over the window."""
+    server.check_alive()
+    counts: list[int | None] = [None] * clients
+    if total is not None:
+        counts = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
+    start_at = time.time() + 0.3  # every client connects first, then all start together
+    tasks = [
+        Task(kind, server.port, repo, f"{prefix}-c{i}", start_at, duration, counts[i], blobs) for i in range(clients)
+    ]
+    before = cpu_snapshot(server.pid)
+    results = pool.run(tasks, timeout=(duration if total is None else 0) + 600)
+    cpu = cpu_seconds(before, cpu_snapshot(server.pid))
+    calls = sum(r.calls for r in results)
+    seconds = max(r.seconds for r in results)
+    bad = sum(r.bad_status + r.check_failures for r in results)
+    first = next((r.first_problem for r in results if r.first_problem), "")
+    if calls == 0:
+        raise BenchError(f"{server.key} {kind}: no calls completed ({first})")
+    if bad > max(calls // 100, 0) or (total is not None and bad):
+        raise BenchError(f"{server.key} {kind}: {bad} of {calls} calls failed; first: {first}")
+    observed: Counter[str] = Counter()
+    for r in results:
+        observed.update(r.observed)
+    client_cpu = sum(r.cpu for r in results)
+    return LoadResult(
+        calls=calls,
+        seconds=seconds,
+        rate=calls / seconds,
+        server_cpu_us=cpu * 1e6 / calls,
+        client_cpu_us=client_cpu * 1e6 / calls,
+        server_cores=cpu / seconds,
+        client_cores=client_cpu / seconds,
+        connections_per_call=sum(r.connections for r in results) / calls,
+        observed=observed,
+        problems=f"{bad} failed calls; first: {first}" if bad else "",
+    )
+
+
+@dataclass
+class ListingResult:
+    listings: int
+    seconds: float
+    pages: int
+    server_cpu_us: float  # per listing
+    client_cpu_us: float  # per listing
+
+
+def boto3_client(port: int) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET, region_name=REGION)
+    return session.client(
+        "ecr",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=HTTP_TIMEOUT),
+    )
+
+
+def list_all(client: Any, repo: str, images: int) -> tuple[int, int]:
+    """One full DescribeImages listing through the paginator: (pages, distinct digests)."""
+    paginator = client.get_paginator("describe_images")
+    digests: set[str] = set()
+    pages = 0
+    count = 0
+    for page in paginator.paginate(repositoryName=repo, PaginationConfig={"PageSize": PAGE_SIZE}):
+        pages += 1
+        for detail in page["imageDetails"]:
+            digests.add(detail["imageDigest"])
+            count += 1
+    if count != images:
+        raise BenchError(f"full listing returned {count} images, expected {images}")
+    return pages, len(digests)
+
+
+def run_listing(server: Server, client: Any, repo: str, images: int, duration: float) -> ListingResult:
+    """Full listings back to back for `duration` seconds (at least 3) by one boto3 client."""
+    server.check_alive()
+    before = cpu_snapshot(server.pid)
+    cpu_before = time.process_time()
+    began = time.perf_counter()
+    listings = 0
+    pages = 0
+    try:
+        while listings < 3 or time.perf_counter() - began < duration:
+            pages, _ = list_all(client, repo, images)
+            listings += 1
+    except BenchError:
+        raise
+    except Exception as exc:  # botocore errors
+        raise BenchError(f"{server.key} full listing: {type(exc).__name__}: {exc}") from exc
+    seconds = time.perf_counter() - began
+    client_cpu = time.process_time() - cpu_before
+    cpu = cpu_seconds(before, cpu_snapshot(server.pid))
+    return ListingResult(listings, seconds, pages, cpu * 1e6 / listings, client_cpu * 1e6 / listings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Results and the report
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    key: str
+    label: str
+    unit: str  # what one "call" is in this row
+
+
+OPERATIONS = (
+    Operation("create", "CreateRepository", "call"),
+    Operation("put", "PutImage", "call"),
+    Operation("describe", f"DescribeImages, 1 page of {PAGE_SIZE}", "call"),
+    Operation("listing", "DescribeImages, all {images} (paginator)", "listing"),
+)
+METRIC_KINDS = ("rate", "cpu", "client", "server_cores", "client_cores", "conn", "ms", "pages")
+CPU_TARGET = 0.2  # server CPU per call <= 1/5 of moto's
+
+
+@dataclass
+class Metric:
+    samples: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in SERVER_KEYS})
+    errors: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in SERVER_KEYS})
+
+    def median(self, server: str) -> float | None:
+        values = self.samples[server]
+        return statistics.median(values) if values else None
+
+    def ratio(self) -> float | None:
+        ours, theirs = self.median("moorage"), self.median("moto")
+        if ours is None or theirs is None or theirs == 0:
+            return None
+        return ours / theirs
+
+
+class Results:
+    def __init__(self) -> None:
+        self.metrics: dict[str, Metric] = {f"{op.key}_{kind}": Metric() for op in OPERATIONS for kind in METRIC_KINDS}
+        self.notes: dict[str, set[str]] = {k: set() for k in SERVER_KEYS}
+
+    def get(self, op: str, kind: str) -> Metric:
+        return self.metrics[f"{op}_{kind}"]
+
+    def record(self, op: str, server: str, values: Mapping[str, float]) -> None:
+        for kind, value in values.items():
+            self.get(op, kind).samples[server].append(value)
+
+    def fail(self, op: str, server: str, error: str) -> None:
+        for kind in METRIC_KINDS:
+            self.get(op, kind).errors[server].append(error)
+
+    def met(self, op: str) -> bool | None:
+        ratio = self.get(op, "cpu").ratio()
+        return None if ratio is None else ratio <= CPU_TARGET
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, metric in self.metrics.items():
+            if not any(metric.samples.values()) and not any(metric.errors.values()):
+                continue
+            out[key] = {
+                "moorage": metric.median("moorage"),
+                "moto": metric.median("moto"),
+                "ratio": metric.ratio(),
+                "samples": metric.samples,
+                "errors": {k: v for k, v in metric.errors.items() if v},
+            }
+        for op in OPERATIONS:
+            out[f"{op.key}_cpu"]["target"] = f"<= {CPU_TARGET:.2f}x moto"
+            out[f"{op.key}_cpu"]["met"] = self.met(op.key)
+        return out
+
+
+def _fmt(value: float | None, spec: str = "{:,.0f}") -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def _cell(metric: Metric, server: str, spec: str = "{:,.0f}") -> str:
+    value = metric.median(server)
+    if value is None:
+        return "error" if metric.errors[server] else "-"
+    return spec.format(value)
+
+
+def print_report(results: Results, images: int, header: str, footnotes: Sequence[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(190, shutil.get_terminal_size().columns))
+    console.print(header, markup=False, highlight=False)
+    table = Table(title="calls per second and server CPU per call (medians; the last row counts listings, not calls)")
+    for name, justify in (
+        ("operation", "left"),
+        ("moorage calls/s", "right"),
+        ("moto calls/s", "right"),
+        ("ratio", "right"),
+        ("moorage CPU-µs/call", "right"),
+        ("moto CPU-µs/call", "right"),
+        ("CPU ratio", "right"),
+        ("≤ 1/5 moto", "left"),
+        ("client CPU-µs/call m / moto", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for op in OPERATIONS:
+        rate, cpu, client = results.get(op.key, "rate"), results.get(op.key, "cpu"), results.get(op.key, "client")
+        met = results.met(op.key)
+        status = "[yellow]n/a[/yellow]" if met is None else ("[green]met[/green]" if met else "[red]MISSED[/red]")
+        rate_ratio, cpu_ratio = rate.ratio(), cpu.ratio()
+        marked = op.key == "describe" and any("ignores maxResults" in note for note in results.notes["moto"])
+        table.add_row(
+            op.label.format(images=f"{images:,}") + (" *" if marked else ""),
+            _cell(rate, "moorage", "{:,.1f}" if op.unit != "call" else "{:,.0f}"),
+            _cell(rate, "moto", "{:,.1f}" if op.unit != "call" else "{:,.0f}"),
+            _fmt(rate_ratio, "{:.2f}x"),
+            _cell(cpu, "moorage"),
+            _cell(cpu, "moto"),
+            _fmt(cpu_ratio, "{:.3f}x"),
+            status,
+            f"{_cell(client, 'moorage')} / {_cell(client, 'moto')}",
+        )
+    console.print(table)
+
+    detail = Table(title="where the cores went (medians; 'cores' = CPU-s per wall second)")
+    for name in ("operation", "server", "server cores", "client cores", "TCP connections/call", "wall ms/listing"):
+        detail.add_column(name, justify="left" if name in ("operation", "server") else "right")
+    for op in OPERATIONS:
+        for server in SERVER_KEYS:
+            detail.add_row(
+                op.label.format(images=f"{images:,}"),
+                server,
+                _cell(results.get(op.key, "server_cores"), server, "{:.2f}"),
+                _cell(results.get(op.key, "client_cores"), server, "{:.2f}"),
+                _cell(results.get(op.key, "conn"), server, "{:.2f}") if op.unit == "call" else "-",
+                _cell(results.get(op.key, "ms"), server, "{:,.1f}") if op.unit != "call" else "-",
+            )
+    console.print(detail)
+
+    verdicts = []
+    for op in OPERATIONS:
+        met = results.met(op.key)
+        verdict = "n/a" if met is None else ("met" if met else "MISSED")
+        ratio = _fmt(results.get(op.key, "cpu").ratio(), "{:.3f}x")
+        verdicts.append(f"{op.label.format(images=f'{images:,}')}: {verdict} ({ratio})")
+    console.print("target: server CPU per call ≤ 1/5 of moto's — " + "; ".join(verdicts), markup=False, highlight=False)
+    for key, metric in results.metrics.items():
+        if not key.endswith("_rate"):
+            continue
+        for server in SERVER_KEYS:
+            for error in dict.fromkeys(metric.errors[server]):
+                console.print(f"[red]error[/red] {key[:-5]} ({server}): {error}", markup=True, highlight=False)
+    for server in SERVER_KEYS:
+        for note in sorted(results.notes[server]):
+            console.print(f"note ({server}): {note}", markup=False, highlight=False)
+    for footnote in footnotes:
+        console.print(footnote, markup=False, highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    rounds: int
+    duration: float
+    clients: int
+    workers: int
+    images: int
+    json_path: Path | None
+    tmp_dir: Path | None
+    quick: bool
+    keep_tmp: bool
+    moorage_src: Path
+    moto_binary: str
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(description="Benchmark Moorage's ECR API against moto_server side by side.")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds to take medians over [3; 1 with --quick]")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per load run [5; 2 with --quick]")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent client processes [4]")
+    parser.add_argument("--workers", type=int, default=1, help="Moorage worker processes [1]")
+    parser.add_argument("--images", type=int, default=1000, help="images in the DescribeImages repository [1000]")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write results as JSON")
+    parser.add_argument("--tmp-dir", type=Path, default=None, help="where the temp dir goes [system default]")
+    parser.add_argument(
+        "--moorage-src",
+        type=Path,
+        default=REPO_ROOT / "src",
+        help="directory holding the moorage package to benchmark [this checkout's src]",
+    )
+    parser.add_argument("--moto-binary", default="moto_server")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server logs, data)")
+    parser.add_argument("--quick", action="store_true", help="one round of 2 s load runs")
+    args = parser.parse_args(argv)
+    quick: bool = args.quick
+    options = Options(
+        rounds=args.rounds if args.rounds is not None else (1 if quick else 3),
+        duration=args.duration if args.duration is not None else (2.0 if quick else 5.0),
+        clients=args.clients,
+        workers=args.workers,
+        images=args.images,
+        json_path=args.json,
+        tmp_dir=args.tmp_dir,
+        quick=quick,
+        keep_tmp=args.keep_tmp,
+        moorage_src=args.moorage_src.resolve(),
+        moto_binary=args.moto_binary,
+    )
+    if not (options.moorage_src / "moorage" / "__init__.py").is_file():
+        parser.error(f"--moorage-src {options.moorage_src}: no moorage package there")
+    for name in ("rounds", "clients", "workers", "images"):
+        if getattr(options, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if options.duration <= 0:
+        parser.error("--duration must be positive")
+    return options
+
+
+def _load_values(load: LoadResult) -> dict[str, float]:
+    return {
+        "rate": load.rate,
+        "cpu": load.server_cpu_us,
+        "client": load.client_cpu_us,
+        "server_cores": load.server_cores,
+        "client_cores": load.client_cores,
+        "conn": load.connections_per_call,
+    }
+
+
+def _describe_note(results: Results, server: str, observed: Counter[str]) -> None:
+    for seen in observed:
+        if seen.endswith("per page") and not seen.startswith(f"{PAGE_SIZE} "):
+            results.notes[server].add(
+                f"DescribeImages ignores maxResults={PAGE_SIZE}: a 'page' is {seen.split()[0]} images, no nextToken"
+            )
+        elif seen.startswith("digest !="):
+            results.notes[server].add("PutImage answers an imageDigest that is not sha256 of the manifest sent")
+
+
+def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Results:
+    results = Results()
+    blobs = ImageBlobs.make()
+    clients = options.clients
+    describe_repo = "bench/describe"
+    listing_clients: dict[str, Any] = {}
+
+    for server in servers:
+        with SignedClient(server.port) as client:
+            note = seed_repository(client, describe_repo, blobs, server.layers_required)
+            if note:
+                results.notes[server.key].add(note)
+            seed_repository(client, "bench/put-warmup", blobs, server.layers_required)
+        _log(f"{server.key}: populating {describe_repo} with {options.images:,} images (PutImage)")
+        fill = run_load(pool, server, "put", describe_repo, "fill", clients, 0.0, blobs=blobs, total=options.images)
+        _log(f"  {server.key:7} {fill.calls:,} PutImage in {fill.seconds:.1f} s")
+        listing_clients[server.key] = boto3_client(server.port)
+        pages, distinct = list_all(listing_clients[server.key], describe_repo, options.images)
+        if distinct != options.images:
+            results.notes[server.key].add(
+                f"the {options.images:,} images PutImage stored carry {distinct:,} distinct imageDigest(s) "
+                "(derived from the layer digests, not the manifest)"
+            )
+        if pages != -(-options.images // PAGE_SIZE):
+            results.notes[server.key].add(
+                f"the paginator's full listing of {options.images:,} images takes {pages} page(s) "
+                f"of PageSize {PAGE_SIZE}"
+            )
+
+    warm = 0.5 if options.quick else 1.0
+    _log(f"warm-up: {warm:g} s of each load per server")
+    for server in servers:
+        run_load(pool, server, "create", "", "bench/warm", clients, warm)
+        run_load(pool, server, "put", "bench/put-warmup", "warm", clients, warm, blobs=blobs)
+        run_load(pool, server, "describe", describe_repo, "warm", clients, warm)
+        run_listing(server, listing_clients[server.key], describe_repo, options.images, 0.0)
+
+    pids = [server.pid for server in servers]
+    round_load = ForeignLoad(pids)
+    for round_index in range(options.rounds):
+        if round_index:
+            _warn_foreign(round_load, f"round {round_index}")
+            round_load = ForeignLoad(pids)
+        order = servers if round_index % 2 == 0 else servers[::-1]
+        _log(f"round {round_index + 1}/{options.rounds} (first: {order[0].key})")
+        put_repo = f"bench/put-r{round_index}"
+        for server in order:
+            with SignedClient(server.port) as client:
+                seed_repository(client, put_repo, blobs, server.layers_required)
+        for op in OPERATIONS:
+            for server in order:
+                server.check_alive()
+                try:
+                    if op.key == "listing":
+                        listing = run_listing(
+                            server, listing_clients[server.key], describe_repo, options.images, options.duration
+                        )
+                        results.record(
+                            op.key,
+                            server.key,
+                            {
+                                "rate": listing.listings / listing.seconds,
+                                "cpu": listing.server_cpu_us,
+                                "client": listing.client_cpu_us,
+                                "server_cores": listing.server_cpu_us * listing.listings / 1e6 / listing.seconds,
+                                "client_cores": listing.client_cpu_us * listing.listings / 1e6 / listing.seconds,
+                                "ms": listing.seconds * 1000 / listing.listings,
+                                "pages": listing.pages,
+                            },
+                        )
+                        _log(
+                            f"  {server.key:7} {'listing':8} {listing.seconds * 1000 / listing.listings:8,.1f} "
+                            f"ms/listing ({listing.pages} pages)  {listing.server_cpu_us:9,.0f} server CPU-µs/listing "
+                            f"(client {listing.client_cpu_us:,.0f})"
+                        )
+                        continue
+                    repo = {"create": "", "put": put_repo, "describe": describe_repo}[op.key]
+                    prefix = f"bench/create-r{round_index}" if op.key == "create" else f"r{round_index}"
+                    load = run_load(pool, server, op.key, repo, prefix, clients, options.duration, blobs=blobs)
+                except BenchError as exc:
+                    server.check_alive()
+                    results.fail(op.key, server.key, str(exc))
+                    _log(f"  {server.key} {op.key} FAILED: {exc}")
+                    continue
+                results.record(op.key, server.key, _load_values(load))
+                _describe_note(results, server.key, load.observed)
+                _log(
+                    f"  {server.key:7} {op.key:8} {load.rate:8,.0f} calls/s  {load.server_cpu_us:9,.0f} server "
+                    f"CPU-µs/call (client {load.client_cpu_us:,.0f}; cores: server {load.server_cores:.2f}, "
+                    f"clients {load.client_cores:.2f}; {load.connections_per_call:.2f} conn/call)"
+                    + (f"  [{load.problems}]" if load.problems else "")
+                )
+    _warn_foreign(round_load, f"round {options.rounds}")
+    return results
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(list(sys.argv[1:] if argv is None else argv))
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+
+    workdir = Path(tempfile.mkdtemp(prefix="moorage-bench-ecr-", dir=options.tmp_dir))
+    servers: list[Server] = []
+    pool: ClientPool | None = None
+    try:
+        # Fork the client processes first: they inherit nothing of the servers.
+        pool = ClientPool(options.clients)
+        _log(f"workdir {workdir}; starting moorage and moto_server; {options.clients} client processes")
+        servers.append(start_moorage(workdir, options.workers, options.moorage_src))
+        servers.append(start_moto(workdir, options.moto_binary))
+        for server in servers:
+            _log(f"  {server.title}: http://127.0.0.1:{server.port} (pid {server.pid})")
+        load_before = os.getloadavg()[0]
+        if load_before > 1.0:
+            _log(f"warning: load average is {load_before:.1f} before the run (other work on this machine)")
+        started = time.monotonic()
+        foreign = ForeignLoad([server.pid for server in servers])
+        results = measure(options, pool, servers)
+        took = time.monotonic() - started
+        foreign_seconds, foreign_cores = foreign.cores()
+        header = (
+            f"moorage ({source_revision(options.moorage_src)}, --workers {options.workers}, sigv4) vs "
+            f"{moto_version()} moto_server — {options.rounds} round(s), medians; {options.duration:g} s load runs, "
+            f"{options.clients} client processes (raw SigV4, botocore signer + http.client); "
+            f"{os.cpu_count()} CPUs, took {took:.0f} s"
+        )
+        footnotes = [
+            "CPU = utime+stime of the server process and its workers per call; ratios = moorage / moto; "
+            "client CPU = the client processes' own CPU per call (signing, JSON, http.client)",
+            "PutImage: a fresh repository per round and server (moto scans a repository's images on every "
+            "PutImage, so its cost would otherwise grow across rounds)",
+            "full listing: boto3 paginator, PageSize 100, one client; 'calls/s' = listings/s, CPU per listing",
+            f"other processes on the machine used {foreign_cores:.2f} cores on average during the run "
+            f"(load average {load_before:.1f} at start)"
+            + ("  <- numbers are noisy, compare ratios only" if foreign_cores > 0.2 else ""),
+        ]
+        describe_m = results.get("describe", "cpu")
+        page_sizes = {"moorage": float(PAGE_SIZE), "moto": float(PAGE_SIZE)}
+        if any("ignores maxResults" in note for note in results.notes["moto"]):
+            page_sizes["moto"] = float(options.images)
+        per_image = {k: (describe_m.median(k) or 0.0) / page_sizes[k] for k in SERVER_KEYS}
+        if all(per_image.values()):
+            lead = (
+                "* moto ignores maxResults, so each of its 'pages' holds all images; "
+                if page_sizes["moto"] != PAGE_SIZE
+                else "DescribeImages "
+            )
+            footnotes.append(
+                f"{lead}per image described: moorage "
+                f"{per_image['moorage']:,.1f} CPU-µs, moto {per_image['moto']:,.1f} CPU-µs "
+                f"({per_image['moorage'] / per_image['moto']:.3f}x)"
+            )
+        print_report(results, options.images, header, footnotes)
+        if options.json_path is not None:
+            document = {
+                "config": {
+                    "rounds": options.rounds,
+                    "duration_s": options.duration,
+                    "clients": options.clients,
+                    "workers": options.workers,
+                    "images": options.images,
+                    "page_size": PAGE_SIZE,
+                    "moto": moto_version(),
+                    "moorage_src": str(options.moorage_src),
+                    "moorage_revision": source_revision(options.moorage_src),
+                    "quick": options.quick,
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "seconds": took,
+                    "foreign_cpu_seconds": foreign_seconds,
+                    "foreign_cores_avg": foreign_cores,
+                    "load_average_at_start": load_before,
+                    "client": "raw SigV4 (botocore SigV4Auth) over http.client, one process per client",
+                },
+                "metrics": results.as_json(),
+                "notes": {k: sorted(v) for k, v in results.notes.items()},
+            }
+            options.json_path.write_text(json.dumps(document, indent=2) + "\n")
+            _log(f"wrote {options.json_path}")
+        return 0
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        for server in servers:
+            tail = server.log_tail(40)
+            if tail:
+                print(f"--- {server.title} log tail ({server.log_path}) ---\n{tail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; stopping the servers", file=sys.stderr)
+        return 130
+    except SystemExit:
+        print("terminated; stopping the servers", file=sys.stderr)
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+        for server in servers:
+            server.stop()
+        if options.keep_tmp:
+            _log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
