@@ -272,8 +272,9 @@ class Images:
                 if image_status != "ANY" and image.status(now) != image_status:
                     continue
                 out.append(image)
-                if wanted is not None and len(out) == wanted:
-                    return Page(out, str(image.digest))
+                # One item past the page tells whether a next page exists (no empty last page).
+                if wanted and len(out) > wanted:
+                    return Page(out[:wanted], str(out[wanted - 1].digest))
             if batch.next_after is None:
                 return Page(out, None)
             after = batch.next_after

@@ -301,6 +301,12 @@ def _image_by_tag(with_body: bool) -> Select[Any]:
 
 
 _IMAGE_BY_DIGEST = {flag: _image_by_digest(flag) for flag in (False, True)}
+# Tags of one image / of a page of images. No ORDER BY (names are sorted in Python), so the
+# (repo_id, digest) index is the one used.
+_TAGS_OF = select(t.tags.c.name).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest == bindparam("digest"))
+_TAGS_OF_MANY = select(t.tags.c.digest, t.tags.c.name).where(
+    t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest.in_(bindparam("digests", expanding=True))
+)
 _IMAGE_BY_TAG = {flag: _image_by_tag(flag) for flag in (False, True)}
 
 
@@ -318,17 +324,21 @@ class _Images(_Base):
             self._repos[repo_id] = known
         return known
 
-    async def _image(self, row: Row[Any, *tuple[Any, ...]], *, with_body: bool, with_tags: bool) -> Image:
+    async def _image(
+        self,
+        row: Row[Any, *tuple[Any, ...]],
+        *,
+        with_body: bool,
+        with_tags: bool,
+        tags: tuple[str, ...] | None = None,
+    ) -> Image:
         m = row._mapping
         registry, name = await self._repo(m["repo_id"])
         digest = Digest.parse(m["digest"])
-        tag_names: tuple[str, ...] = ()
-        if with_tags:
-            tg = t.tags
-            rows = await self._c.execute(
-                select(tg.c.name).where(tg.c.repo_id == m["repo_id"], tg.c.digest == m["digest"]).order_by(tg.c.name)
-            )
-            tag_names = tuple(r[0] for r in rows)
+        tag_names: tuple[str, ...] = tags or ()
+        if with_tags and tags is None:
+            rows = await self._c.execute(_TAGS_OF, {"repo": m["repo_id"], "digest": m["digest"]})
+            tag_names = tuple(sorted(r[0] for r in rows))
         return Image(
             registry=registry,
             repository=RepositoryName(name),
@@ -401,7 +411,18 @@ class _Images(_Base):
         if page.after is not None:
             stmt = stmt.where(m.c.digest > page.after)
         rows = (await self._c.execute(_limit(stmt.order_by(m.c.digest), page))).all()
-        images = [await self._image(row, with_body=False, with_tags=True) for row in rows]
+        if page.limit is not None:
+            rows = rows[: page.limit + 1]
+        # One query for the tags of the whole page, not one per image.
+        tags: dict[str, list[str]] = {}
+        if rows:
+            found = await self._c.execute(_TAGS_OF_MANY, {"repo": repo_id, "digests": [r.digest for r in rows]})
+            for digest, tag in found:
+                tags.setdefault(digest, []).append(tag)
+        images = [
+            await self._image(row, with_body=False, with_tags=True, tags=tuple(sorted(tags.get(row.digest, ()))))
+            for row in rows
+        ]
         return _page(images, page.limit, lambda image: str(image.digest))
 
     async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:
