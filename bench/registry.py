@@ -58,14 +58,26 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, BinaryIO, Literal, cast
 from urllib.parse import quote, urlsplit
+
+from procstat import (
+    CLK_TCK,
+    BenchError,
+    children,
+    cpu_seconds,
+    cpu_snapshot,
+    free_port,
+    process_tree,
+    source_revision,
+)
+from procstat import log as _log
+from procstat import raise_on_sigterm as _raise_on_sigterm
+from procstat import system_busy_ticks as _system_busy_ticks
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 UPLOAD_REPO = "bench/upload"
 SMALL_REPO = "bench/small"
@@ -94,74 +106,9 @@ BACKENDS: tuple[Backend, ...] = ("embedded", "pg-s3")
 HTTP_TIMEOUT = 300.0  # seconds for any single socket operation
 
 
-class BenchError(Exception):
-    """A measurement could not be taken (bad response, server gone, tool missing)."""
-
-
 # --------------------------------------------------------------------------------------------------
 # Processes: CPU and memory of a server and its descendants
 # --------------------------------------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
-        except OSError:
-            continue
-        found.extend(int(child) for child in text.split())
-    return found
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and every live descendant (granian workers, their helpers)."""
-    seen: list[int] = []
-    stack = [root]
-    while stack:
-        pid = stack.pop()
-        if pid in seen or not Path(f"/proc/{pid}").exists():
-            continue
-        seen.append(pid)
-        stack.extend(_children(pid))
-    return seen
-
-
-def _cpu_ticks(pid: int) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-
-
-def cpu_snapshot(root: int) -> dict[int, int]:
-    snapshot: dict[int, int] = {}
-    for pid in process_tree(root):
-        ticks = _cpu_ticks(pid)
-        if ticks is not None:
-            snapshot[pid] = ticks
-    return snapshot
-
-
-def cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
-    """CPU seconds spent between two snapshots by processes alive at the second one (a process
-    that appeared in between counts in full)."""
-    ticks = sum(max(now - before.get(pid, 0), 0) for pid, now in after.items())
-    return ticks / CLK_TCK
-
-
-def _system_busy_ticks() -> int:
-    """Busy CPU ticks of the whole machine (all cores) since boot, steal included."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return user + nice + system + irq + softirq + steal
 
 
 def _own_cpu_seconds() -> float:
@@ -274,13 +221,6 @@ class MemorySampler:
 # --------------------------------------------------------------------------------------------------
 # Servers
 # --------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -482,7 +422,7 @@ class BackingServices:
         # and `weed`, a child of this process.
         with contextlib.suppress(OSError, ValueError, IndexError):
             self.pids.append(int((postgres.data_dir / "postmaster.pid").read_text().split()[0]))
-        for pid in _children(os.getpid()):
+        for pid in children(os.getpid()):
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "weed":
                     self.pids.append(pid)
@@ -497,28 +437,6 @@ class BackingServices:
 
     def close(self) -> None:
         self._stack.close()
-
-
-def source_revision(source: Path) -> str:
-    """`git describe`-like identity of the benchmarked moorage sources ("+dirty" when edited)."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "not a git checkout"
-    return head + ("+dirty" if dirty else "")
 
 
 def reference_version(binary: str) -> str:
@@ -1388,10 +1306,6 @@ def print_report(results: Results, header: str, footnotes: Sequence[str] = ()) -
 # --------------------------------------------------------------------------------------------------
 
 
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def _warn_foreign(load: ForeignLoad, what: str) -> None:
     seconds, cores = load.cores()
     flag = "  <- other work competes for the CPUs: numbers are noisy" if cores > 0.2 else ""
@@ -1662,10 +1576,6 @@ def measure(
             f"PSS {peak.peak_pss_mib:,.0f}, HWM {peak.hwm_mib:,.0f}), {rss_size / MIB / elapsed:,.0f} MiB/s"
         )
     return results
-
-
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
