@@ -104,7 +104,7 @@ def test_unknown_repository_in_another_registry(world: World) -> None:
 
 def _skopeo_available() -> None:
     if os.geteuid() != 0 or not shutil.which("skopeo") or not shutil.which("unshare"):
-        pytest.skip("needs root, skopeo and unshare (a private /etc/hosts in a mount namespace)")
+        pytest.fail("needs root, skopeo and unshare (a private /etc/hosts in a mount namespace)")
 
 
 def skopeo(world: World, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -87,7 +87,7 @@ def login(server: LiveServer) -> LiveServer:
 def need(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)}")
+        pytest.fail(f"not installed (bin/test installs it): {', '.join(missing)}")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -112,7 +112,7 @@ def make_oci_tool() -> Path:
     for base in (REPO_ROOT.parent / "shared", Path("/work/shared")):
         if (base / _TOOL).is_file():
             return base / _TOOL
-    pytest.skip(f"shared/{_TOOL} not found beside {REPO_ROOT}")
+    pytest.fail(f"shared/{_TOOL} not found beside {REPO_ROOT}")
 
 
 def make_image(

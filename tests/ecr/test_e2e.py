@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import make_oci_tool
 from tests.support.ecr import (
     ROOT_KEY_ID,
     ROOT_SECRET,
@@ -27,14 +28,13 @@ from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.e2e
 
-MAKE_OCI_IMAGE = Path("/work/shared/tools/make_oci_image.py")
 OCI_REF_NAME = "org.opencontainers.image.ref.name"
 
 
 def need(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)}")
+        pytest.fail(f"not installed (bin/test installs it): {', '.join(missing)}")
 
 
 def run(
@@ -67,12 +67,10 @@ def layout_manifest(layout: Path, tag: str) -> tuple[str, bytes]:
 
 
 def make_layout(out: Path, tag: str, *, seed: int) -> str:
-    if not MAKE_OCI_IMAGE.is_file():
-        pytest.skip(f"{MAKE_OCI_IMAGE} not found")
     done = run(
         [
             sys.executable,
-            str(MAKE_OCI_IMAGE),
+            str(make_oci_tool()),
             "--out",
             str(out),
             "--tag",
