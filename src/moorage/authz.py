@@ -67,6 +67,7 @@ __all__ = [
     "OCI_ACTIONS",
     "POLICY_CACHE_SECONDS",
     "REGISTRY_POLICY_V1_APPLIES",
+    "REPOSITORY_ONLY_INVALIDATIONS",
     "Authorizer",
     "Need",
     "Origin",
@@ -250,6 +251,10 @@ INVALIDATING_OPERATIONS: Final = frozenset(
     }
 )
 """Operations after whose success this process forgets what it cached about their targets."""
+
+REPOSITORY_ONLY_INVALIDATIONS: Final = frozenset({"CreateRepository", "TagResource", "UntagResource"})
+"""Of those, the ones that change only the repository (its existence, its resource tags), not the
+registry-level facts (registry policy, policy scope, whether any repository policy exists)."""
 
 
 def _tag_pairs(raw: object) -> tuple[tuple[str, str], ...]:
@@ -501,9 +506,11 @@ class PolicyStore:
         self._repositories.clear()
         self._users.clear()
 
-    def invalidate(self, registry: RegistryRef, name: str | None = None) -> None:
-        """Forget what is cached about the registry (and the repository, when named)."""
-        self._registries.drop(registry)
+    def invalidate(self, registry: RegistryRef, name: str | None = None, *, registry_wide: bool = True) -> None:
+        """Forget what is cached about the repository, when named, and (unless `registry_wide`
+        is false) about the registry."""
+        if registry_wide:
+            self._registries.drop(registry)
         if name is not None:
             self._repositories.drop((registry, name))
 

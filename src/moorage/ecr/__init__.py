@@ -21,7 +21,7 @@ from typing import Any
 
 from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
 from moorage.auth import ApiAuthenticator, ApiCaller, TokenRegistryAuthenticator
-from moorage.authz import INVALIDATING_OPERATIONS, Authorizer, Origin
+from moorage.authz import INVALIDATING_OPERATIONS, REPOSITORY_ONLY_INVALIDATIONS, Authorizer, Origin
 from moorage.config import Settings
 from moorage.ecr.validation import InputValidator, ValidationFailure, operation_names
 from moorage.ecr.wire import EcrError, to_ecr
@@ -213,4 +213,8 @@ class EcrApi:
         finally:
             if operation in INVALIDATING_OPERATIONS:
                 for need in needs:
-                    authorizer.store.invalidate(need.registry, need.repository)
+                    authorizer.store.invalidate(
+                        need.registry,
+                        need.repository,
+                        registry_wide=operation not in REPOSITORY_ONLY_INVALIDATIONS,
+                    )
