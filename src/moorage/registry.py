@@ -475,9 +475,3 @@ class Registry:
         if media_type is None and referenced:
             return None
         return info, media_type or ""
-
-    async def check_blobs(self, registry: RegistryRef, name: RepositoryName, digests: Sequence[Digest]) -> list[Digest]:
-        """Those of `digests` the repository does not link."""
-        async with self._metadata.transaction() as tx:
-            repo = await self._repo(tx, registry, name)
-            return await tx.blobs.missing(repo.id, digests)

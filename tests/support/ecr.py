@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,25 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+
+from tests.support.images import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    Content,
+    blob,
+    config,
+    descriptor,
+    digest_of,
+    docker_manifest,
+    layer,
+    oci_index,
+    oci_manifest,
+)
 
 __all__ = [
     "ACCOUNT",
@@ -69,14 +87,6 @@ REGISTRY_DOMAIN = "ecr.moorage.test"
 ROOT_KEY_ID = "AKIAMOORAGEECRTEST01"
 ROOT_SECRET = "ecr/TestSecretKey+0123456789abcdefghijklmno"
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
-
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 # --- clients -------------------------------------------------------------------------------------
@@ -181,97 +191,18 @@ def aws_cli(
 
 
 # --- content -------------------------------------------------------------------------------------
+# The builders are the registry tests' own (tests/support/images.py); a Blob is their Content.
 
-
-class Blob(NamedTuple):
-    """A blob or manifest: its exact bytes, their sha256 digest, and its media type."""
-
-    data: bytes
-    digest: str
-    media_type: str
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    @property
-    def text(self) -> str:
-        return self.data.decode()
-
-
-def digest_of(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-def _blob(data: bytes, media_type: str) -> Blob:
-    return Blob(data, digest_of(data), media_type)
+Blob = Content
 
 
 def random_blob(size: int, media_type: str = OCI_LAYER) -> Blob:
-    return _blob(os.urandom(size), media_type)
+    return layer(size, media_type)
 
 
 def image_config(media_type: str = DOCKER_CONFIG) -> Blob:
     """An image config; a random label makes every config (and so every manifest) unique."""
-    document = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Labels": {"nonce": os.urandom(8).hex()}},
-        "rootfs": {"type": "layers", "diff_ids": []},
-    }
-    return _blob(json.dumps(document).encode(), media_type)
-
-
-def descriptor(content: Blob, **extra: Any) -> dict[str, Any]:
-    return {"mediaType": content.media_type, "digest": content.digest, "size": content.size, **extra}
-
-
-def _dump(document: Mapping[str, Any]) -> bytes:
-    # Indented on purpose: the server must keep the bytes, not a re-serialization of them.
-    return json.dumps(document, indent=3).encode()
-
-
-def docker_manifest(config: Blob, layers: Sequence[Blob]) -> Blob:
-    document = {
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": descriptor(config),
-        "layers": [descriptor(item) for item in layers],
-    }
-    return _blob(_dump(document), DOCKER_MANIFEST)
-
-
-def oci_manifest(
-    config: Blob,
-    layers: Sequence[Blob],
-    *,
-    subject: Blob | None = None,
-    artifact_type: str | None = None,
-    annotations: Mapping[str, str] | None = None,
-) -> Blob:
-    document: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
-    if artifact_type is not None:
-        document["artifactType"] = artifact_type
-    document["config"] = descriptor(config)
-    document["layers"] = [descriptor(item) for item in layers]
-    if subject is not None:
-        document["subject"] = descriptor(subject)
-    if annotations:
-        document["annotations"] = dict(annotations)
-    return _blob(_dump(document), OCI_MANIFEST)
-
-
-def oci_index(children: Sequence[Blob]) -> Blob:
-    platforms = ("amd64", "arm64", "s390x", "ppc64le")
-    document = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            descriptor(child, platform={"architecture": platforms[i % 4], "os": "linux"})
-            for i, child in enumerate(children)
-        ],
-    }
-    return _blob(_dump(document), OCI_INDEX)
+    return config(media_type)
 
 
 # --- pushing through the ECR API -----------------------------------------------------------------
@@ -340,7 +271,7 @@ def tar_gz_layer(files: Mapping[str, bytes]) -> tuple[Blob, str]:
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
-    return _blob(gzip.compress(raw.getvalue(), mtime=0), DOCKER_LAYER), digest_of(raw.getvalue())
+    return blob(gzip.compress(raw.getvalue(), mtime=0), DOCKER_LAYER), digest_of(raw.getvalue())
 
 
 def runnable_docker_image(layers: int = 2) -> Image:
@@ -356,9 +287,9 @@ def runnable_docker_image(layers: int = 2) -> Image:
         "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in built]},
         "history": [{"created_by": f"layer {i}"} for i in range(layers)],
     }
-    config = _blob(json.dumps(document).encode(), DOCKER_CONFIG)
-    blobs = [blob for blob, _ in built]
-    return Image(docker_manifest(config, blobs), config, blobs)
+    config_blob = blob(json.dumps(document).encode(), DOCKER_CONFIG)
+    layers_built = [item for item, _ in built]
+    return Image(docker_manifest(config_blob, layers_built), config_blob, layers_built)
 
 
 def basic_auth(password: str) -> str:

@@ -65,6 +65,10 @@ class Content(NamedTuple):
     def size(self) -> int:
         return len(self.data)
 
+    @property
+    def text(self) -> str:
+        return self.data.decode()
+
 
 def digest_of(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
