@@ -6,7 +6,6 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,13 @@ from typing import Any
 import boto3
 import httpx
 
+from tests.support.services import free_port
+
 __all__ = ["ROOT_ACCESS_KEY_ID", "ROOT_SECRET_ACCESS_KEY", "LiveServer", "free_port"]
 
 # The root key every test server of the default account starts with (sigv4 mode).
 ROOT_ACCESS_KEY_ID = "AKIAMOORAGETESTROOT1"
 ROOT_SECRET_ACCESS_KEY = "moorage-test-root-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class LiveServer:
