@@ -95,10 +95,18 @@ class Uploads:
     ) -> UploadSession:
         """Append a chunk. When `first_byte` is given it must equal the session's size, else
         UploadOffsetMismatchError(size). Raises UploadUnknownError, TooLargeError."""
+        session = await self._status_at(registry, name, upload_id, first_byte)
+        return await self._append(session, data)
+
+    async def _status_at(
+        self, registry: RegistryRef, name: RepositoryName, upload_id: str, first_byte: int | None
+    ) -> UploadSession:
+        """The session, checked to end at `first_byte` when that is given (the one offset check
+        every append path shares)."""
         session = await self.status(registry, name, upload_id)
         if first_byte is not None and first_byte != session.size:
             raise UploadOffsetMismatchError(upload_id, session.size)
-        return await self._append(session, data)
+        return session
 
     async def _append(self, session: UploadSession, data: AsyncIterable[bytes]) -> UploadSession:
         upload_id = session.upload_id
@@ -144,11 +152,14 @@ class Uploads:
         upload_id: str,
         digest: Digest,
         final: AsyncIterable[bytes] | None = None,
+        *,
+        first_byte: int | None = None,
     ) -> BlobInfo:
-        """Append an optional last chunk, verify the content against `digest`, publish the blob
-        and link it into the repository; the session ends. A digest mismatch cancels the session
-        (nothing is kept) and raises DigestMismatchError."""
-        session = await self.status(registry, name, upload_id)
+        """Append an optional last chunk (starting at `first_byte` when given, as `append`
+        checks), verify the content against `digest`, publish the blob and link it into the
+        repository; the session ends. A digest mismatch cancels the session (nothing is kept)
+        and raises DigestMismatchError."""
+        session = await self._status_at(registry, name, upload_id, first_byte)
         if final is not None:
             session = await self._append(session, final)
         actual = await self._digest_of(session, digest.algorithm)

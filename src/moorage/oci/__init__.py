@@ -30,7 +30,14 @@ from typing import Literal
 from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
 from moorage.auth import Principal, RegistryAuthenticator
 from moorage.authz import Authorizer, Origin
-from moorage.errors import AccessDeniedError, AuthenticationError, MoorageError, NameInvalidError
+from moorage.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    MoorageError,
+    NameInvalidError,
+    RangeNotSatisfiableError,
+    UploadOffsetMismatchError,
+)
 from moorage.model import RegistryRef, RepositoryName, parse_repository_name
 from moorage.oci.errors import error_body, oci_error
 from moorage.registry import Registry
@@ -188,8 +195,6 @@ def _has_body(request: Request) -> bool:
 
 
 def _error_headers(exc: MoorageError, status: int) -> list[tuple[str, str]]:
-    from moorage.errors import RangeNotSatisfiableError, UploadOffsetMismatchError
-
     if isinstance(exc, UploadOffsetMismatchError):
         return [("range", f"0-{max(exc.size - 1, 0)}"), ("docker-upload-uuid", exc.upload_id)]
     if isinstance(exc, RangeNotSatisfiableError):

@@ -156,13 +156,8 @@ async def put_upload(ctx: OciContext) -> None:
         raise DigestInvalidError("the digest query parameter is required to complete an upload")
     digest = Digest.parse(given)
     first = _first_byte(ctx)
-    if first is not None:
-        session = await ctx.uploads.status(ctx.registry_ref, ctx.name, ctx.reference)
-        if first != session.size:
-            from moorage.errors import UploadOffsetMismatchError
-
-            raise UploadOffsetMismatchError(ctx.reference, session.size)
-    await ctx.uploads.complete(ctx.registry_ref, ctx.name, ctx.reference, digest, ctx.request.stream(_limit(ctx)))
+    body = ctx.request.stream(_limit(ctx))
+    await ctx.uploads.complete(ctx.registry_ref, ctx.name, ctx.reference, digest, body, first_byte=first)
     await ctx.reply(201, _blob_created(ctx, digest))
 
 
