@@ -203,6 +203,8 @@ class Settings:
     data_dir: Path = Path("moorage-data")
     registry_domain: str | None = None
     public_host: str | None = None
+    # Only with registry_domain: the port written into repositoryUri / proxyEndpoint (ECR's form has none).
+    public_port: int | None = None
     # Create a repository on its first /v2/ push (ECR requires CreateRepository unless a
     # CREATE_ON_PUSH creation template applies; this switch is the blanket form of that).
     create_on_push: bool = False
@@ -486,6 +488,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"region: expected an AWS-style region like us-east-1, got {s.region!r}")
     _require_host("registry_domain", s.registry_domain)
     _require_host("public_host", s.public_host)
+    if s.public_port is not None and not 1 <= s.public_port <= 65535:
+        raise ConfigError(f"public_port: must be between 1 and 65535, got {s.public_port}")
 
     if not s.http.host.strip():
         raise ConfigError("http.host: must not be empty")

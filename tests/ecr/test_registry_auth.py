@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -81,16 +82,37 @@ def test_token_of_another_region_is_denied(domain_server: LiveServer) -> None:
 
 
 def test_registry_host_names_with_a_domain(domain_server: LiveServer) -> None:
+    """ECR's exact form: `<account>.dkr.ecr.<region>.<domain>`, no port, and https for proxyEndpoint."""
     east = ecr_client(domain_server.url)
     name = f"ecr/uri-{uuid.uuid4().hex[:8]}"
     record = east.create_repository(repositoryName=name)["repository"]
-    host = f"{ACCOUNT}.dkr.ecr.us-east-1.{REGISTRY_DOMAIN}:{domain_server.port}"
+    host = f"{ACCOUNT}.dkr.ecr.us-east-1.{REGISTRY_DOMAIN}"
     assert record["repositoryUri"] == f"{host}/{name}"
-    assert east.get_authorization_token()["authorizationData"][0]["proxyEndpoint"] == f"http://{host}"
+    assert east.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"] == f"{host}/{name}"
+    assert east.get_authorization_token()["authorizationData"][0]["proxyEndpoint"] == f"https://{host}"
     west = ecr_client(domain_server.url, region="us-west-2")
     assert west.get_authorization_token()["authorizationData"][0]["proxyEndpoint"] == (
-        f"http://{ACCOUNT}.dkr.ecr.us-west-2.{REGISTRY_DOMAIN}:{domain_server.port}"
+        f"https://{ACCOUNT}.dkr.ecr.us-west-2.{REGISTRY_DOMAIN}"
     )
+
+
+def test_public_port_goes_into_registry_host_names(tmp_path: Path) -> None:
+    env = {"MOORAGE_REGISTRY_DOMAIN": REGISTRY_DOMAIN, "MOORAGE_PUBLIC_PORT": "8443"}
+    with LiveServer(tmp_path / "data", env=env) as live:
+        client = live.ecr()
+        name = f"ecr/port-{uuid.uuid4().hex[:8]}"
+        record = client.create_repository(repositoryName=name)["repository"]
+        host = f"{ACCOUNT}.dkr.ecr.us-east-1.{REGISTRY_DOMAIN}:8443"
+        assert record["repositoryUri"] == f"{host}/{name}"
+        assert client.get_authorization_token()["authorizationData"][0]["proxyEndpoint"] == f"https://{host}"
+
+
+def test_public_port_without_a_domain_changes_nothing(tmp_path: Path) -> None:
+    with LiveServer(tmp_path / "data", env={"MOORAGE_PUBLIC_PORT": "8443"}) as live:
+        client = live.ecr()
+        record = client.create_repository(repositoryName="ecr/no-domain")["repository"]
+        assert record["repositoryUri"] == f"{live.address}/ecr/no-domain"
+        assert client.get_authorization_token()["authorizationData"][0]["proxyEndpoint"] == f"http://{live.address}"
 
 
 def test_without_a_registry_host_the_token_picks_the_registry(server: LiveServer, ecr: Any, repo: str) -> None:

@@ -76,17 +76,23 @@ class EcrContext:
         return self.registry_ref(params), RepositoryName(params["repositoryName"])
 
     def registry_host(self, registry: RegistryRef) -> str:
-        """The host[:port] a client pushes to for this registry."""
+        """The host[:port] a client pushes to for this registry. With `registry_domain` it is ECR's
+        form `<account>.dkr.ecr.<region>.<domain>`, with a port only when `public_port` says so;
+        otherwise `public_host` (with whatever port it carries) or the request's host."""
         settings = self.services.settings
-        base = settings.public_host or self.host or f"{settings.http.host}:{settings.http.port}"
         if settings.registry_domain:
-            _, sep, port = base.rpartition(":")
-            suffix = f":{port}" if sep and port.isdigit() and port not in ("80", "443") else ""
-            return f"{registry.account_id}.dkr.ecr.{registry.region}.{settings.registry_domain}{suffix}"
-        return base
+            port = f":{settings.public_port}" if settings.public_port is not None else ""
+            return f"{registry.account_id}.dkr.ecr.{registry.region}.{settings.registry_domain}{port}"
+        return settings.public_host or self.host or f"{settings.http.host}:{settings.http.port}"
 
     def repository_uri(self, repo: Repository) -> str:
         return f"{self.registry_host(repo.registry)}/{repo.name}"
+
+    def proxy_endpoint(self, registry: RegistryRef) -> str:
+        """GetAuthorizationToken's `proxyEndpoint`: always https for ECR host names (clients treat
+        them as TLS), else the scheme of this listener."""
+        scheme = "https" if self.services.settings.registry_domain else self.scheme
+        return f"{scheme}://{self.registry_host(registry)}"
 
     @property
     def scheme(self) -> str:

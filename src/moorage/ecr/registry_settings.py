@@ -29,7 +29,7 @@ async def get_authorization_token(ctx: EcrContext, params: dict[str, Any]) -> di
             {
                 "authorizationToken": base64.b64encode(f"AWS:{password}".encode()).decode(),
                 "expiresAt": epoch(expires),
-                "proxyEndpoint": f"{ctx.scheme}://{ctx.registry_host(registry)}",
+                "proxyEndpoint": ctx.proxy_endpoint(registry),
             }
         )
     return {"authorizationData": data}
