@@ -3,6 +3,7 @@ PutImageTagMutability, PutImageScanningConfiguration, TagResource, UntagResource
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,12 +60,43 @@ def test_create_repository_with_settings_and_tags(ecr: Any, new_name: Callable[[
     assert record["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
     assert record["imageTagMutabilityExclusionFilters"] == [{"filterType": "WILDCARD", "filter": "dev-*"}]
     assert record["imageScanningConfiguration"] == {"scanOnPush": True}
-    assert record["encryptionConfiguration"] == {
-        "encryptionType": "KMS",
-        "kmsKey": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/aws/ecr",
-    }
+    assert record["encryptionConfiguration"]["encryptionType"] == "KMS"
+    assert MANAGED_KEY_ARN.fullmatch(record["encryptionConfiguration"]["kmsKey"])
     tags = ecr.list_tags_for_resource(resourceArn=record["repositoryArn"])["tags"]
     assert sorted(tags, key=lambda t: t["Key"]) == [{"Key": "empty", "Value": ""}, {"Key": "team", "Value": "infra"}]
+
+
+MANAGED_KEY_ARN = re.compile(
+    rf"arn:aws:kms:{REGION}:{ACCOUNT}:key/[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}"
+)
+
+
+def test_managed_kms_key_is_a_key_arn_stable_per_account_and_region(
+    server: LiveServer, ecr: Any, new_name: Callable[[], str]
+) -> None:
+    """KMS / KMS_DSSE without kmsKey: the AWS-managed key's key ARN (never the alias ARN), the same
+    in every answer and for every repository of the account and region; another region has its own."""
+    first, second = new_name(), new_name()
+    kms = ecr.create_repository(repositoryName=first, encryptionConfiguration={"encryptionType": "KMS"})
+    dsse = ecr.create_repository(repositoryName=second, encryptionConfiguration={"encryptionType": "KMS_DSSE"})
+    key = kms["repository"]["encryptionConfiguration"]["kmsKey"]
+    assert MANAGED_KEY_ARN.fullmatch(key), key
+    assert dsse["repository"]["encryptionConfiguration"] == {"encryptionType": "KMS_DSSE", "kmsKey": key}
+    described = ecr.describe_repositories(repositoryNames=[first, second])["repositories"]
+    assert [r["encryptionConfiguration"]["kmsKey"] for r in described] == [key, key]
+    deleted = ecr.delete_repository(repositoryName=first)["repository"]
+    assert deleted["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key}
+    west = ecr_client(server.url, region="us-west-2")
+    other = west.create_repository(repositoryName=first, encryptionConfiguration={"encryptionType": "KMS"})
+    west_key = other["repository"]["encryptionConfiguration"]["kmsKey"]
+    assert west_key.startswith(f"arn:aws:kms:us-west-2:{ACCOUNT}:key/")
+    assert west_key.split("/")[-1] != key.split("/")[-1]
+    # A key of the caller's is echoed as given.
+    mine = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
+    own = ecr.create_repository(
+        repositoryName=new_name(), encryptionConfiguration={"encryptionType": "KMS", "kmsKey": mine}
+    )
+    assert own["repository"]["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": mine}
 
 
 def test_kms_key_with_aes256_is_invalid(ecr: Any, new_name: Callable[[], str]) -> None:

@@ -4,6 +4,7 @@ PutImageScanningConfiguration, TagResource, UntagResource, ListTagsForResource."
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from moorage.ecr import EcrContext, Handler
@@ -14,6 +15,24 @@ __all__ = ["HANDLERS", "repository_record"]
 
 _WITH_EXCLUSION = ("IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
 _ARN_RE = re.compile(r"arn:aws[a-z-]*:ecr:([a-z0-9-]+):([0-9]{12}):repository/(.+)")
+# Names the AWS-managed key for ECR of one account and region: uuid5(namespace, "<account>/<region>").
+_MANAGED_KEY_NAMESPACE = uuid.UUID("6f0d3a52-7c1e-5b8e-9a43-2d1c5e0f8b71")
+
+
+def managed_kms_key(registry: RegistryRef) -> str:
+    """The key ARN of the account's AWS-managed key `aws/ecr` in that region: what ECR answers
+    as `kmsKey` for KMS/KMS_DSSE without a key of the caller's. Stable per account and region."""
+    key_id = uuid.uuid5(_MANAGED_KEY_NAMESPACE, f"{registry.account_id}/{registry.region}")
+    return f"arn:aws:kms:{registry.region}:{registry.account_id}:key/{key_id}"
+
+
+def _kms_key(repo: Repository) -> str | None:
+    if repo.encryption_type == "AES256":
+        return None
+    # Repositories created before the key ARN was stored hold the alias ARN of the managed key.
+    if not repo.kms_key or repo.kms_key.endswith(":alias/aws/ecr"):
+        return managed_kms_key(repo.registry)
+    return repo.kms_key
 
 
 def repository_record(ctx: EcrContext, repo: Repository) -> dict[str, Any]:
@@ -31,8 +50,9 @@ def repository_record(ctx: EcrContext, repo: Repository) -> dict[str, Any]:
         record["imageTagMutabilityExclusionFilters"] = [
             {"filterType": "WILDCARD", "filter": f} for f in repo.mutability_exclusions
         ]
-    if repo.kms_key:
-        record["encryptionConfiguration"]["kmsKey"] = repo.kms_key
+    kms_key = _kms_key(repo)
+    if kms_key:
+        record["encryptionConfiguration"]["kmsKey"] = kms_key
     return record
 
 
@@ -84,7 +104,7 @@ async def create_repository(ctx: EcrContext, params: dict[str, Any]) -> dict[str
             "'kmsKey can only be specified when encryptionType is KMS or KMS_DSSE'",
         )
     if encryption_type != "AES256" and not kms_key:
-        kms_key = f"arn:aws:kms:{registry.region}:{registry.account_id}:alias/aws/ecr"
+        kms_key = managed_kms_key(registry)
     tags = _resource_tags(params.get("tags") or [])
     if len(tags) > 50:
         raise EcrError("TooManyTagsException", "A repository can have at most 50 resource tags")
