@@ -70,6 +70,7 @@ __all__ = [
     "Statement",
     "Verdict",
     "access_denied_message",
+    "check_ecr_actions",
     "check_registry_policy_scope",
     "decide",
     "evaluate",
@@ -959,6 +960,17 @@ def parse_policy(
         _denies=tuple(s for s in statements if s.effect == "Deny"),
         _allows=tuple(s for s in statements if s.effect == "Allow"),
     )
+
+
+def check_ecr_actions(doc: PolicyDocument) -> None:
+    """A repository or registry policy may name only ECR's actions (`ecr:...`, or `*`): ECR refuses
+    e.g. a statement whose only action is `s3:GetObject`. Checked for Action and NotAction alike."""
+    for statement in doc.statements:
+        key = "NotAction" if statement.not_action else "Action"
+        for action in statement.actions:
+            service = action.partition(":")[0]
+            if action != "*" and not re.fullmatch(_glob_regex(_encode(service.lower())), "ecr"):
+                raise PolicyError(f"Statement[{statement.index}].{key}: '{action}' is not an ECR action")
 
 
 def check_registry_policy_scope(doc: PolicyDocument, scope: str) -> None:
