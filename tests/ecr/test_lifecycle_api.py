@@ -97,11 +97,12 @@ def test_put_get_delete_lifecycle_policy(ecr: Any, repo: str) -> None:
     assert "lastEvaluatedAt" not in put
     got = ecr.get_lifecycle_policy(repositoryName=repo)
     assert got["lifecyclePolicyText"] == text
-    assert "lastEvaluatedAt" not in got  # never evaluated yet
+    assert got["lastEvaluatedAt"].timestamp() == 0  # never evaluated yet: the epoch, as ECR answers
     replaced = policy_text({**RULE_ANY_KEEP_1, "description": "replaced"})
     ecr.put_lifecycle_policy(repositoryName=repo, lifecyclePolicyText=replaced)
     deleted = ecr.delete_lifecycle_policy(repositoryName=repo)
     assert deleted["lifecyclePolicyText"] == replaced
+    assert deleted["lastEvaluatedAt"].timestamp() == 0
     assert deleted["repositoryName"] == repo
     missing = (
         f"Lifecycle policy does not exist for the repository with name '{repo}' in the registry with id '{ACCOUNT}'"
@@ -493,7 +494,7 @@ def test_lifecycle_run_cli_applies_policy_and_records_history(
     assert ecr.describe_images(repositoryName=name)["imageDetails"] == []
     archived = ecr.describe_images(repositoryName=name, filter={"imageStatus": "ARCHIVED"})["imageDetails"]
     assert sorted(d["imageDigest"] for d in archived) == sorted(old)
-    assert "lastEvaluatedAt" in ecr.get_lifecycle_policy(repositoryName=name)
+    assert ecr.get_lifecycle_policy(repositoryName=name)["lastEvaluatedAt"].timestamp() > 0
     history = subprocess.run(
         [*base, "history", *where], capture_output=True, text=True, timeout=60, check=True
     ).stdout.splitlines()

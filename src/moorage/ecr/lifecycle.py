@@ -4,6 +4,7 @@ ListPullTimeUpdateExclusions). The services are `lifecycle_job.Lifecycle` and `p
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from moorage.ecr import EcrContext, Handler
@@ -17,6 +18,12 @@ def _policy_reply(ctx: EcrContext, params: dict[str, Any], text: str) -> dict[st
     return {"registryId": registry.account_id, "repositoryName": params["repositoryName"], "lifecyclePolicyText": text}
 
 
+def _with_last_evaluation(reply: dict[str, Any], at: datetime | None) -> dict[str, Any]:
+    """Get/DeleteLifecyclePolicy always carry lastEvaluatedAt: the epoch (0) before the first evaluation, as ECR."""
+    reply["lastEvaluatedAt"] = epoch(at) if at is not None else 0
+    return reply
+
+
 async def put_lifecycle_policy(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
     registry, name = ctx.target(params)
     text: str = params["lifecyclePolicyText"]
@@ -27,19 +34,13 @@ async def put_lifecycle_policy(ctx: EcrContext, params: dict[str, Any]) -> dict[
 async def get_lifecycle_policy(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
     registry, name = ctx.target(params)
     record = await ctx.services.lifecycle.get_policy(registry, name)
-    reply = _policy_reply(ctx, params, record.document)
-    if record.last_evaluated_at is not None:
-        reply["lastEvaluatedAt"] = epoch(record.last_evaluated_at)
-    return reply
+    return _with_last_evaluation(_policy_reply(ctx, params, record.document), record.last_evaluated_at)
 
 
 async def delete_lifecycle_policy(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
     registry, name = ctx.target(params)
     record = await ctx.services.lifecycle.delete_policy(registry, name)
-    reply = _policy_reply(ctx, params, record.document)
-    if record.last_evaluated_at is not None:
-        reply["lastEvaluatedAt"] = epoch(record.last_evaluated_at)
-    return reply
+    return _with_last_evaluation(_policy_reply(ctx, params, record.document), record.last_evaluated_at)
 
 
 async def start_lifecycle_policy_preview(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
