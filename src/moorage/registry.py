@@ -33,6 +33,7 @@ from moorage.errors import (
     RangeNotSatisfiableError,
     RepositoryNotEmptyError,
     RepositoryNotFoundError,
+    TagInvalidError,
     TooLargeError,
     TooManyTagsError,
 )
@@ -344,14 +345,18 @@ class Registry:
         self, registry: RegistryRef, name: RepositoryName, reference: str, *, with_body: bool = True
     ) -> Image:
         """The manifest named by a tag or a digest, when it can be pulled: an archived or activating
-        image is not (§8). Raises RepositoryNotFoundError, ManifestUnknownError, DigestInvalidError /
-        TagInvalidError for a malformed reference."""
+        image is not (§8). Raises RepositoryNotFoundError or ManifestUnknownError, also for a
+        reference that is neither a valid tag nor a digest: it names no manifest (the distribution
+        spec's 404; only a PUT with such a reference is TAG_INVALID)."""
         async with self._metadata.transaction() as tx:
             repo = await self._repo(tx, registry, name)
-            if Digest.looks_like(reference):
-                image = await tx.images.get(repo.id, Digest.parse(reference), with_body=with_body)
-            else:
-                image = await tx.images.get_by_tag(repo.id, parse_tag(reference), with_body=with_body)
+            try:
+                if Digest.looks_like(reference):
+                    image = await tx.images.get(repo.id, Digest.parse(reference), with_body=with_body)
+                else:
+                    image = await tx.images.get_by_tag(repo.id, parse_tag(reference), with_body=with_body)
+            except (TagInvalidError, DigestInvalidError):
+                raise ManifestUnknownError(IMAGE_NOT_FOUND, reference) from None
         if image is None or image.status(self._clock.now()) != "ACTIVE":
             raise ManifestUnknownError(IMAGE_NOT_FOUND, reference)
         return image

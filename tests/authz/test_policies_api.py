@@ -92,7 +92,10 @@ def test_invalid_documents_answer_ecrs_text_and_log_the_reason(
         assert f"SetRepositoryPolicy {name} in {ACCOUNT_A} refused: " in log
         assert fragment in log, fragment
     # The model's length limit answers as any member constraint does.
-    too_long = "Invalid parameter at 'policyText' failed to satisfy constraint: 'Member must have length less than or equal to 10240'"
+    too_long = (
+        "Invalid parameter at 'policyText' failed to satisfy constraint: "
+        "'Member must have length less than or equal to 10240'"
+    )
     text = policy(grant("*", "ecr:*")) + " " * 10_240
     expect_error(
         root.set_repository_policy, "InvalidParameterException", too_long, repositoryName=name, policyText=text

@@ -326,8 +326,27 @@ def test_invalid_tag(client: httpx.Client, repo: str, tag: str) -> None:
     get_response = client.get(f"/v2/{repo}/manifests/{tag}")
 
     assert_error(put_response, 400, "TAG_INVALID")
-    assert_error(get_response, 400, "TAG_INVALID")
+    # Neither a tag nor a digest names no manifest: GET and HEAD answer the spec's 404.
+    assert_error(get_response, 404, "MANIFEST_UNKNOWN")
+    assert client.head(f"/v2/{repo}/manifests/{tag}").status_code == 404
     assert client.get(f"/v2/{repo}/manifests/{manifest.digest}").status_code == 404
+
+
+def test_get_and_head_of_an_invalid_reference_is_manifest_unknown(client: httpx.Client, repo: str) -> None:
+    """The distribution spec's conformance check: `.INVALID_MANIFEST_NAME` is no manifest (404
+    MANIFEST_UNKNOWN, "Requested image not found" as ECR says); a PUT with it stays TAG_INVALID."""
+    manifest = push_image(client, repo, "v1")
+    url = f"/v2/{repo}/manifests/.INVALID_MANIFEST_NAME"
+
+    got = client.get(url)
+    assert_error(got, 404, "MANIFEST_UNKNOWN")
+    assert got.json()["errors"][0]["message"] == "Requested image not found"
+    headed = client.head(url)
+    assert headed.status_code == 404
+    assert headed.content == b""
+    assert_error(put(client, repo, ".INVALID_MANIFEST_NAME", manifest), 400, "TAG_INVALID")
+    # A repository that does not exist is still NAME_UNKNOWN.
+    assert_error(client.get("/v2/no/such-repo/manifests/.INVALID_MANIFEST_NAME"), 404, "NAME_UNKNOWN")
 
 
 def test_longest_valid_tag(client: httpx.Client, repo: str) -> None:
@@ -392,7 +411,7 @@ def test_malformed_digest_reference(client: httpx.Client, repo: str) -> None:
     push_image(client, repo, "v1")
 
     for reference in ("sha256:zz", "md5:" + "a" * 32, "sha256:" + "a" * 10):
-        assert_error(client.get(f"/v2/{repo}/manifests/{reference}"), 400, "DIGEST_INVALID")
+        assert_error(client.get(f"/v2/{repo}/manifests/{reference}"), 404, "MANIFEST_UNKNOWN")
 
 
 # --- DELETE ------------------------------------------------------------------------------------
