@@ -128,10 +128,12 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     identities = Identities(metadata, load_master_key(settings.auth.master_key, settings.data_dir), clock=clock)
     tokens = TokenSigner(await load_token_key(metadata))
     default = RegistryRef(settings.account_id, settings.region)
-    registry_tokens = TokenRegistryAuthenticator(tokens, domain=settings.registry_domain)
+    registry_tokens = TokenRegistryAuthenticator(
+        tokens, domain=settings.registry_domain, default_region=settings.region
+    )
     registry_auth: RegistryAuthenticator = registry_tokens
     if settings.auth.mode == "open":
-        registry_auth = AnonymousAuthenticator(default, settings.registry_domain)
+        registry_auth = AnonymousAuthenticator(default, settings.registry_domain, tokens=registry_tokens)
     # aws:CurrentTime follows real time, never a test-moved clock.
     authorizer = Authorizer(
         PolicyStore(metadata, registry, clock=clock), clock=SystemClock(), create_on_push=settings.create_on_push

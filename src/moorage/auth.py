@@ -10,12 +10,18 @@ and principal it was issued to and its expiry; any worker or replica verifies it
 The registry a `/v2/` request addresses comes from the host name when it has the form
 `<account>.dkr.ecr.<region>.<registry_domain>`, else from the token. Authentication only says
 who calls and where: whether they may (another account's registry included) is decided per
-request by `authz.Authorizer`. A token is bound to its region.
+request by `authz.Authorizer`. A token is bound to its region, as ECR's: a token of another
+region than the endpoint's is 401 UNAUTHORIZED naming both regions. The endpoint's region is the
+one its host name names; without `registry_domain` the one endpoint is the configured `region`'s;
+with `registry_domain`, a request whose host names no registry (e.g. by IP) is served for the
+token's own registry.
 
 `auth.mode = "open"` (a drop-in test double) checks no signature or password: a caller whose
 access key id is a 12-digit number acts as that account's root, anyone else as the default
-account's root; on `/v2/` a caller is the root of the registry addressed. Resource policies
-(repository and registry) still apply to them.
+account's root. On `/v2/`, a password from GetAuthorizationToken is read exactly as in SigV4
+mode (its account and principal, its region bound to the endpoint's; its expiry is not checked);
+without one (or with anything else) the caller is the root of the registry addressed. Resource
+policies (repository and registry) still apply to them.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from moorage import sigv4
 from moorage.errors import AccessDeniedError, AuthenticationError
@@ -94,26 +100,14 @@ class RegistryAuthenticator(Protocol):
         `challenge()`), AccessDeniedError (403, e.g. an expired token)."""
         ...
 
-    def challenge(self, host: str | None) -> str | None:
-        """The WWW-Authenticate value for a 401, or None when credentials are never needed."""
+    def challenge(self, host: str | None, scheme: str = "https") -> str | None:
+        """The WWW-Authenticate value for a 401 (`scheme` is the listener's), or None when
+        credentials are never needed."""
         ...
 
 
-class AnonymousAuthenticator:
-    """Open mode for `/v2/`: any Basic credentials or none; the host may still pick the registry."""
-
-    def __init__(self, registry: RegistryRef, domain: str | None = None) -> None:
-        self._registry = registry
-        self._domain = domain
-
-    async def authenticate(
-        self, headers: Mapping[str, Sequence[str]], host: str | None
-    ) -> tuple[Principal, RegistryRef]:
-        registry = registry_from_host(host, self._domain) or self._registry
-        return Principal.root(registry.account_id), registry
-
-    def challenge(self, host: str | None) -> str | None:
-        return None
+def _basic_challenge(host: str | None, scheme: str) -> str:
+    return f'Basic realm="{scheme}://{host or "localhost"}/",service="ecr.amazonaws.com"'
 
 
 def _basic_password(headers: Mapping[str, Sequence[str]]) -> str | None:
@@ -134,15 +128,39 @@ def _basic_password(headers: Mapping[str, Sequence[str]]) -> str | None:
 class TokenRegistryAuthenticator:
     """SigV4 mode for `/v2/`: HTTP Basic with user `AWS` and a password from GetAuthorizationToken."""
 
-    def __init__(self, tokens: TokenSigner, *, domain: str | None) -> None:
+    def __init__(self, tokens: TokenSigner, *, domain: str | None, default_region: str | None = None) -> None:
         self._tokens = tokens
         self._domain = domain
+        # Without a registry domain the one /v2/ endpoint is this region's (None: the token's).
+        self._default_region = default_region if domain is None else None
 
     def issue(self, principal: Principal, registry: RegistryRef, *, expires_at: float) -> str:
         payload = {"a": registry.account_id, "r": registry.region, "p": principal.account_id}
         if principal.user_name is not None:
             payload["u"] = principal.user_name
         return self._tokens.sign("registry", payload, expires_at=expires_at)
+
+    def claims(self, password: str, *, check_expiry: bool = True) -> dict[str, Any]:
+        """The claims of a genuine password; TokenExpiredError / TokenError otherwise."""
+        return self._tokens.verify("registry", password, now=time.time() if check_expiry else None)
+
+    def resolve(self, claims: Mapping[str, Any], host: str | None) -> tuple[Principal, RegistryRef]:
+        """The caller and registry of a request carrying a password with these claims; a token of
+        another region than the endpoint's is AuthenticationError (401), as ECR answers."""
+        principal = Principal.of(str(claims["p"]), claims.get("u"))
+        issued_for = RegistryRef(str(claims["a"]), str(claims["r"]))
+        named = registry_from_host(host, self._domain)
+        if named is not None:
+            registry, endpoint_region = named, named.region
+        else:
+            registry, endpoint_region = issued_for, self._default_region or issued_for.region
+        if endpoint_region != issued_for.region:
+            raise AuthenticationError(
+                f"Your authorization token was issued for region {issued_for.region}, but this registry endpoint "
+                f"is in region {endpoint_region}. Get a token for {endpoint_region} "
+                f"(aws ecr get-login-password --region {endpoint_region}) and log in again."
+            )
+        return principal, registry
 
     async def authenticate(
         self, headers: Mapping[str, Sequence[str]], host: str | None
@@ -151,22 +169,45 @@ class TokenRegistryAuthenticator:
         if password is None:
             raise AuthenticationError("authentication required")
         try:
-            claims = self._tokens.verify("registry", password, now=time.time())
+            claims = self.claims(password)
         except TokenExpiredError:
             raise AccessDeniedError(TOKEN_EXPIRED) from None
         except TokenError:
             raise AuthenticationError("invalid authorization token") from None
-        principal = Principal.of(str(claims["p"]), claims.get("u"))
-        issued_for = RegistryRef(str(claims["a"]), str(claims["r"]))
-        registry = registry_from_host(host, self._domain) or issued_for
-        if registry.region != issued_for.region:
-            raise AccessDeniedError(
-                f"Your authorization token was issued for region {issued_for.region}, not {registry.region}."
-            )
-        return principal, registry
+        return self.resolve(claims, host)
 
-    def challenge(self, host: str | None) -> str | None:
-        return f'Basic realm="https://{host or "localhost"}/",service="ecr.amazonaws.com"'
+    def challenge(self, host: str | None, scheme: str = "https") -> str | None:
+        return _basic_challenge(host, scheme)
+
+
+class AnonymousAuthenticator:
+    """Open mode for `/v2/`: any Basic credentials or none; the host may still pick the registry,
+    and a password from GetAuthorizationToken counts as in SigV4 mode (`tokens`)."""
+
+    def __init__(
+        self, registry: RegistryRef, domain: str | None = None, tokens: TokenRegistryAuthenticator | None = None
+    ) -> None:
+        self._registry = registry
+        self._domain = domain
+        self._tokens = tokens
+
+    async def authenticate(
+        self, headers: Mapping[str, Sequence[str]], host: str | None
+    ) -> tuple[Principal, RegistryRef]:
+        password = _basic_password(headers)
+        if password is not None and self._tokens is not None:
+            try:
+                claims = self._tokens.claims(password, check_expiry=False)
+            except TokenError:
+                pass  # not a token of ours: open mode takes it anyway
+            else:
+                return self._tokens.resolve(claims, host)
+        registry = registry_from_host(host, self._domain) or self._registry
+        return Principal.root(registry.account_id), registry
+
+    def challenge(self, host: str | None, scheme: str = "https") -> str | None:
+        # Only a token of another region is refused in open mode; say how to log in again.
+        return _basic_challenge(host, scheme)
 
 
 class ApiAuthenticator:

@@ -59,8 +59,9 @@ class TokenSigner:
         body = _b64(json.dumps(document, separators=(",", ":"), sort_keys=True).encode())
         return f"{body}.{self._mac(kind, body)}"
 
-    def verify(self, kind: str, token: str, *, now: float) -> dict[str, Any]:
-        """The payload of a genuine, unexpired token of this kind; TokenError otherwise."""
+    def verify(self, kind: str, token: str, *, now: float | None) -> dict[str, Any]:
+        """The payload of a genuine, unexpired token of this kind; TokenError otherwise.
+        `now=None` skips the expiry check (open mode reads a token's claims without enforcing it)."""
         body, sep, mac = token.partition(".")
         if not sep or not body or not mac:
             raise TokenError("malformed token")
@@ -73,6 +74,6 @@ class TokenSigner:
         if not isinstance(payload, dict):
             raise TokenError("malformed token")
         expires = payload.get("exp")
-        if expires is not None and (not isinstance(expires, int | float) or now > expires):
+        if expires is not None and (not isinstance(expires, int | float) or (now is not None and now > expires)):
             raise TokenExpiredError("token expired")
         return payload

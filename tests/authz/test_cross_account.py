@@ -189,5 +189,6 @@ def test_v2_host_names_select_the_registry(world: World, root: Any, new_name: Ca
     # A token stays bound to its region.
     west = world.password("broot", "us-west-2")
     refused = get(west, world.host(ACCOUNT_A))
-    assert refused.status_code == 403
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["code"] == "UNAUTHORIZED"
     assert "issued for region us-west-2" in refused.json()["errors"][0]["message"]

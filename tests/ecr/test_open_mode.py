@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.ecr import ACCOUNT, DOCKER_MANIFEST, ecr_client, push_image
+from tests.support.ecr import ACCOUNT, DOCKER_MANIFEST, basic_auth, ecr_client, push_image, registry_password
 from tests.support.live import LiveServer
 
 
@@ -51,6 +51,32 @@ def test_open_mode_registry_needs_no_credentials(open_server: LiveServer) -> Non
     got = httpx.get(f"{open_server.url}/v2/{name}/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
     assert got.status_code == 200
     assert got.content == image.manifest.data
+
+
+def test_open_mode_v2_uses_the_passwords_account_like_sigv4_mode(open_server: LiveServer) -> None:
+    account = "777788889999"
+    client = ecr_client(open_server.url, key_id=account, secret="irrelevant")
+    name = unique("pwd")
+    client.create_repository(repositoryName=name)
+    image = push_image(client, name, "v1")
+    password = registry_password(client)
+    url = f"{open_server.url}/v2/{name}/manifests/v1"
+    got = httpx.get(url, headers={"Authorization": basic_auth(password), "Accept": DOCKER_MANIFEST})
+    assert got.status_code == 200, got.text
+    assert got.content == image.manifest.data
+    # Without a password (or with one that is not ours) the caller is the default account's root.
+    for headers in ({}, {"Authorization": basic_auth("not-a-token")}):
+        missing = httpx.get(url, headers=headers)
+        assert missing.status_code == 404
+        assert missing.json()["errors"][0]["message"] == (
+            f"The repository with name '{name}' does not exist in the registry with id '{ACCOUNT}'"
+        )
+    # A token of another region is refused as in SigV4 mode.
+    west = registry_password(ecr_client(open_server.url, key_id=account, secret="x", region="us-west-2"))
+    refused = httpx.get(url, headers={"Authorization": basic_auth(west)})
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["code"] == "UNAUTHORIZED"
+    assert "issued for region us-west-2" in refused.json()["errors"][0]["message"]
 
 
 def test_reset_is_refused_without_allow_reset(server: LiveServer, ecr: Any, repo: str) -> None:

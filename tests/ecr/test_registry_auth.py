@@ -20,7 +20,8 @@ from tests.support.ecr import (
 )
 from tests.support.live import LiveServer
 
-CHALLENGE = re.compile(r'Basic realm="[^"]+",service="ecr\.amazonaws\.com"')
+# The realm has the scheme of the listener: these servers listen on plain HTTP.
+CHALLENGE = re.compile(r'Basic realm="http://127\.0\.0\.1:[0-9]+/",service="ecr\.amazonaws\.com"')
 
 
 def codes(response: httpx.Response) -> list[str]:
@@ -66,8 +67,12 @@ def test_token_of_another_region_is_denied(domain_server: LiveServer) -> None:
     east_host = f"{ACCOUNT}.dkr.ecr.us-east-1.{REGISTRY_DOMAIN}:{domain_server.port}"
     url = f"{domain_server.url}/v2/{name}/manifests/v1"
     refused = httpx.get(url, headers={"Authorization": basic_auth(west_password), "Host": east_host})
-    assert refused.status_code == 403
-    assert codes(refused) == ["DENIED"]
+    assert refused.status_code == 401
+    assert codes(refused) == ["UNAUTHORIZED"]
+    message = refused.json()["errors"][0]["message"]
+    assert "issued for region us-west-2" in message, message
+    assert "in region us-east-1" in message, message
+    assert refused.headers["www-authenticate"] == f'Basic realm="http://{east_host}/",service="ecr.amazonaws.com"'
     # The same request with a token of the region the host names is served.
     east_password = registry_password(east)
     served = httpx.get(
@@ -115,9 +120,21 @@ def test_public_port_without_a_domain_changes_nothing(tmp_path: Path) -> None:
         assert client.get_authorization_token()["authorizationData"][0]["proxyEndpoint"] == f"http://{live.address}"
 
 
-def test_without_a_registry_host_the_token_picks_the_registry(server: LiveServer, ecr: Any, repo: str) -> None:
+def test_without_a_registry_domain_the_endpoint_is_the_configured_regions(
+    server: LiveServer, ecr: Any, repo: str
+) -> None:
+    """One /v2/ endpoint without registry_domain: the configured region's (us-east-1). A token of
+    another region is refused as ECR refuses it, 401 naming the regions, not 404 NAME_UNKNOWN."""
     push_image(ecr, repo, "v1")
     west_password = registry_password(ecr_client(server.url, region="us-west-2"))
-    response = httpx.get(f"{server.url}/v2/{repo}/manifests/v1", headers={"Authorization": basic_auth(west_password)})
-    assert response.status_code == 404  # us-west-2's registry has no such repository
-    assert codes(response) == ["NAME_UNKNOWN"]
+    url = f"{server.url}/v2/{repo}/manifests/v1"
+    response = httpx.get(url, headers={"Authorization": basic_auth(west_password)})
+    assert response.status_code == 401
+    assert codes(response) == ["UNAUTHORIZED"]
+    message = response.json()["errors"][0]["message"]
+    assert "issued for region us-west-2" in message, message
+    assert "in region us-east-1" in message, message
+    assert CHALLENGE.fullmatch(response.headers["www-authenticate"])
+    assert httpx.get(f"{server.url}/v2/", headers={"Authorization": basic_auth(west_password)}).status_code == 401
+    east = httpx.get(url, headers={"Authorization": basic_auth(registry_password(ecr)), "Accept": DOCKER_MANIFEST})
+    assert east.status_code == 200

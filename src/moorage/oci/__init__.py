@@ -159,7 +159,7 @@ class OciApi:
         try:
             principal, registry_ref = await self._auth.authenticate(request.headers, request.host)
         except AuthenticationError as exc:
-            challenge = self._auth.challenge(request.host)
+            challenge = self._auth.challenge(request.host, scope.get("scheme", "http"))
             extra = [("www-authenticate", challenge)] if challenge else []
             await _error(send, request, "UNAUTHORIZED", 401, exc.message, extra)
             return
