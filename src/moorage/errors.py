@@ -99,9 +99,15 @@ class RepositoryNotFoundError(NotFoundError):
 
 
 class ManifestUnknownError(NotFoundError):
-    def __init__(self, message: str, reference: str = "") -> None:
+    """`reference` is the tag or digest asked for (the registry API); `image_id` the API's
+    (imageDigest, imageTag) pair when the image was asked for by an imageId."""
+
+    def __init__(
+        self, message: str, reference: str = "", *, image_id: tuple[str | None, str | None] | None = None
+    ) -> None:
         super().__init__(message)
         self.reference = reference
+        self.image_id = image_id
 
 
 class BlobUnknownError(NotFoundError):

@@ -246,7 +246,7 @@ class Images:
                     try:
                         image = await self._resolve(tx, repo.id, ref, with_body=False)
                     except _Failed:
-                        raise ManifestUnknownError(NOT_FOUND, f"{ref.digest}|{ref.tag}") from None
+                        raise ManifestUnknownError(NOT_FOUND, image_id=(ref.digest, ref.tag)) from None
                     images.setdefault(image.digest, image)
                 return Page(list(images.values()))
             return await self._scan(tx, repo.id, tag_status, page, image_status)
@@ -323,7 +323,7 @@ class Images:
             try:
                 image = await self._resolve(tx, repo.id, ref, with_body=False)
             except _Failed as failed:
-                raise ManifestUnknownError(failed.reason, f"{ref.digest}|{ref.tag}") from None
+                raise ManifestUnknownError(failed.reason, image_id=(ref.digest, ref.tag)) from None
             status = image.status(now)
             if target == "ARCHIVE":
                 if status != "ACTIVE":

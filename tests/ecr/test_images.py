@@ -56,7 +56,8 @@ def tags_of(ecr: Any, repository: str, digest: str) -> list[str]:
 
 def image_missing(repository: str, digest: str | None, tag: str | None) -> str:
     return (
-        f"The image with imageId {{imageDigest:'{digest or 'null'}', imageTag:'{tag or 'null'}'}} does not exist "
+        f"The image with imageId {{imageDigest:'{digest if digest is not None else 'null'}', "
+        f"imageTag:'{tag if tag is not None else 'null'}'}} does not exist "
         f"within the repository with name '{repository}' in the registry with id '{ACCOUNT}'"
     )
 
@@ -175,10 +176,38 @@ def test_image_already_exists(ecr: Any, repo: str) -> None:
         imageManifest=image.manifest.text,
         imageTag="v1",
     )
-    expect_error(ecr.put_image, "ImageAlreadyExistsException", repositoryName=repo, imageManifest=image.manifest.text)
+    # Without a tag the message says null, as ECR prints an absent value (never Python's None).
+    expect_error(
+        ecr.put_image,
+        "ImageAlreadyExistsException",
+        f"Image with digest '{image.manifest.digest}' and tag 'null' already exists in the repository with name "
+        f"'{repo}' in registry with id '{ACCOUNT}'",
+        repositoryName=repo,
+        imageManifest=image.manifest.text,
+    )
     # A new tag on the same manifest is a change, not a duplicate.
     put(ecr, repo, image.manifest, "v2")
     assert tags_of(ecr, repo, image.manifest.digest) == ["v1", "v2"]
+
+
+def test_image_not_found_names_a_tag_called_none_as_given(ecr: Any, repo: str) -> None:
+    """A tag spelled None is a tag like any other: the message quotes it, and null only for an absent value."""
+    push_image(ecr, repo, "v1")
+    expect_error(
+        ecr.describe_images,
+        "ImageNotFoundException",
+        image_missing(repo, None, "None"),
+        repositoryName=repo,
+        imageIds=[{"imageTag": "None"}],
+    )
+    expect_error(
+        ecr.update_image_storage_class,
+        "ImageNotFoundException",
+        image_missing(repo, None, "None"),
+        repositoryName=repo,
+        imageId={"imageTag": "None"},
+        targetStorageClass="ARCHIVE",
+    )
 
 
 def test_mutable_tag_moves_and_leaves_old_image_untagged(ecr: Any, repo: str) -> None:
@@ -198,8 +227,10 @@ def test_layers_not_found(ecr: Any, repo: str) -> None:
     response = expect_error(
         ecr.put_image, "LayersNotFoundException", repositoryName=repo, imageManifest=manifest.text, imageTag="x"
     )
-    assert absent.digest in response["Error"]["Message"]
-    assert present.digest not in response["Error"]["Message"]
+    assert response["Error"]["Message"] == (
+        f"Layers with digests [{absent.digest}] required for pushing image into repository with name '{repo}' "
+        f"in the registry with id '{ACCOUNT}' do not exist"
+    )
     assert ecr.list_images(repositoryName=repo)["imageIds"] == []
 
 
@@ -211,8 +242,10 @@ def test_referenced_images_not_found(ecr: Any, repo: str) -> None:
     response = expect_error(
         ecr.put_image, "ReferencedImagesNotFoundException", repositoryName=repo, imageManifest=index.text
     )
-    assert stranger.manifest.digest in response["Error"]["Message"]
-    assert child.manifest.digest not in response["Error"]["Message"]
+    assert response["Error"]["Message"] == (
+        f"Images with digests [{stranger.manifest.digest}] required for pushing image into repository with name "
+        f"'{repo}' in the registry with id '{ACCOUNT}' do not exist"
+    )
 
 
 def test_index_size_is_largest_child(ecr: Any, repo: str) -> None:

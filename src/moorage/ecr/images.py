@@ -17,6 +17,20 @@ from moorage.model import Digest, Image, RegistryRef
 __all__ = ["HANDLERS"]
 
 
+def _text(value: str | None) -> str:
+    """A message's rendering of an absent value, as ECR prints it: null."""
+    return "null" if value is None else value
+
+
+def _image_not_found(image_id: tuple[str | None, str | None], name: str, registry: RegistryRef) -> EcrError:
+    digest, tag = image_id
+    return EcrError(
+        "ImageNotFoundException",
+        f"The image with imageId {{imageDigest:'{_text(digest)}', imageTag:'{_text(tag)}'}} does not exist within "
+        f"the repository with name '{name}' in the registry with id '{registry.account_id}'",
+    )
+
+
 def _refs(params: dict[str, Any], key: str = "imageIds") -> list[ImageRef]:
     return [ImageRef(i.get("imageDigest"), i.get("imageTag")) for i in params[key]]
 
@@ -72,23 +86,22 @@ async def put_image(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
             registry, name, text.encode(), media_type, tag=tag, digest=digest, create_repository=False
         )
     except ManifestBlobUnknownError as exc:
-        if exc.children:
-            raise EcrError(
-                "ReferencedImagesNotFoundException",
-                f"Some of the referenced images were not found in the repository: {', '.join(exc.digests)}",
-            ) from None
+        # ECR lists the digests as [a, b] (no quotes): never a Python list's repr.
+        what = (
+            ("ReferencedImagesNotFoundException", "Images") if exc.children else ("LayersNotFoundException", "Layers")
+        )
         raise EcrError(
-            "LayersNotFoundException",
-            f"Layers with digests {exc.digests} required for pushing image into repository with name '{name}' "
-            f"in the registry with id '{registry.account_id}' do not exist",
+            what[0],
+            f"{what[1]} with digests [{', '.join(exc.digests)}] required for pushing image into repository with "
+            f"name '{name}' in the registry with id '{registry.account_id}' do not exist",
         ) from None
     except DigestInvalidError:
         raise EcrError("ImageDigestDoesNotMatchException", _digest_mismatch(params, text)) from None
     if not result.changed:
         raise EcrError(
             "ImageAlreadyExistsException",
-            f"Image with digest '{result.image.digest}' and tag '{tag}' already exists in the repository with "
-            f"name '{name}' in registry with id '{registry.account_id}'",
+            f"Image with digest '{result.image.digest}' and tag '{_text(tag)}' already exists in the repository "
+            f"with name '{name}' in registry with id '{registry.account_id}'",
         )
     return {"image": _image(registry, result.image, tag)}
 
@@ -165,13 +178,7 @@ async def describe_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, 
     try:
         found = await ctx.services.images.describe(registry, name, refs, tag_status, page, image_status)
     except ManifestUnknownError as exc:
-        digest, _, tag = exc.reference.partition("|")
-        raise EcrError(
-            "ImageNotFoundException",
-            f"The image with imageId {{imageDigest:'{digest if digest != 'None' else 'null'}', "
-            f"imageTag:'{tag if tag != 'None' else 'null'}'}} does not exist within the repository with name "
-            f"'{name}' in the registry with id '{registry.account_id}'",
-        ) from None
+        raise _image_not_found(exc.image_id or (None, None), name, registry) from None
     now = ctx.services.registry.now()
     return {
         "imageDetails": [_detail(registry, image, now) for image in found.items],
@@ -230,11 +237,7 @@ async def update_image_storage_class(ctx: EcrContext, params: dict[str, Any]) ->
     try:
         image = await ctx.services.images.update_storage_class(registry, name, ref, target)
     except ManifestUnknownError:
-        raise EcrError(
-            "ImageNotFoundException",
-            f"The image with imageId {{imageDigest:'{ref.digest or 'null'}', imageTag:'{ref.tag or 'null'}'}} does not "
-            f"exist within the repository with name '{name}' in the registry with id '{registry.account_id}'",
-        ) from None
+        raise _image_not_found((ref.digest, ref.tag), name, registry) from None
     image_id = {"imageDigest": str(image.digest)}
     if ref.tag is not None:
         image_id["imageTag"] = ref.tag
