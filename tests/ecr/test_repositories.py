@@ -91,6 +91,7 @@ def test_managed_kms_key_is_a_key_arn_stable_per_account_and_region(
     west_key = other["repository"]["encryptionConfiguration"]["kmsKey"]
     assert west_key.startswith(f"arn:aws:kms:us-west-2:{ACCOUNT}:key/")
     assert west_key.split("/")[-1] != key.split("/")[-1]
+    west.delete_repository(repositoryName=first)  # leave us-west-2's registry as other tests expect it: empty
     # A key of the caller's is echoed as given.
     mine = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
     own = ecr.create_repository(
