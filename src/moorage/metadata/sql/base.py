@@ -1,0 +1,72 @@
+"""What every table module of the SQL store shares: the connection it runs statements on
+(`Executor`), the `SqlTable` base with the dialect's `INSERT ... ON CONFLICT DO NOTHING`, time and
+page conversions, and `touch` (make blobs GC candidates), which repositories, images and blobs
+all call when they drop a reference.
+
+Times are stored as epoch seconds (floats) in every dialect."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Executable, Select, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from moorage.metadata import tables as t
+from moorage.model import Page, PageRequest
+
+__all__ = ["Executor", "SqlTable", "dt", "dt_req", "limited", "paged", "touch", "ts"]
+
+
+def ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def dt_req(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def paged(items: list[Any], limit: int | None, key: Any) -> Page[Any]:
+    if limit is not None and len(items) > limit:
+        items = items[:limit]
+        return Page(items, key(items[-1]) if items else None)
+    return Page(items, None)
+
+
+def limited(stmt: Select[Any], page: PageRequest) -> Select[Any]:
+    return stmt if page.limit is None else stmt.limit(page.limit + 1)
+
+
+class Executor(Protocol):
+    async def execute(self, statement: Executable, parameters: Any = None) -> Any: ...
+
+    def begin_nested(self) -> AbstractAsyncContextManager[Any]: ...
+
+
+class SqlTable:
+    def __init__(self, conn: Executor, dialect: str) -> None:
+        self._c = conn
+        self._dialect = dialect
+
+    def _insert_ignore(self, table: Table) -> Insert:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+
+async def touch(conn: Executor, dialect: str, digests: Sequence[str], now: datetime) -> None:
+    """Make blobs GC candidates touched at `now` (inserted, or their time moved forward)."""
+    if not digests:
+        return
+    rows = [{"digest": d, "since": ts(now)} for d in sorted(set(digests))]
+    insert = postgresql.insert(t.gc_candidates) if dialect == "postgresql" else sqlite.insert(t.gc_candidates)
+    stmt = insert.on_conflict_do_update(index_elements=["digest"], set_={"since": insert.excluded.since})
+    await conn.execute(stmt, rows)

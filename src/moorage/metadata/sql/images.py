@@ -1,0 +1,361 @@
+"""Images: manifests, their tags and the references between them (`t.manifests`, `t.tags`,
+`t.manifest_refs`). The manifest GET / HEAD path runs here: its statements are built once at import."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.engine import Row
+
+from moorage.metadata import ManifestRef
+from moorage.metadata import tables as t
+from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, limited, paged, touch, ts
+from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, RepositoryName
+
+__all__ = ["SqlImages"]
+
+
+_IMAGE_COLUMNS = (
+    t.manifests.c.repo_id,
+    t.manifests.c.digest,
+    t.manifests.c.media_type,
+    t.manifests.c.artifact_type,
+    t.manifests.c.config_media_type,
+    t.manifests.c.subject,
+    t.manifests.c.size,
+    t.manifests.c.image_size,
+    t.manifests.c.pushed_at,
+    t.manifests.c.last_pulled_at,
+    t.manifests.c.storage_class,
+    t.manifests.c.last_archived_at,
+    t.manifests.c.last_activated_at,
+)
+
+
+def _image_by_digest(with_body: bool) -> Select[Any]:
+    m = t.manifests
+    columns = (*_IMAGE_COLUMNS, m.c.body) if with_body else _IMAGE_COLUMNS
+    return select(*columns).where(m.c.repo_id == bindparam("repo"), m.c.digest == bindparam("digest"))
+
+
+def _image_by_tag(with_body: bool) -> Select[Any]:
+    m, tg = t.manifests, t.tags
+    columns = (*_IMAGE_COLUMNS, m.c.body) if with_body else _IMAGE_COLUMNS
+    return (
+        select(*columns)
+        .select_from(tg.join(m, and_(m.c.repo_id == tg.c.repo_id, m.c.digest == tg.c.digest)))
+        .where(tg.c.repo_id == bindparam("repo"), tg.c.name == bindparam("tag"))
+    )
+
+
+_IMAGE_BY_DIGEST = {flag: _image_by_digest(flag) for flag in (False, True)}
+# Tags of one image / of a page of images. No ORDER BY (names are sorted in Python), so the
+# (repo_id, digest) index is the one used.
+_TAGS_OF = select(t.tags.c.name).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest == bindparam("digest"))
+_TAGS_OF_MANY = select(t.tags.c.digest, t.tags.c.name).where(
+    t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest.in_(bindparam("digests", expanding=True))
+)
+_IMAGE_BY_TAG = {flag: _image_by_tag(flag) for flag in (False, True)}
+
+
+class SqlImages(SqlTable):
+    def __init__(self, conn: Executor, dialect: str, repos: dict[int, tuple[RegistryRef, str]]) -> None:
+        super().__init__(conn, dialect)
+        self._repos = repos
+
+    async def _repo(self, repo_id: int) -> tuple[RegistryRef, str]:
+        known = self._repos.get(repo_id)
+        if known is None:
+            r = t.repositories
+            row = (await self._c.execute(select(r.c.account_id, r.c.region, r.c.name).where(r.c.id == repo_id))).one()
+            known = (RegistryRef(row.account_id, row.region), row.name)
+            self._repos[repo_id] = known
+        return known
+
+    async def _image(
+        self,
+        row: Row[Any, *tuple[Any, ...]],
+        *,
+        with_body: bool,
+        with_tags: bool,
+        tags: tuple[str, ...] | None = None,
+    ) -> Image:
+        m = row._mapping
+        registry, name = await self._repo(m["repo_id"])
+        digest = Digest.parse(m["digest"])
+        tag_names: tuple[str, ...] = tags or ()
+        if with_tags and tags is None:
+            rows = await self._c.execute(_TAGS_OF, {"repo": m["repo_id"], "digest": m["digest"]})
+            tag_names = tuple(sorted(r[0] for r in rows))
+        return Image(
+            registry=registry,
+            repository=RepositoryName(name),
+            digest=digest,
+            media_type=m["media_type"],
+            size=m["size"],
+            pushed_at=dt_req(m["pushed_at"]),
+            tags=tag_names,
+            artifact_type=m["artifact_type"],
+            subject=Digest.parse(m["subject"]) if m["subject"] else None,
+            config_media_type=m["config_media_type"],
+            image_size=m["image_size"],
+            last_pulled_at=dt(m["last_pulled_at"]),
+            body=bytes(m["body"]) if with_body else None,
+            storage_class=m["storage_class"],
+            last_archived_at=dt(m["last_archived_at"]),
+            last_activated_at=dt(m["last_activated_at"]),
+        )
+
+    async def put(self, repo_id: int, image: Image, body: bytes, refs: Sequence[ManifestRef]) -> bool:
+        m = t.manifests
+        stmt = self._insert_ignore(m).values(
+            repo_id=repo_id,
+            digest=str(image.digest),
+            media_type=image.media_type,
+            artifact_type=image.artifact_type,
+            config_media_type=image.config_media_type,
+            subject=str(image.subject) if image.subject else None,
+            size=len(body),
+            image_size=image.image_size,
+            body=body,
+            pushed_at=ts(image.pushed_at),
+        )
+        result = await self._c.execute(stmt)
+        if result.rowcount != 1:
+            return False
+        unique = {str(child): (kind, media_type) for child, kind, media_type in refs}
+        if unique:
+            await self._c.execute(
+                t.manifest_refs.insert(),
+                [
+                    {
+                        "repo_id": repo_id,
+                        "parent": str(image.digest),
+                        "child": child,
+                        "kind": kind,
+                        "media_type": media_type,
+                    }
+                    for child, (kind, media_type) in unique.items()
+                ],
+            )
+        return True
+
+    async def get(
+        self, repo_id: int, digest: Digest, *, with_body: bool = True, with_tags: bool = False
+    ) -> Image | None:
+        stmt = _IMAGE_BY_DIGEST[with_body]
+        row = (await self._c.execute(stmt, {"repo": repo_id, "digest": str(digest)})).first()
+        return None if row is None else await self._image(row, with_body=with_body, with_tags=with_tags)
+
+    async def get_by_tag(
+        self, repo_id: int, tag: str, *, with_body: bool = True, with_tags: bool = False
+    ) -> Image | None:
+        row = (await self._c.execute(_IMAGE_BY_TAG[with_body], {"repo": repo_id, "tag": tag})).first()
+        return None if row is None else await self._image(row, with_body=with_body, with_tags=with_tags)
+
+    async def list_page(self, repo_id: int, page: PageRequest) -> Page[Image]:
+        m = t.manifests
+        stmt = select(*_IMAGE_COLUMNS).where(m.c.repo_id == repo_id)
+        if page.after is not None:
+            stmt = stmt.where(m.c.digest > page.after)
+        rows = (await self._c.execute(limited(stmt.order_by(m.c.digest), page))).all()
+        if page.limit is not None:
+            rows = rows[: page.limit + 1]
+        # One query for the tags of the whole page, not one per image.
+        tags: dict[str, list[str]] = {}
+        if rows:
+            found = await self._c.execute(_TAGS_OF_MANY, {"repo": repo_id, "digests": [r.digest for r in rows]})
+            for digest, tag in found:
+                tags.setdefault(digest, []).append(tag)
+        images = [
+            await self._image(row, with_body=False, with_tags=True, tags=tuple(sorted(tags.get(row.digest, ()))))
+            for row in rows
+        ]
+        return paged(images, page.limit, lambda image: str(image.digest))
+
+    async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:
+        # The OCI spec's lexical order is case-insensitive; the exact name breaks ties ("A" < "a").
+        tg = t.tags
+        folded = func.lower(tg.c.name)
+        stmt = select(tg.c.name).where(tg.c.repo_id == repo_id)
+        if page.after is not None:
+            after = page.after
+            stmt = stmt.where(or_(folded > after.lower(), and_(folded == after.lower(), tg.c.name > after)))
+        rows = (await self._c.execute(limited(stmt.order_by(folded, tg.c.name), page))).all()
+        return paged([row[0] for row in rows], page.limit, lambda name: name)
+
+    async def set_tag(self, repo_id: int, tag: str, digest: Digest, now: datetime) -> Digest | None:
+        tg = t.tags
+        previous = (
+            await self._c.execute(select(tg.c.digest).where(tg.c.repo_id == repo_id, tg.c.name == tag))
+        ).scalar()
+        if previous is None:
+            await self._c.execute(tg.insert().values(repo_id=repo_id, name=tag, digest=str(digest), updated_at=ts(now)))
+            return None
+        if previous != str(digest):
+            await self._c.execute(
+                update(tg)
+                .where(tg.c.repo_id == repo_id, tg.c.name == tag)
+                .values(digest=str(digest), updated_at=ts(now))
+            )
+        return Digest.parse(previous)
+
+    async def remove_tag(self, repo_id: int, tag: str) -> Digest | None:
+        tg = t.tags
+        previous = (
+            await self._c.execute(select(tg.c.digest).where(tg.c.repo_id == repo_id, tg.c.name == tag))
+        ).scalar()
+        if previous is None:
+            return None
+        await self._c.execute(delete(tg).where(tg.c.repo_id == repo_id, tg.c.name == tag))
+        return Digest.parse(previous)
+
+    async def delete(self, repo_id: int, digest: Digest, now: datetime) -> list[str]:
+        tg, m, refs = t.tags, t.manifests, t.manifest_refs
+        names = [
+            row[0]
+            for row in await self._c.execute(
+                select(tg.c.name).where(tg.c.repo_id == repo_id, tg.c.digest == str(digest)).order_by(tg.c.name)
+            )
+        ]
+        await self._c.execute(delete(tg).where(tg.c.repo_id == repo_id, tg.c.digest == str(digest)))
+        children = await self._c.execute(
+            select(refs.c.child).where(refs.c.repo_id == repo_id, refs.c.parent == str(digest), refs.c.kind == "blob")
+        )
+        await touch(self._c, self._dialect, [row[0] for row in children], now)
+        await self._c.execute(delete(refs).where(refs.c.repo_id == repo_id, refs.c.parent == str(digest)))
+        await self._c.execute(delete(m).where(m.c.repo_id == repo_id, m.c.digest == str(digest)))
+        return names
+
+    async def referenced_by(self, repo_id: int, digest: Digest) -> list[Digest]:
+        refs = t.manifest_refs
+        stmt = (
+            select(refs.c.parent)
+            .where(refs.c.repo_id == repo_id, refs.c.child == str(digest), refs.c.kind == "manifest")
+            .order_by(refs.c.parent)
+        )
+        return [Digest.parse(row[0]) for row in await self._c.execute(stmt)]
+
+    async def referrers(self, repo_id: int, subject: Digest) -> list[Image]:
+        m = t.manifests
+        stmt = select(*_IMAGE_COLUMNS).where(m.c.repo_id == repo_id, m.c.subject == str(subject)).order_by(m.c.digest)
+        rows = (await self._c.execute(stmt)).all()
+        return [await self._image(row, with_body=False, with_tags=False) for row in rows]
+
+    async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
+        if not digests:
+            return []
+        m = t.manifests
+        wanted = {str(d) for d in digests}
+        found = {
+            row[0]
+            for row in await self._c.execute(
+                select(m.c.digest).where(m.c.repo_id == repo_id, m.c.digest.in_(sorted(wanted)))
+            )
+        }
+        return [d for d in digests if str(d) not in found]
+
+    async def scan(self, repo_id: int) -> list[Image]:
+        # The lifecycle job reads whole repositories (100,000 images): plain tuples, stored digests
+        # taken as they are (they were validated on the way in), one datetime per stored time.
+        m, tg = t.manifests, t.tags
+        registry, name = await self._repo(repo_id)
+        repository = RepositoryName(name)
+        tags: dict[str, list[str]] = {}
+        for digest, tag in await self._c.execute(
+            select(tg.c.digest, tg.c.name).where(tg.c.repo_id == repo_id).order_by(tg.c.name)
+        ):
+            tags.setdefault(digest, []).append(tag)
+        columns = (
+            m.c.digest,
+            m.c.media_type,
+            m.c.size,
+            m.c.pushed_at,
+            m.c.artifact_type,
+            m.c.subject,
+            m.c.config_media_type,
+            m.c.image_size,
+            m.c.last_pulled_at,
+            m.c.storage_class,
+            m.c.last_archived_at,
+            m.c.last_activated_at,
+        )
+        rows = await self._c.execute(select(*columns).where(m.c.repo_id == repo_id).order_by(m.c.digest))
+        stamp = datetime.fromtimestamp
+        images = []
+        for (
+            digest,
+            media,
+            size,
+            pushed,
+            artifact,
+            subject,
+            config,
+            image_size,
+            pulled,
+            cls,
+            archived,
+            activated,
+        ) in rows:
+            images.append(
+                Image(
+                    registry,
+                    repository,
+                    Digest(*digest.split(":", 1)),
+                    media,
+                    size,
+                    stamp(pushed, UTC),
+                    tuple(tags.get(digest, ())),
+                    artifact,
+                    Digest(*subject.split(":", 1)) if subject else None,
+                    config,
+                    image_size,
+                    None if pulled is None else stamp(pulled, UTC),
+                    None,
+                    cls,
+                    None if archived is None else stamp(archived, UTC),
+                    None if activated is None else stamp(activated, UTC),
+                )
+            )
+        return images
+
+    async def children(self, repo_id: int) -> list[tuple[Digest, Digest]]:
+        refs = t.manifest_refs
+        stmt = select(refs.c.parent, refs.c.child).where(refs.c.repo_id == repo_id, refs.c.kind == "manifest")
+        return [(Digest.parse(parent), Digest.parse(child)) for parent, child in await self._c.execute(stmt)]
+
+    async def set_storage_class(
+        self,
+        repo_id: int,
+        digest: Digest,
+        storage_class: str,
+        *,
+        archived_at: datetime | None = None,
+        activated_at: datetime | None = None,
+    ) -> bool:
+        m = t.manifests
+        values: dict[str, Any] = {"storage_class": storage_class}
+        if archived_at is not None:
+            values["last_archived_at"] = ts(archived_at)
+        if activated_at is not None:
+            values["last_activated_at"] = ts(activated_at)
+        result = await self._c.execute(
+            update(m).where(m.c.repo_id == repo_id, m.c.digest == str(digest)).values(values)
+        )
+        return bool(result.rowcount == 1)
+
+    async def record_pull(self, repo_id: int, digest: Digest, now: datetime, *, unless_since: datetime) -> bool:
+        m = t.manifests
+        result = await self._c.execute(
+            update(m)
+            .where(
+                m.c.repo_id == repo_id,
+                m.c.digest == str(digest),
+                or_(m.c.last_pulled_at.is_(None), m.c.last_pulled_at < ts(unless_since)),
+            )
+            .values(last_pulled_at=ts(now))
+        )
+        return bool(result.rowcount == 1)

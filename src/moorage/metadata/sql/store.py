@@ -1,0 +1,255 @@
+"""SqlMetadataStore: the MetadataStore on SQLAlchemy Core, for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+The store owns the engines and transactions; `SqlTransaction` composes one object per table
+family (the sibling modules) on the transaction's connection.
+
+Dialect differences live in small named functions:
+- `async_url`: plain `sqlite:///` / `postgresql://` URLs are mapped to the async drivers.
+- `_on_sqlite_connect` / `_on_sqlite_begin`: WAL, foreign keys, a busy timeout, and `BEGIN IMMEDIATE`
+  for write transactions, so SQLite writers queue on the database lock up front instead of
+  failing when a read lock cannot be upgraded.
+- `SqlTable._insert_ignore` (base.py): `INSERT ... ON CONFLICT DO NOTHING` in either dialect.
+PostgreSQL serialises writers per repository with `SELECT ... FOR UPDATE` on the repository row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Executable, create_engine, delete, event, func, select
+from sqlalchemy.engine import RootTransaction
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from moorage.metadata import (
+    BlobTable,
+    IdentityTable,
+    ImageTable,
+    KvTable,
+    LeaseTable,
+    LifecycleTable,
+    PolicyTable,
+    PullExclusionTable,
+    RepositoryTable,
+    ResourceTagTable,
+    Transaction,
+    UploadTable,
+)
+from moorage.metadata import tables as t
+from moorage.metadata.sql.base import Executor
+from moorage.metadata.sql.blobs import SqlBlobs, SqlUploads
+from moorage.metadata.sql.identities import SqlIdentities, SqlPolicies, SqlPullExclusions
+from moorage.metadata.sql.images import SqlImages
+from moorage.metadata.sql.jobs import SqlKv, SqlLeases
+from moorage.metadata.sql.lifecycle import SqlLifecycle
+from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
+from moorage.model import RegistryRef
+
+__all__ = ["SqlMetadataStore", "SqlTransaction", "async_url"]
+
+_WRITE = "moorage_write"
+
+
+def async_url(url: str) -> str:
+    """Map a plain database URL to the SQLAlchemy async driver URL."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+class _SyncReads:
+    """Runs a read transaction's statements on a synchronous SQLite connection, in the event
+    loop's thread: WAL readers never wait for writers, and an indexed point query costs a few
+    microseconds, far less than the thread hop every aiosqlite call makes."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters)
+
+    def begin_nested(self) -> AbstractAsyncContextManager[Any]:
+        raise RuntimeError("read transactions do not write")
+
+
+class SqlTransaction:
+    def __init__(self, conn: Executor, dialect: str) -> None:
+        known: dict[int, tuple[RegistryRef, str]] = {}
+        self.repositories: RepositoryTable = SqlRepositories(conn, dialect, known)
+        self.images: ImageTable = SqlImages(conn, dialect, known)
+        self.blobs: BlobTable = SqlBlobs(conn, dialect)
+        self.uploads: UploadTable = SqlUploads(conn, dialect)
+        self.resource_tags: ResourceTagTable = SqlResourceTags(conn, dialect)
+        self.identities: IdentityTable = SqlIdentities(conn, dialect)
+        self.policies: PolicyTable = SqlPolicies(conn, dialect)
+        self.lifecycle: LifecycleTable = SqlLifecycle(conn, dialect)
+        self.pull_exclusions: PullExclusionTable = SqlPullExclusions(conn, dialect)
+        self.leases: LeaseTable = SqlLeases(conn, dialect)
+        self.kv: KvTable = SqlKv(conn, dialect)
+
+
+_SQLITE_LOCK_WAIT = 30.0
+
+
+def _on_sqlite_connect_nowait(dbapi_connection: Any, record: Any) -> None:
+    _on_sqlite_connect(dbapi_connection, record)
+    # The loop-thread write engine must never sleep inside SQLite: a locked database is retried
+    # by `_begin_sqlite_write` with asyncio sleeps instead.
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the driver so that `_on_sqlite_begin` decides the BEGIN kind.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _on_sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+class SqlMetadataStore:
+    """MetadataStore on one SQLAlchemy async engine."""
+
+    def __init__(
+        self, engine: AsyncEngine, sync_reads: Engine | None = None, sync_writes: Engine | None = None
+    ) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        self._sync_reads = sync_reads
+        self._sync_writes = sync_writes
+        self._idle_reads: list[Connection] = []
+
+    @classmethod
+    def open(cls, url: str) -> SqlMetadataStore:
+        """Connect to a plain `sqlite:///path` or `postgresql://` URL (the schema must be migrated)."""
+        full = async_url(url)
+        if full.startswith("sqlite"):
+            path = full.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(full, pool_size=8, max_overflow=16)
+            reads = create_engine("sqlite:///" + path, pool_size=4, max_overflow=60)
+            writes = create_engine("sqlite:///" + path, pool_size=2, max_overflow=30)
+            for target in (engine.sync_engine, reads):
+                event.listen(target, "connect", _on_sqlite_connect)
+            event.listen(writes, "connect", _on_sqlite_connect_nowait)
+            for target in (engine.sync_engine, reads, writes):
+                event.listen(target, "begin", _on_sqlite_begin)
+            return cls(engine, reads, writes)
+        # No pre-ping: it costs a round trip per checkout on the hot path; stale connections are
+        # recycled instead and a failed statement surfaces as an error for that one request.
+        engine = create_async_engine(full, pool_size=10, max_overflow=20, pool_recycle=1800)
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = False) -> AsyncIterator[Transaction]:
+        if self._sync_reads is not None and not write:
+            # Idle read connections are kept here rather than checked in and out of the pool:
+            # the checkout costs more than the indexed queries a read transaction runs.
+            sync = self._idle_reads.pop() if self._idle_reads else self._sync_reads.connect()
+            try:
+                with sync.begin():
+                    yield SqlTransaction(_SyncReads(sync), self._dialect)
+            except BaseException:
+                sync.close()
+                raise
+            if len(self._idle_reads) < 8:
+                self._idle_reads.append(sync)
+            else:
+                sync.close()
+            return
+        if self._sync_writes is not None:
+            sync, outer = await self._begin_sqlite_write()
+            try:
+                yield SqlTransaction(_SyncReads(sync), self._dialect)
+                outer.commit()
+            except BaseException:
+                outer.rollback()
+                raise
+            finally:
+                sync.close()
+            return
+        async with self._engine.connect() as conn:
+            if write:
+                conn = await conn.execution_options(**{_WRITE: True})
+            elif self._dialect == "postgresql":
+                # READ COMMITTED would give every statement a new snapshot; the contract promises
+                # read transactions one consistent snapshot (as SQLite's WAL readers get).
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield SqlTransaction(conn, self._dialect)
+
+    async def _begin_sqlite_write(self) -> tuple[Connection, RootTransaction]:
+        """A write transaction on SQLite, run in the event loop's thread like reads: statements
+        cost microseconds instead of a thread hop each. `BEGIN IMMEDIATE` never blocks the loop:
+        the connection's busy timeout is 0 and a locked database is retried after short sleeps;
+        once begun, the transaction holds the write lock and its statements do not wait."""
+        assert self._sync_writes is not None
+        delay, waited = 0.0005, 0.0
+        while True:
+            sync = self._sync_writes.connect().execution_options(**{_WRITE: True})
+            try:
+                return sync, sync.begin()
+            except OperationalError as exc:
+                sync.close()
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if waited > _SQLITE_LOCK_WAIT:
+                    raise
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.02)
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(select(func.count()).select_from(t.kv))
+
+    async def reset(self) -> None:
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                for table in (
+                    t.repository_policies,
+                    t.registry_policies,
+                    t.lifecycle_policies,
+                    t.lifecycle_previews,
+                    t.lifecycle_events,
+                    t.pull_time_exclusions,
+                    t.uploads,
+                    t.tags,
+                    t.manifest_refs,
+                    t.manifests,
+                    t.repo_blobs,
+                    t.repositories,
+                    t.blobs,
+                    t.gc_candidates,
+                ):
+                    await conn.execute(delete(table))
+                # Settings and documents go too; secrets (signing keys) stay.
+                await conn.execute(delete(t.kv).where(~t.kv.c.name.startswith("secret/")))
+
+    async def close(self) -> None:
+        for idle in self._idle_reads:
+            idle.close()
+        self._idle_reads.clear()
+        await self._engine.dispose()
+        for sync in (self._sync_reads, self._sync_writes):
+            if sync is not None:
+                sync.dispose()
