@@ -42,8 +42,10 @@ def model_operations() -> set[str]:
     return set(botocore.session.get_session().get_service_model("ecr").operation_names)
 
 
-def test_every_model_operation_has_a_rule() -> None:
-    assert set(ECR_RULES) == model_operations()
+def test_every_rule_is_for_a_model_operation() -> None:
+    # Operations not implemented yet may have a rule or not: they answer UnsupportedOperationException
+    # before authorization. Every implemented one has a rule (below).
+    assert set(ECR_RULES) <= model_operations()
 
 
 def test_every_dispatched_operation_has_a_rule() -> None:

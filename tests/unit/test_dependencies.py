@@ -130,3 +130,14 @@ def test_the_check_sees_a_missing_and_a_superfluous_declaration(tmp_path: Path) 
     assert unused_declarations(modules, {"click", "rich", "cryptography", "alembic", "asyncpg"}) == [
         "alembic is declared but src/moorage imports none of its modules (alembic)"
     ]
+
+
+def test_installed_aws_libraries_are_in_the_declared_range() -> None:
+    """The tests count what the installed botocore model has; it must be a release pyproject allows."""
+    from importlib.metadata import version
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    specs: dict[str, Requirement] = {canonicalize_name(r.name): r for r in map(Requirement, project["dependencies"])}
+    for dist in ("boto3", "botocore"):
+        assert specs[dist].specifier.contains(version(dist)), f"{dist} {version(dist)} is not {specs[dist]}"
+        assert any(s.operator == "<" for s in specs[dist].specifier), f"{dist} needs an upper bound"

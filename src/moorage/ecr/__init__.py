@@ -4,8 +4,9 @@
              Content-Type: application/x-amz-json-1.1, SigV4-signed
 
 Per request: target → operation name; bounded body read; SigV4 authentication; JSON decode;
-validation of the input against botocore's ECR model (`ecr/validation.py`); authorization of the
-operation's IAM actions and resources (`authz.py`, for every operation, before the handler); the
+validation of the input against botocore's ECR model (`ecr/validation.py`); a model operation
+without a handler answers UnsupportedOperationException here; authorization of the operation's IAM
+actions and resources (`authz.py`, for every implemented operation, before the handler); the
 handler from the explicit HANDLERS tables of `ecr/<area>.py`; the result serialised as JSON. Every
 response carries `x-amzn-RequestId`. Handlers are thin: they translate wire shapes and call the services.
 """
@@ -35,7 +36,15 @@ from moorage.sigv4 import SigV4Error
 from moorage.tokens import TokenSigner
 from moorage.uploads import Uploads
 
-__all__ = ["PENDING_OPERATIONS", "TARGET_PREFIX", "EcrApi", "EcrContext", "EcrServices", "Handler", "all_handlers"]
+__all__ = [
+    "TARGET_PREFIX",
+    "EcrApi",
+    "EcrContext",
+    "EcrServices",
+    "Handler",
+    "all_handlers",
+    "pending_operations",
+]
 
 log = logging.getLogger("moorage.ecr")
 
@@ -101,34 +110,6 @@ class EcrContext:
 
 Handler = Callable[[EcrContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 
-# Operations of botocore's ECR model that Moorage does not implement yet. They answer
-# UnsupportedOperationException naming the operation, never canned data. A test keeps this list
-# and the HANDLERS tables together equal to the model's operation names.
-PENDING_OPERATIONS: frozenset[str] = frozenset(
-    {
-        "BatchGetRepositoryScanningConfiguration",
-        "CreatePullThroughCacheRule",
-        "CreateRepositoryCreationTemplate",
-        "DeletePullThroughCacheRule",
-        "DeleteRepositoryCreationTemplate",
-        "DeleteSigningConfiguration",
-        "DescribeImageReplicationStatus",
-        "DescribeImageScanFindings",
-        "DescribeImageSigningStatus",
-        "DescribePullThroughCacheRules",
-        "DescribeRepositoryCreationTemplates",
-        "GetRegistryScanningConfiguration",
-        "GetSigningConfiguration",
-        "PutRegistryScanningConfiguration",
-        "PutReplicationConfiguration",
-        "PutSigningConfiguration",
-        "StartImageScan",
-        "UpdatePullThroughCacheRule",
-        "UpdateRepositoryCreationTemplate",
-        "ValidatePullThroughCacheRule",
-    }
-)
-
 
 def all_handlers() -> dict[str, Handler]:
     from moorage.ecr import images, layers, lifecycle, policies, registry_settings, repositories
@@ -139,6 +120,21 @@ def all_handlers() -> dict[str, Handler]:
         assert not overlap, f"operations handled twice: {overlap}"
         table.update(module.HANDLERS)
     return table
+
+
+def pending_operations() -> frozenset[str]:
+    """The operations of the installed botocore ECR model that no handler implements yet: they
+    answer UnsupportedOperationException naming the operation (never canned data), before any
+    authorization. A newer model's new operations land here until they are implemented."""
+    return operation_names() - all_handlers().keys()
+
+
+def unknown_operation(target: str) -> EcrError:
+    """ECR's answer to a request that names no operation of the service (400 UnknownOperationException)."""
+    if not target:
+        return EcrError("UnknownOperationException", "The request has no X-Amz-Target header naming an operation")
+    shown = target if len(target) <= 256 else target[:256] + "..."
+    return EcrError("UnknownOperationException", f"Unknown operation {shown}")
 
 
 class EcrApi:
@@ -179,7 +175,7 @@ class EcrApi:
         target = request.header("x-amz-target") or ""
         operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
         if request.method != "POST" or operation not in self._known:
-            raise EcrError("UnknownOperationException", "")
+            raise unknown_operation(target)
         raw = await request.read(self._max_body)
         try:
             caller = await self._auth.authenticate(
@@ -199,18 +195,17 @@ class EcrApi:
             self._validator.validate(operation, params)
         except ValidationFailure as failure:
             raise EcrError(failure.code, failure.message) from None
+        handler = self._handlers.get(operation)
+        if handler is None:  # a model operation not implemented yet: say so, before authorization
+            raise EcrError(
+                "UnsupportedOperationException", f"The operation {operation} is not implemented by Moorage yet"
+            )
         origin = Origin.of(request.scope)
         authorizer = self._services.authorizer
         try:
             needs = await authorizer.check_ecr(caller.principal, origin, operation, params, caller.region)
         except MoorageError as exc:
             raise to_ecr(exc) from None
-        handler = self._handlers.get(operation)
-        if handler is None:
-            raise EcrError(
-                "UnsupportedOperationException",
-                f"The operation {operation} is not implemented by Moorage yet",
-            )
         ctx = EcrContext(caller, self._services, request.host, operation, origin)
         try:
             return await handler(ctx, params)
