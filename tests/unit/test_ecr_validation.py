@@ -40,6 +40,7 @@ KNOWN_GOOD: dict[str, str] = {
     "ImageDigest": DIGEST,
     "LayerDigest": DIGEST,
     "UploadId": "0f8fad5b-d9cb-469f-a165-70867728950e",
+    "ReplicationBackfillId": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
     "CredentialArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/hub-AbC123",
     "PrincipalArn": "arn:aws:iam::123456789012:role/ecr-replication",
     "SigningProfileArn": "arn:aws:signer:us-east-1:123456789012:/signing-profiles/MyProfile",
