@@ -34,6 +34,7 @@ __all__ = [
     "AuthMode",
     "AuthSettings",
     "ConfigError",
+    "EventsSettings",
     "FilesystemStorageSettings",
     "GcSettings",
     "HttpSettings",
@@ -48,6 +49,7 @@ __all__ = [
     "StorageSettings",
     "TestingSettings",
     "UploadsSettings",
+    "WebhookSettings",
     "env_var_name",
     "format_duration",
     "load_settings",
@@ -183,6 +185,33 @@ class ArchiveSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    # `name` is the consumer's id in the delivery state, the metrics and `moorage events`.
+    name: str = ""
+    url: str = ""
+    secret: str | None = field(default=None, metadata={"redact": "value"})
+    detail_types: tuple[str, ...] | None = None  # default: every detail type
+    repository_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    webhooks: tuple[WebhookSettings, ...] = ()
+    # MOORAGE_EVENTS__WEBHOOK_URL / _SECRET add one more webhook, named "env".
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, metadata={"redact": "value"})
+    retry_max_interval: timedelta = timedelta(minutes=10)
+    retry_for: timedelta = timedelta(hours=24)
+    retention: timedelta = timedelta(days=7)
+    audit_log: Path | None = None
+
+    def all_webhooks(self) -> tuple[WebhookSettings, ...]:
+        if self.webhook_url is None:
+            return self.webhooks
+        return (*self.webhooks, WebhookSettings(name="env", url=self.webhook_url, secret=self.webhook_secret))
+
+
+@dataclass(frozen=True)
 class TestingSettings:
     __test__ = False  # not a pytest test class
 
@@ -217,6 +246,7 @@ class Settings:
     gc: GcSettings = field(default_factory=GcSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     testing: TestingSettings = field(default_factory=TestingSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -385,6 +415,9 @@ def _convert(value: object, tp: Any, key: str, source: _Source) -> object:
                 return value.lower()
         raise ConfigError(f"{key}: expected one of {', '.join(json.dumps(c) for c in choices)}, got {value!r}")
 
+    if origin is tuple:
+        return _convert_tuple(value, tp, key, source)
+
     if tp is str:
         if isinstance(value, str):
             return value
@@ -445,6 +478,30 @@ def _convert(value: object, tp: Any, key: str, source: _Source) -> object:
     raise TypeError(f"{key}: unsupported annotation {tp!r}")  # pragma: no cover - schema error
 
 
+def _convert_tuple(value: object, tp: Any, key: str, source: _Source) -> object:
+    """`tuple[X, ...]`: a TOML array (of tables, for a dataclass X); from the environment, JSON text."""
+    (item_type, _ellipsis) = get_args(tp)
+    if isinstance(value, str) and source in ("env", "override"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}: expected a JSON array") from None
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{key}: expected an array")
+    items: list[object] = []
+    for i, item in enumerate(value):
+        item_key = f"{key}[{i}]"
+        if _is_dataclass_type(item_type):
+            if not isinstance(item, dict):
+                raise ConfigError(f"{item_key}: expected a table")
+            subtree: dict[str, Any] = {}
+            _ingest_table(item_type, item, f"{item_key}.", subtree, "json" if source == "json" else "toml")
+            items.append(_build(item_type, subtree, f"{item_key}."))
+        else:
+            items.append(_convert(item, item_type, item_key, "json" if source == "json" else "toml"))
+    return tuple(items)
+
+
 # --------------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------------
@@ -479,6 +536,31 @@ def _validate_metadata_url(url: str) -> None:
         )
     if scheme.lower() == "sqlite" and (not rest.startswith("/") or rest == "/"):
         raise ConfigError("metadata.url: an SQLite URL must look like sqlite:///path/to/metadata.db")
+
+
+_WEBHOOK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _validate_events(events: EventsSettings) -> None:
+    seen: set[str] = set()
+    for i, hook in enumerate(events.all_webhooks()):
+        key = "events.webhook_url" if hook.name == "env" and i >= len(events.webhooks) else f"events.webhooks[{i}]"
+        if not _WEBHOOK_NAME_RE.fullmatch(hook.name):
+            raise ConfigError(f"{key}.name: required; letters, digits, '.', '_' and '-', got {hook.name!r}")
+        if hook.name == "audit-log":
+            raise ConfigError(f"{key}.name: 'audit-log' is the audit log's own name")
+        if hook.name in seen:
+            raise ConfigError(f"{key}.name: {hook.name!r} is used by another webhook")
+        seen.add(hook.name)
+        if not re.match(r"https?://[^/]", hook.url):
+            raise ConfigError(f"{key}.url: expected an http(s):// URL, got {hook.url!r}")
+    if events.webhook_secret is not None and events.webhook_url is None:
+        raise ConfigError("events.webhook_url: required when events.webhook_secret is set")
+    for key, td in (("events.retry_max_interval", events.retry_max_interval), ("events.retry_for", events.retry_for)):
+        if td <= timedelta(0):
+            raise ConfigError(f"{key}: must be longer than zero")
+    if events.retention < timedelta(0):
+        raise ConfigError("events.retention: must not be negative")
 
 
 def _validate(s: Settings) -> None:
@@ -535,6 +617,7 @@ def _validate(s: Settings) -> None:
     ):
         if td <= zero:
             raise ConfigError(f"{key}: must be longer than zero")
+    _validate_events(s.events)
     if s.gc.grace_period < zero:
         raise ConfigError("gc.grace_period: must not be negative")
     if s.archive.restore_delay < zero:
@@ -639,7 +722,11 @@ def _to_plain(obj: object, *, redact: bool, for_json: bool) -> dict[str, object]
                 value = REDACTED
             elif how == "url-password" and isinstance(value, str):
                 value = _redact_url(value)
-        if isinstance(value, timedelta):
+        if isinstance(value, tuple):
+            out[f.name] = [
+                _to_plain(v, redact=redact, for_json=for_json) if dataclasses.is_dataclass(v) else v for v in value
+            ]
+        elif isinstance(value, timedelta):
             out[f.name] = value // timedelta(microseconds=1) if for_json else format_duration(value)
         elif isinstance(value, Path):
             out[f.name] = str(value)
@@ -702,8 +789,16 @@ def render_toml(d: Mapping[str, object]) -> str:
     lines: list[str] = []
 
     def table(node: Mapping[str, object], path: list[str]) -> None:
-        scalars = [(k, v) for k, v in node.items() if not isinstance(v, Mapping)]
+        def is_array_of_tables(v: object) -> bool:
+            return isinstance(v, list) and bool(v) and all(isinstance(i, Mapping) for i in v)
+
+        scalars = [
+            (k, v)
+            for k, v in node.items()
+            if not isinstance(v, Mapping) and not is_array_of_tables(v) and v != []
+        ]
         subtables = [(k, v) for k, v in node.items() if isinstance(v, Mapping)]
+        arrays = [(k, v) for k, v in node.items() if is_array_of_tables(v)]
         if path and (scalars or not subtables):
             if lines:
                 lines.append("")
@@ -713,6 +808,13 @@ def render_toml(d: Mapping[str, object]) -> str:
         for k, v in subtables:
             assert isinstance(v, Mapping)
             table(v, [*path, k])
+        for k, v in arrays:
+            assert isinstance(v, list)
+            for item in v:
+                lines.append("")
+                lines.append("[[" + ".".join(_toml_key(p) for p in [*path, k]) + "]]")
+                for ik, iv in item.items():
+                    lines.append(f"{_toml_key(ik)} = {_toml_value(iv, '.'.join([*path, k, ik]))}")
 
     table(d, [])
     return "\n".join(lines) + "\n"
