@@ -793,9 +793,7 @@ def render_toml(d: Mapping[str, object]) -> str:
             return isinstance(v, list) and bool(v) and all(isinstance(i, Mapping) for i in v)
 
         scalars = [
-            (k, v)
-            for k, v in node.items()
-            if not isinstance(v, Mapping) and not is_array_of_tables(v) and v != []
+            (k, v) for k, v in node.items() if not isinstance(v, Mapping) and not is_array_of_tables(v) and v != []
         ]
         subtables = [(k, v) for k, v in node.items() if isinstance(v, Mapping)]
         arrays = [(k, v) for k, v in node.items() if is_array_of_tables(v)]

@@ -136,13 +136,13 @@ def image_action(
     return Event.create(IMAGE_ACTION, ECR_SOURCE, registry, at, detail, repository=repository)
 
 
-def repository_action(registry: RegistryRef, repository: str, action: Literal["CREATE", "DELETE"], at: datetime) -> Event:
+def repository_action(
+    registry: RegistryRef, repository: str, action: Literal["CREATE", "DELETE"], at: datetime
+) -> Event:
     """Moorage's `Moorage Repository Action` (ECR reports these only in CloudTrail)."""
     arn = repository_arn(registry, repository)
     detail = {"result": "SUCCESS", "repository-name": repository, "repository-arn": arn, "action-type": action}
-    return Event.create(
-        REPOSITORY_ACTION, MOORAGE_SOURCE, registry, at, detail, repository=repository, resources=[arn]
-    )
+    return Event.create(REPOSITORY_ACTION, MOORAGE_SOURCE, registry, at, detail, repository=repository, resources=[arn])
 
 
 def lifecycle_action(

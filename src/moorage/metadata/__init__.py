@@ -29,12 +29,13 @@ Contract (checked by tests/contract/test_metadata_store.py against every backend
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from moorage.metadata.outbox import EventTable
 from moorage.model import (
     BlobInfo,
     Digest,
@@ -51,6 +52,7 @@ from moorage.model import (
 __all__ = [
     "AccessKeyRecord",
     "BlobTable",
+    "EventTable",
     "IdentityTable",
     "ImageTable",
     "KvTable",
@@ -491,11 +493,17 @@ class Transaction(Protocol):
     pull_exclusions: PullExclusionTable
     leases: LeaseTable
     kv: KvTable
+    events: EventTable
 
 
 class MetadataStore(Protocol):
     def transaction(self, *, write: bool = False) -> AbstractAsyncContextManager[Transaction]:
         """A transaction; commits on normal exit, rolls back on exception."""
+        ...
+
+    def on_events_committed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (in the event loop, after the commit) whenever a write transaction
+        of this store committed events; consumers in this process use it to wake up."""
         ...
 
     async def ping(self) -> None:

@@ -13,6 +13,7 @@
     repositories ─┬─< lifecycle_policies               (PutLifecyclePolicy text, last evaluation)
                   └─< lifecycle_previews               (the latest StartLifecyclePolicyPreview and its result)
     lifecycle_events                                   (what lifecycle runs did; outlives the repository)
+    events ─ event_consumers, event_failures           (the outbox: events, delivery positions, give-ups)
     pull_time_exclusions                               (principals whose pulls leave lastRecordedPullTime)
     leases                                             (background-job leases)
     kv                                                 (small named values: signing keys, settings)
@@ -45,6 +46,9 @@ __all__ = [
     "access_keys",
     "accounts",
     "blobs",
+    "event_consumers",
+    "event_failures",
+    "events",
     "gc_candidates",
     "kv",
     "leases",
@@ -311,4 +315,47 @@ pull_time_exclusions = Table(
     Column("region", String(32), primary_key=True),
     Column("principal_arn", String(200), primary_key=True),
     Column("created_at", Float, nullable=False),
+)
+
+# The outbox (metadata/outbox.py): events, each consumer's position, the events a consumer gave up on.
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger(), "postgresql"), primary_key=True, autoincrement=True),
+    # The writing transaction's id on PostgreSQL (pg_current_xact_id), 0 on SQLite.
+    Column("xid", BigInteger, nullable=False, server_default="0"),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("detail_type", String(100), nullable=False),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("repository", String(256), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_events_position", "xid", "seq"),
+    Index("ix_events_created_at", "created_at"),
+    # Positions must never be reused, even after every row was pruned: consumers keep them.
+    sqlite_autoincrement=True,
+)
+
+event_consumers = Table(
+    "event_consumers",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("xid", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("first_failure_at", Float, nullable=True),
+    Column("next_attempt_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("seen_at", Float, nullable=False),
+)
+
+event_failures = Table(
+    "event_failures",
+    metadata,
+    Column("consumer", String(200), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("failed_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=False),
 )

@@ -15,7 +15,7 @@ PostgreSQL serialises writers per repository with `SELECT ... FOR UPDATE` on the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from moorage.metadata import (
     BlobTable,
+    EventTable,
     IdentityTable,
     ImageTable,
     KvTable,
@@ -42,6 +43,7 @@ from moorage.metadata import (
 from moorage.metadata import tables as t
 from moorage.metadata.sql.base import Executor
 from moorage.metadata.sql.blobs import SqlBlobs, SqlUploads
+from moorage.metadata.sql.events import SqlEvents
 from moorage.metadata.sql.identities import SqlIdentities, SqlPolicies, SqlPullExclusions
 from moorage.metadata.sql.images import SqlImages
 from moorage.metadata.sql.jobs import SqlKv, SqlLeases
@@ -93,6 +95,8 @@ class SqlTransaction:
         self.pull_exclusions: PullExclusionTable = SqlPullExclusions(conn, dialect)
         self.leases: LeaseTable = SqlLeases(conn, dialect)
         self.kv: KvTable = SqlKv(conn, dialect)
+        self.outbox = SqlEvents(conn, dialect)
+        self.events: EventTable = self.outbox
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -131,6 +135,15 @@ class SqlMetadataStore:
         self._sync_reads = sync_reads
         self._sync_writes = sync_writes
         self._idle_reads: list[Connection] = []
+        self._event_listeners: list[Callable[[], None]] = []
+
+    def on_events_committed(self, callback: Callable[[], None]) -> None:
+        self._event_listeners.append(callback)
+
+    def _committed(self, tx: SqlTransaction) -> None:
+        if tx.outbox.added:
+            for callback in self._event_listeners:
+                callback()
 
     @classmethod
     def open(cls, url: str) -> SqlMetadataStore:
@@ -178,13 +191,15 @@ class SqlMetadataStore:
         if self._sync_writes is not None:
             sync, outer = await self._begin_sqlite_write()
             try:
-                yield SqlTransaction(_SyncReads(sync), self._dialect)
+                writing = SqlTransaction(_SyncReads(sync), self._dialect)
+                yield writing
                 outer.commit()
             except BaseException:
                 outer.rollback()
                 raise
             finally:
                 sync.close()
+            self._committed(writing)
             return
         async with self._engine.connect() as conn:
             if write:
@@ -194,7 +209,10 @@ class SqlMetadataStore:
                 # read transactions one consistent snapshot (as SQLite's WAL readers get).
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
-                yield SqlTransaction(conn, self._dialect)
+                current = SqlTransaction(conn, self._dialect)
+                yield current
+        if write:
+            self._committed(current)
 
     async def _begin_sqlite_write(self) -> tuple[Connection, RootTransaction]:
         """A write transaction on SQLite, run in the event loop's thread like reads: statements
@@ -231,6 +249,8 @@ class SqlMetadataStore:
                     t.lifecycle_policies,
                     t.lifecycle_previews,
                     t.lifecycle_events,
+                    t.event_failures,
+                    t.events,
                     t.pull_time_exclusions,
                     t.uploads,
                     t.tags,

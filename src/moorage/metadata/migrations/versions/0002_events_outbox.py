@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("body", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_events")),
         sa.UniqueConstraint("id", name=op.f("uq_events_id")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_events_position", "events", ["xid", "seq"], unique=False)
     op.create_index("ix_events_created_at", "events", ["created_at"], unique=False)

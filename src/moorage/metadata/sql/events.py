@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from moorage.metadata.events_tables import event_consumers, event_failures, events
 from moorage.metadata.outbox import ConsumerState, EventFailure, EventPosition, StoredEvent
+from moorage.metadata.tables import event_consumers, event_failures, events
 
 if TYPE_CHECKING:
     from moorage.events import Event
