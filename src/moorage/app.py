@@ -22,11 +22,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from moorage import __version__
 from moorage.asgi import Receive, Request, Scope, Send, send_bytes, send_file, send_stream
 from moorage.auth import AnonymousAuthenticator, ApiAuthenticator, RegistryAuthenticator, TokenRegistryAuthenticator
 from moorage.authz import Authorizer, PolicyStore
 from moorage.clock import Clock, OffsetClock, SystemClock
 from moorage.config import SETTINGS_ENV, Settings, settings_from_json
+from moorage.delivery import EventDispatcher, EventRetentionJob, sinks_from_settings
 from moorage.ecr import EcrApi, EcrServices
 from moorage.ecr.validation import InputValidator
 from moorage.errors import MoorageError, TooLargeError
@@ -69,23 +71,34 @@ class Moorage:
     ecr: EcrApi
     lifecycle: Lifecycle
 
+    dispatcher: EventDispatcher
+
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
-        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         jobs: list[Job] = [
             GcJob(self.collector, self.settings.gc.interval),
             LifecycleJob(self.lifecycle, self.settings.jobs.lifecycle_interval),
+            EventRetentionJob(self.metadata, self.settings.events.retention),
         ]
-        return Scheduler(jobs, self.metadata, clock=self.clock, holder=holder)
+        return Scheduler(jobs, self.metadata, clock=self.clock, holder=_holder())
+
+    async def run_background(self, stop: asyncio.Event) -> None:
+        """Jobs and event delivery, until `stop` is set."""
+        await asyncio.gather(self.scheduler().run(stop), self.dispatcher.run(stop))
 
     async def close(self) -> None:
         # background writes (pull times, previews, clock refreshes) finish before the store closes
         await self.registry.pulls.drain()
         await self.lifecycle.drain()
+        await self.dispatcher.close()
         if isinstance(self.clock, OffsetClock):
             await self.clock.drain()
         await self.metadata.close()
         await self.blobs.close()
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 async def open_blob_store(settings: Settings) -> BlobStore:
@@ -161,8 +174,30 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         grace_period=settings.gc.grace_period,
         upload_expiry=settings.uploads.expiry,
     )
+    events = settings.events
+    dispatcher = EventDispatcher(
+        metadata,
+        sinks_from_settings(settings, user_agent=f"moorage/{__version__}"),
+        holder=_holder(),
+        retry_max_interval=events.retry_max_interval,
+        retry_for=events.retry_for,
+    )
+    metadata.on_events_committed(dispatcher.notify)
     return Moorage(
-        settings, clock, metadata, blobs, registry, images, uploads, identities, tokens, collector, oci, ecr, lifecycle
+        settings,
+        clock,
+        metadata,
+        blobs,
+        registry,
+        images,
+        uploads,
+        identities,
+        tokens,
+        collector,
+        oci,
+        ecr,
+        lifecycle,
+        dispatcher,
     )
 
 
@@ -296,8 +331,10 @@ class RootApp:
             if message["type"] == "lifespan.startup":
                 try:
                     moorage = await self.services()
+                    # Before the first request: a new webhook must see every event from now on.
+                    await moorage.dispatcher.register()
                     if self.settings.jobs.enabled:
-                        self._jobs = asyncio.create_task(moorage.scheduler().run(self._stop_jobs))
+                        self._jobs = asyncio.create_task(moorage.run_background(self._stop_jobs))
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -487,10 +487,116 @@ def worker(config: Path | None, data_dir: Path | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        click.echo("moorage worker: running background jobs", err=True)
-        await moorage.scheduler().run(stop)
+        click.echo("moorage worker: running background jobs and event delivery", err=True)
+        await moorage.dispatcher.register()
+        await moorage.run_background(stop)
 
     asyncio.run(_with_services(settings, action))
+
+
+@main.group()
+def events() -> None:
+    """Show the event outbox and its delivery state; redeliver events."""
+
+
+def _consumer_names(settings: Settings, webhook: str | None) -> list[str]:
+    names = [h.name for h in settings.events.all_webhooks()]
+    if settings.events.audit_log is not None:
+        names.append("audit-log")
+    if webhook is not None:
+        if webhook not in names:
+            raise click.ClickException(f"no webhook named {webhook!r} in the configuration")
+        return [webhook]
+    return names
+
+
+@events.command("list")
+@_state_options
+@click.option("--since", default=None, help="Only events from this long ago (e.g. 1h, 7d).")
+@click.option("--undelivered", is_flag=True, help="Only events some consumer has not delivered (pending or failed).")
+@click.option("--webhook", default=None, help="Delivery state for this webhook only.")
+@click.option("--limit", type=int, default=100, show_default=True)
+def events_list(
+    config: Path | None, data_dir: Path | None, since: str | None, undelivered: bool, webhook: str | None, limit: int
+) -> None:
+    """List events, oldest first, with each consumer's delivery state."""
+    from datetime import UTC, datetime
+
+    from moorage.config import parse_duration
+
+    settings = _load(config, data_dir, {})
+    names = _consumer_names(settings, webhook)
+    try:
+        cutoff = datetime.now(UTC) - parse_duration(since) if since else None
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a duration like 90s, 15m, 24h, 7d, got {since!r}", param_hint="--since"
+        ) from None
+
+    async def action(moorage: Any) -> None:
+        async with moorage.metadata.transaction() as tx:
+            found = await tx.events.listing(cutoff, 100_000 if undelivered else limit)
+            states = {c.name: c for c in await tx.events.consumers()}
+            failed: dict[str, set[str]] = {}
+            for failure in await tx.events.failures(None, 100_000):
+                failed.setdefault(failure.event.id, set()).add(failure.consumer)
+        shown = 0
+        for event in found:
+            cells = []
+            for name in names:
+                state = states.get(name)
+                if name in failed.get(event.id, ()):
+                    cells.append(f"{name}=failed")
+                elif state is None or event.position > state.position:
+                    retry = state is not None and state.attempts and state.last_error
+                    cells.append(f"{name}=retrying({state.last_error})" if retry and state else f"{name}=pending")
+                else:
+                    cells.append(f"{name}=delivered")
+            if undelivered and all(c.endswith("=delivered") for c in cells):
+                continue
+            repo = event.repository or "-"
+            when = event.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            click.echo(f"{event.id}  {when}  {event.detail_type:<26} {repo}  {' '.join(cells)}")
+            shown += 1
+            if shown >= limit:
+                break
+
+    asyncio.run(_with_services(settings, action))
+
+
+@events.command("redeliver")
+@_state_options
+@click.argument("event_id")
+@click.option("--webhook", default=None, help="Only to this webhook (default: every configured consumer).")
+def events_redeliver(config: Path | None, data_dir: Path | None, event_id: str, webhook: str | None) -> None:
+    """Send one event again now (to a webhook, or to every consumer); a failed one counts as delivered after."""
+    from moorage.delivery import DeliveryError
+
+    settings = _load(config, data_dir, {})
+    names = set(_consumer_names(settings, webhook))
+
+    async def action(moorage: Any) -> bool:
+        async with moorage.metadata.transaction() as tx:
+            event = await tx.events.get(event_id)
+        if event is None:
+            raise click.ClickException(f"no event {event_id} (events older than events.retention are deleted)")
+        ok = True
+        for sink in moorage.dispatcher.sinks:
+            if sink.name not in names:
+                continue
+            try:
+                await sink.deliver(event)
+            except DeliveryError as exc:
+                click.echo(f"{sink.name}: not delivered: {exc}", err=True)
+                ok = False
+                continue
+            async with moorage.metadata.transaction(write=True) as tx:
+                was_failed = await tx.events.resolve(sink.name, event.id)
+            click.echo(f"{sink.name}: delivered{' (was failed)' if was_failed else ''}")
+        return ok
+
+    if not asyncio.run(_with_services(settings, action)):
+        sys.exit(1)
 
 
 @main.group()

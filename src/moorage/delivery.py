@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from moorage.config import Settings
 from moorage.metadata import MetadataStore
 from moorage.metadata.outbox import ConsumerState, StoredEvent
 
@@ -39,10 +40,12 @@ __all__ = [
     "AuditLogSink",
     "DeliveryError",
     "EventDispatcher",
+    "EventRetentionJob",
     "Sink",
     "WebhookSink",
     "backoff",
     "signature",
+    "sinks_from_settings",
 ]
 
 log = logging.getLogger("moorage.events")
@@ -184,7 +187,7 @@ class EventDispatcher:
         retry_max_interval: timedelta = timedelta(minutes=10),
         retry_for: timedelta = timedelta(hours=24),
         poll_interval: float = 0.5,
-        lease_ttl: float = 30.0,
+        lease_ttl: float = 10.0,
         batch: int = 100,
         on_failure: Callable[[str], None] | None = None,
         on_delivered: Callable[[str], None] | None = None,
@@ -220,12 +223,12 @@ class EventDispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         if not self._sinks:
             return
-        try:
-            await asyncio.gather(*(self._run_sink(sink, stop) for sink in self._sinks))
-        finally:
-            for sink in self._sinks:
-                with contextlib.suppress(Exception):
-                    await sink.close()
+        await asyncio.gather(*(self._run_sink(sink, stop) for sink in self._sinks))
+
+    async def close(self) -> None:
+        for sink in self._sinks:
+            with contextlib.suppress(Exception):
+                await sink.close()
 
     async def _run_sink(self, sink: Sink, stop: asyncio.Event) -> None:
         wake = self._wake.setdefault(sink.name, asyncio.Event())
@@ -329,3 +332,43 @@ class EventDispatcher:
             ConsumerState(sink.name, state.position, attempts, first, now + delay, error[:500]),
         )
         return delay.total_seconds()
+
+
+class EventRetentionJob:
+    """Deletes events older than `retention` that every live consumer has passed (see
+    metadata/outbox.py for what "live" means); failed events stay while their failure is listed."""
+
+    name = "events-retention"
+
+    def __init__(self, metadata: MetadataStore, retention: timedelta, interval: timedelta = timedelta(hours=1)) -> None:
+        self._metadata = metadata
+        self.retention = retention
+        self.interval = interval
+
+    async def run_once(self, now: datetime) -> dict[str, object]:
+        deleted = 0
+        while True:
+            async with self._metadata.transaction(write=True) as tx:
+                batch = await tx.events.prune(now - self.retention, 1000)
+            deleted += batch
+            if batch < 1000:
+                return {"deleted": deleted}
+
+
+def sinks_from_settings(settings: Settings, *, user_agent: str = "moorage") -> list[Sink]:
+    """The sinks `[events]` configures: its webhooks (and the `env` one), then the audit log."""
+    found: list[Sink] = []
+    for hook in settings.events.all_webhooks():
+        kinds = frozenset(hook.detail_types) if hook.detail_types is not None else None
+        found.append(
+            WebhookSink(
+                hook.name,
+                hook.url,
+                secret=hook.secret,
+                filter=SinkFilter(kinds, hook.repository_prefix),
+                user_agent=user_agent,
+            )
+        )
+    if settings.events.audit_log is not None:
+        found.append(AuditLogSink(settings.events.audit_log))
+    return found

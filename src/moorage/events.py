@@ -40,6 +40,7 @@ __all__ = [
     "REPOSITORY_ACTION",
     "Event",
     "image_action",
+    "image_deleted",
     "lifecycle_action",
     "repository_action",
     "repository_arn",
@@ -134,6 +135,15 @@ def image_action(
     if artifact_media_type is not None:
         detail["artifact-media-type"] = artifact_media_type
     return Event.create(IMAGE_ACTION, ECR_SOURCE, registry, at, detail, repository=repository)
+
+
+def image_deleted(
+    registry: RegistryRef, repository: str, digest: Digest, tags: Sequence[str], at: datetime
+) -> list[Event]:
+    """The events of deleting an image by digest: one per tag it had, or one without a tag."""
+    if not tags:
+        return [image_action(registry, repository, digest, "DELETE", at)]
+    return [image_action(registry, repository, digest, "DELETE", at, tag=tag) for tag in tags]
 
 
 def repository_action(

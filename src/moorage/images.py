@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
+from moorage import events as ev
 from moorage import manifests as mf
 from moorage.clock import Clock
 from moorage.errors import ManifestUnknownError, RepositoryNotFoundError, StorageClassUpdateError, TagInvalidError
@@ -210,6 +211,10 @@ class Images:
                     removed += await self._delete_one(tx, repo.id, ref)
                 except _Failed as failed:
                     failures.append(ImageFailure(ref, failed.code, failed.reason))
+            now = self._clock.now()
+            await tx.events.add(
+                [ev.image_action(registry, name, digest, "DELETE", now, tag=tag) for digest, tag in removed]
+            )
         return removed, failures
 
     async def _delete_one(self, tx: Transaction, repo_id: int, ref: ImageRef) -> list[tuple[Digest, str | None]]:

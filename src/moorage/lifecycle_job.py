@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from moorage import events as ev
 from moorage.clock import Clock
 from moorage.errors import (
     LifecyclePolicyNotFoundError,
@@ -306,6 +307,21 @@ class Lifecycle:
                     [
                         LifecycleEvent(
                             repo.registry, repo.name, Digest.parse(d.digest), d.tags, d.action, d.rule_priority, now
+                        )
+                        for d in applied
+                    ]
+                )
+                await tx.events.add(
+                    [
+                        ev.lifecycle_action(
+                            repo.registry,
+                            repo.name,
+                            Digest.parse(d.digest),
+                            d.action,
+                            now,
+                            tags=d.tags,
+                            rule_priority=d.rule_priority,
+                            storage_class="ARCHIVE" if d.action == "TRANSITION" else None,
                         )
                         for d in applied
                     ]

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+from moorage import events as ev
 from moorage import manifests as mf
 from moorage.clock import Clock
 from moorage.errors import (
@@ -175,6 +176,7 @@ class Registry:
             if not (self._create_on_push if create is None else create):
                 raise RepositoryNotFoundError(name, registry.account_id)
             repo = await tx.repositories.create(Repository(registry, name, created_at=self._clock.now()))
+            await tx.events.add([ev.repository_action(registry, name, "CREATE", repo.created_at)])
         return repo
 
     async def get_repository(self, registry: RegistryRef, name: RepositoryName) -> Repository:
@@ -196,6 +198,7 @@ class Registry:
             created = await tx.repositories.create(repo)
             if tags:
                 await tx.resource_tags.put(created.id, tags)
+            await tx.events.add([ev.repository_action(repo.registry, repo.name, "CREATE", self._clock.now())])
             return created
 
     async def describe_repositories(
@@ -251,7 +254,9 @@ class Registry:
                 raise RepositoryNotFoundError(name, registry.account_id)
             if not force and (await tx.images.list_page(repo.id, PageRequest(limit=1))).items:
                 raise RepositoryNotEmptyError(name, registry.account_id)
-            await tx.repositories.delete(repo.id, self._clock.now())
+            now = self._clock.now()
+            await tx.repositories.delete(repo.id, now)
+            await tx.events.add([ev.repository_action(registry, name, "DELETE", now)])
             return repo
 
     async def catalog(self, registry: RegistryRef, page: PageRequest) -> Page[str]:
@@ -327,6 +332,18 @@ class Registry:
                     stored = replace(stored, storage_class="STANDARD", last_activated_at=now)
                     changed = True
                 image = stored if stored is not None else image
+            # Every manifest PUT is one event, as ECR emits them (an idempotent re-push included).
+            push = ev.image_action(
+                registry,
+                name,
+                actual,
+                "PUSH",
+                now,
+                tag=tag,
+                manifest_media_type=parsed.media_type,
+                artifact_media_type=parsed.artifact_type or (parsed.config.media_type if parsed.config else None),
+            )
+            await tx.events.add([push])
         tags = (tag,) if tag is not None else ()
         return ManifestPut(replace(image, tags=tags, body=body), created, changed)
 
@@ -370,9 +387,13 @@ class Registry:
             repo = await tx.repositories.get(registry, name, for_update=True)
             if repo is None:
                 raise RepositoryNotFoundError(name, registry.account_id)
+            now = self._clock.now()
             if not Digest.looks_like(reference):
-                if await tx.images.remove_tag(repo.id, parse_tag(reference)) is None:
+                tag = parse_tag(reference)
+                untagged = await tx.images.remove_tag(repo.id, tag)
+                if untagged is None:
                     raise ManifestUnknownError(IMAGE_NOT_FOUND, reference)
+                await tx.events.add([ev.image_action(registry, name, untagged, "DELETE", now, tag=tag)])
                 return
             digest = Digest.parse(reference)
             if await tx.images.get(repo.id, digest, with_body=False) is None:
@@ -380,7 +401,8 @@ class Registry:
             parents = await tx.images.referenced_by(repo.id, digest)
             if parents:
                 raise ManifestInvalidError(f"image {digest} is referenced by the index {parents[0]}; delete that first")
-            await tx.images.delete(repo.id, digest, self._clock.now())
+            tags = await tx.images.delete(repo.id, digest, now)
+            await tx.events.add(ev.image_deleted(registry, name, digest, tags, now))
 
     async def list_tags(self, registry: RegistryRef, name: RepositoryName, page: PageRequest) -> Page[str]:
         async with self._metadata.transaction() as tx:

@@ -33,7 +33,7 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, statuses: Iterable[int] = ()) -> None:
+    def __init__(self, statuses: Iterable[int] = (), *, port: int = 0) -> None:
         self._lock = threading.Lock()
         self._script: deque[int] = deque(statuses)
         self.requests: list[Received] = []
@@ -55,7 +55,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
