@@ -29,8 +29,8 @@ from moorage.authz import Authorizer, PolicyStore
 from moorage.clock import Clock, OffsetClock, SystemClock
 from moorage.config import SETTINGS_ENV, Settings, settings_from_json
 from moorage.delivery import EventDispatcher, EventRetentionJob, sinks_from_settings
-from moorage.ecr import EcrApi, EcrServices
-from moorage.ecr.validation import InputValidator
+from moorage.ecr import TARGET_PREFIX, EcrApi, EcrServices
+from moorage.ecr.validation import InputValidator, operation_names
 from moorage.errors import MoorageError, TooLargeError
 from moorage.gc import GarbageCollector, GcJob
 from moorage.identity import Identities, load_master_key
@@ -39,8 +39,9 @@ from moorage.jobs import Job, Scheduler
 from moorage.lifecycle_job import Lifecycle, LifecycleJob
 from moorage.metadata import MetadataStore
 from moorage.metadata.sql import SqlMetadataStore
+from moorage.metrics import MeteredApp, Metrics, metrics_endpoint
 from moorage.model import Digest, RegistryRef, RepositoryName
-from moorage.oci import OciApi
+from moorage.oci import OciApi, parse_path
 from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
 from moorage.storage import BlobStore
@@ -72,6 +73,7 @@ class Moorage:
     lifecycle: Lifecycle
 
     dispatcher: EventDispatcher
+    metrics: Metrics
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -80,7 +82,7 @@ class Moorage:
             LifecycleJob(self.lifecycle, self.settings.jobs.lifecycle_interval),
             EventRetentionJob(self.metadata, self.settings.events.retention),
         ]
-        return Scheduler(jobs, self.metadata, clock=self.clock, holder=_holder())
+        return Scheduler(jobs, self.metadata, clock=self.clock, holder=_holder(), on_finished=self.metrics.job_finished)
 
     async def run_background(self, stop: asyncio.Event) -> None:
         """Jobs and event delivery, until `stop` is set."""
@@ -174,6 +176,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         grace_period=settings.gc.grace_period,
         upload_expiry=settings.uploads.expiry,
     )
+    metrics = Metrics()
     events = settings.events
     dispatcher = EventDispatcher(
         metadata,
@@ -181,8 +184,20 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         holder=_holder(),
         retry_max_interval=events.retry_max_interval,
         retry_for=events.retry_for,
+        on_failure=lambda consumer: metrics.delivery_failures.labels(consumer).inc(),
     )
     metadata.on_events_committed(dispatcher.notify)
+
+    async def backlog() -> dict[str, int]:
+        names = {sink.name for sink in dispatcher.sinks}
+        async with metadata.transaction() as tx:
+            return {
+                state.name: await tx.events.count_after(state.position)
+                for state in await tx.events.consumers()
+                if state.name in names
+            }
+
+    metrics.watch_backlog(backlog)
     return Moorage(
         settings,
         clock,
@@ -198,7 +213,16 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         ecr,
         lifecycle,
         dispatcher,
+        metrics,
     )
+
+
+_OTHER_ROUTES = {
+    "/healthz": "healthz",
+    "/metrics": "metrics",
+    "/_moorage/reset": "reset",
+    "/_moorage/clock": "clock",
+}
 
 
 class RootApp:
@@ -211,6 +235,8 @@ class RootApp:
         self._lock = asyncio.Lock()
         self._stop_jobs = asyncio.Event()
         self._jobs: asyncio.Task[None] | None = None
+        self._metered: MeteredApp | None = None
+        self._operations = operation_names()
 
     async def services(self) -> Moorage:
         if self._moorage is None:
@@ -236,6 +262,36 @@ class RootApp:
         if kind != "http":
             return
         moorage = self._moorage or await self.services()
+        if self._metered is None:
+            self._metered = MeteredApp(self._route, moorage.metrics, self._classify)
+        await self._metered(scope, receive, send)
+
+    def _classify(self, scope: Scope) -> tuple[str, str]:
+        """(face, operation) of a request for the metrics: never a repository name or digest."""
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith("/v2"):
+            try:
+                route = parse_path(path)
+            except MoorageError:
+                return "oci", "invalid"
+            return ("oci", f"{route.kind}_{method.lower()}") if route is not None else ("oci", "unknown")
+        if path == "/" and method == "POST":
+            for key, value in scope["headers"]:
+                if key == b"x-amz-target":
+                    target = value.decode("latin-1")
+                    operation = target.rpartition(".")[2]
+                    known = target.startswith(TARGET_PREFIX) and operation in self._operations
+                    return "ecr", operation if known else "unknown"
+            return "ecr", "unknown"
+        if path.startswith("/_moorage/layers/"):
+            return "ecr", "layer_download"
+        if path.startswith("/console"):
+            return "console", "page"
+        return "other", _OTHER_ROUTES.get(path, "unknown")
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        moorage = self._moorage or await self.services()
         path: str = scope["path"]
         if path.startswith("/v2"):
             await moorage.oci(scope, receive, send)
@@ -249,6 +305,8 @@ class RootApp:
             await self._clock_control(moorage, scope, receive, send)
         elif path == "/healthz":
             await self._health(moorage, send, scope["method"] == "HEAD")
+        elif path == "/metrics" and self.settings.metrics.enabled:
+            await metrics_endpoint(moorage.metrics, self.settings.metrics.bearer_token, scope, send)
         else:
             await send_bytes(send, 404, [("content-type", "text/plain")], b"not found\n")
 
@@ -342,6 +400,10 @@ class RootApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.close()
+                if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                    from prometheus_client import multiprocess
+
+                    multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

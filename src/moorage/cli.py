@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +153,9 @@ def serve(
         f"(data {settings.data_dir}, schema {revision}, {http.workers} worker(s))",
         err=True,
     )
+    # Every worker writes its metrics under one fresh directory; any of them answers /metrics for all.
+    metrics_dir = tempfile.mkdtemp(prefix="moorage-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     server = Granian(
         "moorage.app:server_app",
         factory=True,
@@ -165,7 +170,10 @@ def serve(
         ssl_key=http.tls_key,
         respawn_failed_workers=True,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.command()
@@ -476,8 +484,10 @@ def gc(config: Path | None, data_dir: Path | None, dry_run: bool, grace_period: 
 
 @main.command()
 @_state_options
-def worker(config: Path | None, data_dir: Path | None) -> None:
-    """Run the background jobs (GC, upload expiry, lifecycle policies) without serving HTTP."""
+@click.option("--metrics-port", type=int, default=None, help="Serve this process's /metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
+def worker(config: Path | None, data_dir: Path | None, metrics_port: int | None, metrics_host: str) -> None:
+    """Run the background jobs (GC, upload expiry, lifecycle policies) and event delivery without serving HTTP."""
     settings = _load(config, data_dir, {})
 
     async def action(moorage: Any) -> None:
@@ -489,7 +499,15 @@ def worker(config: Path | None, data_dir: Path | None) -> None:
             loop.add_signal_handler(sig, stop.set)
         click.echo("moorage worker: running background jobs and event delivery", err=True)
         await moorage.dispatcher.register()
-        await moorage.run_background(stop)
+        if metrics_port is not None and settings.metrics.enabled:
+            from moorage.metrics import serve_metrics
+
+            token = settings.metrics.bearer_token
+            await asyncio.gather(
+                moorage.run_background(stop), serve_metrics(moorage.metrics, metrics_host, metrics_port, token, stop)
+            )
+        else:
+            await moorage.run_background(stop)
 
     asyncio.run(_with_services(settings, action))
 

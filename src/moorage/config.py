@@ -43,6 +43,7 @@ __all__ = [
     "LogLevel",
     "LogSettings",
     "MetadataSettings",
+    "MetricsSettings",
     "S3StorageSettings",
     "Settings",
     "StorageBackend",
@@ -212,6 +213,13 @@ class EventsSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = True
+    # Required as `Authorization: Bearer <token>` when set; without it only loopback clients are answered.
+    bearer_token: str | None = field(default=None, metadata={"redact": "value"})
+
+
+@dataclass(frozen=True)
 class TestingSettings:
     __test__ = False  # not a pytest test class
 
@@ -247,6 +255,7 @@ class Settings:
     jobs: JobsSettings = field(default_factory=JobsSettings)
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     testing: TestingSettings = field(default_factory=TestingSettings)
     log: LogSettings = field(default_factory=LogSettings)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -47,6 +47,7 @@ class Scheduler:
         holder: str,
         tick: float = 5.0,
         lease_ttl: float = 60.0,
+        on_finished: Callable[[str, str, dict[str, object] | None], None] | None = None,
     ) -> None:
         self._jobs = list(jobs)
         self._metadata = metadata
@@ -54,6 +55,7 @@ class Scheduler:
         self._holder = holder
         self._tick = tick
         self._lease_ttl = lease_ttl
+        self._on_finished = on_finished
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -78,10 +80,17 @@ class Scheduler:
             return None
         renewer = asyncio.create_task(self._renew(lease))
         try:
-            report = await job.run_once(now)
+            try:
+                report = await job.run_once(now)
+            except Exception:
+                if self._on_finished is not None:
+                    self._on_finished(job.name, "failure", None)
+                raise
             async with self._metadata.transaction(write=True) as tx:
                 await tx.kv.put(key, now.isoformat())
             log.info("job %s: %s", job.name, report)
+            if self._on_finished is not None:
+                self._on_finished(job.name, "success", report)
             return report
         finally:
             renewer.cancel()
