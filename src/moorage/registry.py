@@ -32,6 +32,7 @@ from moorage.errors import (
     ManifestInvalidError,
     ManifestUnknownError,
     RangeNotSatisfiableError,
+    RepositoryAlreadyExistsError,
     RepositoryNotEmptyError,
     RepositoryNotFoundError,
     TagInvalidError,
@@ -189,8 +190,13 @@ class Registry:
             repo = await tx.repositories.get(registry, name)
         if repo is not None:
             return repo
-        async with self._metadata.transaction(write=True) as tx:
-            return await self._repo_for_push(tx, registry, name)
+        try:
+            async with self._metadata.transaction(write=True) as tx:
+                return await self._repo_for_push(tx, registry, name)
+        except RepositoryAlreadyExistsError:
+            # Two first pushes raced to create it (on another replica, say): the other one won.
+            async with self._metadata.transaction() as tx:
+                return await self._repo(tx, registry, name)
 
     async def create_repository(self, repo: Repository, tags: dict[str, str] | None = None) -> Repository:
         """Create a repository with its resource tags, atomically. Raises RepositoryAlreadyExistsError."""
