@@ -11,6 +11,7 @@ import pytest
 
 from moorage.config import (
     ConfigError,
+    Settings,
     load_settings,
     render_toml,
     settings_from_json,
