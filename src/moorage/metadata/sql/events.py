@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, literal, or_, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from moorage.metadata.outbox import ConsumerState, EventFailure, EventPosition, StoredEvent
@@ -72,6 +72,30 @@ def _consumer(row: Any) -> ConsumerState:
     )
 
 
+def _stable(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return events.c.xid < text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    return literal(True)
+
+
+# The delivery loops run these constantly: built once per dialect, executed with parameters.
+_AFTER: dict[str, Any] = {}
+_CONSUMER = select(event_consumers).where(event_consumers.c.name == bindparam("name"))
+
+
+def _after_statement(dialect: str) -> Any:
+    stmt = _AFTER.get(dialect)
+    if stmt is None:
+        stmt = _AFTER[dialect] = (
+            select(*_COLUMNS)
+            .where(tuple_(events.c.xid, events.c.seq) > tuple_(bindparam("xid"), bindparam("seq")))
+            .where(_stable(dialect))
+            .order_by(events.c.xid, events.c.seq)
+            .limit(bindparam("limit"))
+        )
+    return stmt
+
+
 class SqlEvents:
     def __init__(self, conn: Any, dialect: str) -> None:
         self._c = conn
@@ -79,9 +103,7 @@ class SqlEvents:
         self.added = 0  # events written in this transaction (the store wakes consumers after commit)
 
     def _stable(self) -> Any:
-        if self._dialect == "postgresql":
-            return events.c.xid < text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        return literal(True)
+        return _stable(self._dialect)
 
     async def add(self, new: Sequence[Event]) -> None:
         if not new:
@@ -105,14 +127,9 @@ class SqlEvents:
         self.added += len(rows)
 
     async def after(self, position: EventPosition, limit: int) -> list[StoredEvent]:
-        stmt = (
-            select(*_COLUMNS)
-            .where(tuple_(events.c.xid, events.c.seq) > tuple_(literal(position[0]), literal(position[1])))
-            .where(self._stable())
-            .order_by(events.c.xid, events.c.seq)
-            .limit(limit)
-        )
-        return [_stored(r) for r in (await self._c.execute(stmt)).all()]
+        stmt = _after_statement(self._dialect)
+        rows = (await self._c.execute(stmt, {"xid": position[0], "seq": position[1], "limit": limit})).all()
+        return [_stored(r) for r in rows]
 
     async def head(self) -> EventPosition:
         stmt = select(*_COLUMNS).where(self._stable()).order_by(events.c.xid.desc(), events.c.seq.desc()).limit(1)
@@ -152,7 +169,7 @@ class SqlEvents:
         return stored
 
     async def consumer(self, name: str) -> ConsumerState | None:
-        row = (await self._c.execute(select(event_consumers).where(event_consumers.c.name == name))).first()
+        row = (await self._c.execute(_CONSUMER, {"name": name})).first()
         return None if row is None else _consumer(row)
 
     async def consumers(self) -> list[ConsumerState]:
