@@ -20,6 +20,7 @@ attempt and no memory: the queue is the table.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
 import hmac
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit
 
 from moorage.config import Settings
 from moorage.metadata import MetadataStore
-from moorage.metadata.outbox import ConsumerState, StoredEvent
+from moorage.metadata.outbox import ConsumerState, EventPosition, StoredEvent
 
 __all__ = [
     "AuditLogSink",
@@ -258,6 +259,62 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _RecentEvents:
+    """The newest stable events, read once for every sink of this process: with three webhooks,
+    a push costs one outbox read, not three. Everything after `known_from` is here, in order (a
+    stable event that appears later sorts after every event read before, see metadata/outbox.py);
+    a sink behind that point reads the store itself."""
+
+    def __init__(self, metadata: MetadataStore, size: int) -> None:
+        self._metadata = metadata
+        self._size = size
+        self._events: list[StoredEvent] = []
+        self._positions: list[EventPosition] = []
+        self._known_from: EventPosition | None = None
+        self._fetching: asyncio.Future[None] | None = None
+
+    async def after(self, position: EventPosition, limit: int) -> list[StoredEvent]:
+        if self._known_from is not None and position < self._known_from:
+            async with self._metadata.transaction() as tx:
+                return await tx.events.after(position, limit)
+        found = self._slice(position, limit)
+        if len(found) < limit:
+            await self._refresh()
+            if self._known_from is not None and position < self._known_from:
+                return await self.after(position, limit)
+            found = self._slice(position, limit)
+        return found
+
+    def _slice(self, position: EventPosition, limit: int) -> list[StoredEvent]:
+        index = bisect.bisect_right(self._positions, position)
+        return self._events[index : index + limit]
+
+    async def _refresh(self) -> None:
+        # One read at a time, shared by every sink that asks meanwhile.
+        if self._fetching is None:
+            self._fetching = asyncio.ensure_future(self._fetch())
+        fetching = self._fetching
+        try:
+            await asyncio.shield(fetching)
+        finally:
+            if self._fetching is fetching and fetching.done():
+                self._fetching = None
+
+    async def _fetch(self) -> None:
+        async with self._metadata.transaction() as tx:
+            if self._known_from is None:
+                self._known_from = await tx.events.head()
+            start = self._positions[-1] if self._positions else self._known_from
+            fresh = await tx.events.after(start, self._size)
+        events = self._events + fresh
+        if len(events) > self._size:
+            dropped = len(events) - self._size
+            self._known_from = events[dropped - 1].position
+            events = events[dropped:]
+        self._events = events
+        self._positions = [e.position for e in events]
+
+
 class EventDispatcher:
     """Runs every sink's delivery loop; `notify()` after a commit wakes them at once.
 
@@ -298,6 +355,7 @@ class EventDispatcher:
         self._held: dict[str, float] = {}  # sink -> monotonic time its lease runs out
         self._state: dict[str, ConsumerState] = {}  # sink -> its state, while the lease is held
         self._dirty: dict[str, float] = {}  # sink -> monotonic time of the oldest unsaved progress
+        self._recent = _RecentEvents(metadata, max(batch, 256))
 
     @property
     def sinks(self) -> list[Sink]:
@@ -415,8 +473,7 @@ class EventDispatcher:
         now = _now()
         if state.next_attempt_at is not None and state.next_attempt_at > now:
             return min((state.next_attempt_at - now).total_seconds(), self._lease_ttl / 3)
-        async with self._metadata.transaction() as tx:
-            batch = await tx.events.after(state.position, self._batch)
+        batch = await self._recent.after(state.position, self._batch)
         if not batch:
             unsaved = self._dirty.get(name)
             if unsaved is None:
