@@ -176,7 +176,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         grace_period=settings.gc.grace_period,
         upload_expiry=settings.uploads.expiry,
     )
-    metrics = Metrics()
+    metrics = Metrics(__version__)
     events = settings.events
     dispatcher = EventDispatcher(
         metadata,

@@ -26,7 +26,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from moorage import __version__
 from moorage.asgi import Receive, Scope, Send, send_bytes
 
 __all__ = [
@@ -69,7 +68,7 @@ class Metrics:
     """The metric objects of one process. In multiprocess mode they write to the shared directory
     and are collected from there; otherwise they live in this object's own registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str = "unknown") -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.registry = CollectorRegistry()
         target = None if self.multiprocess else self.registry
@@ -112,7 +111,7 @@ class Metrics:
         self.build_info = Gauge(
             "moorage_build_info", "Moorage build.", ["version"], registry=target, multiprocess_mode="max"
         )
-        self.build_info.labels(__version__).set(1)
+        self.build_info.labels(version).set(1)
         self._backlog: Backlog | None = None
 
     def watch_backlog(self, backlog: Backlog) -> None:
