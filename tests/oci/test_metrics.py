@@ -3,6 +3,7 @@ worker processes, match what was done; access rules (loopback only, or a bearer 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,12 @@ def test_counters_merged_across_workers_match_the_workload(server: LiveServer) -
         assert client.get("/v2/metrics/app/manifests/nope").status_code == 404
         server.ecr().describe_repositories()
         after = _samples(client.get("/metrics").text)
+        # Delivery runs in the background (in either worker): wait for its first failed attempt.
+        deadline = time.monotonic() + 15
+        while _value(after, "moorage_event_delivery_failures_total", consumer="env") < 1:
+            assert time.monotonic() < deadline, "no delivery attempt was counted"
+            time.sleep(0.2)
+            after = _samples(client.get("/metrics").text)
 
     def delta(name: str, **labels: str) -> float:
         return _value(after, name, **labels) - _value(before, name, **labels)
