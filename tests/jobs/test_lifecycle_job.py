@@ -160,6 +160,15 @@ async def test_job_expires_by_count_and_age_records_events_and_gc_reclaims_exact
         *((str(d), "EXPIRE", 2) for d in old_untagged),
     }
     assert all(e.at == clock(moorage).now() for e in events)
+    # The same actions went to the outbox, in the transactions that made them.
+    async with moorage.metadata.transaction() as tx:
+        outbox = [json.loads(e.body) for e in await tx.events.listing(None, 1000)]
+    actions = [e for e in outbox if e["detail-type"] == "Moorage Lifecycle Action"]
+    assert {
+        (a["detail"]["image-digest"], a["detail"]["action-type"], a["detail"]["rule-priority"]) for a in actions
+    } == {(str(e.digest), e.action, e.rule_priority) for e in events}
+    assert {a["source"] for a in actions} == {"moorage"}
+    assert {a["detail"]["repository-name"] for a in actions} == {APP}
     record = await moorage.lifecycle.get_policy(REG, APP)
     assert record.last_evaluated_at == clock(moorage).now()
 
