@@ -3,6 +3,9 @@ worker processes, match what was done; access rules (loopback only, or a bearer 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from moorage.metrics import client_is_loopback
 from tests.support.images import layer, push_blob, push_image
 from tests.support.live import LiveServer
 from tests.support.receiver import WebhookReceiver
+from tests.support.services import free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -103,3 +107,34 @@ def test_only_loopback_clients_get_metrics_without_a_token() -> None:
     assert client_is_loopback({"client": ("::1", 5555)})
     assert not client_is_loopback({"client": ("192.0.2.10", 5555)})
     assert not client_is_loopback({"client": None})
+
+
+def test_a_worker_serves_its_own_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "moorage", "worker", "--data-dir", str(tmp_path / "data"), "--metrics-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                samples = _samples(response.text)
+                if _value(samples, "moorage_job_runs_total", job="gc", result="success") >= 1:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert worker.poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, "the worker's metrics never showed a GC run"
+            time.sleep(0.2)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert _value(samples, "moorage_build_info", version=__import__("moorage").__version__) == 1
+        assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=2).status_code == 404
+    finally:
+        worker.terminate()
+        worker.wait(15)
