@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 
 from moorage.delivery import AuditLogSink, EventDispatcher, SinkFilter, WebhookSink, backoff, signature
 from moorage.events import Event, image_action, repository_action
-from moorage.metadata.migrate import upgrade
 from moorage.metadata.sql import SqlMetadataStore
 from moorage.model import Digest, RegistryRef
 from tests.support.receiver import WebhookReceiver
@@ -25,17 +23,6 @@ REGISTRY = RegistryRef("123456789012", "us-east-1")
 
 def _push(n: int, repository: str = "team/app") -> Event:
     return image_action(REGISTRY, repository, Digest("sha256", f"{n:064x}"), "PUSH", datetime.now(UTC), tag=f"v{n}")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlMetadataStore]:
-    url = f"sqlite:///{tmp_path}/metadata.db"
-    await upgrade(url)
-    opened = SqlMetadataStore.open(url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def _add(store: SqlMetadataStore, *events: Event) -> None:

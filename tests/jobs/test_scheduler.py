@@ -4,7 +4,6 @@ after a holder dies without releasing its lease."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 
 from moorage.clock import SystemClock
 from moorage.jobs import Scheduler
-from moorage.metadata.migrate import upgrade
 from moorage.metadata.sql import SqlMetadataStore
 
 pytestmark = pytest.mark.anyio
@@ -32,18 +30,6 @@ class CountingJob:
         self.running.set()
         await asyncio.sleep(self.hold)
         return {"runs": self.runs}
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlMetadataStore]:
-    url = f"sqlite:///{tmp_path}/metadata.db"
-    await upgrade(url)
-    # two stores on one database file stand for two processes (or replicas)
-    opened = SqlMetadataStore.open(url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_a_job_runs_once_per_interval_across_schedulers(store: SqlMetadataStore, tmp_path: Path) -> None:
