@@ -25,7 +25,7 @@ from moorage.auth import ApiAuthenticator, ApiCaller, TokenRegistryAuthenticator
 from moorage.authz import INVALIDATING_OPERATIONS, REPOSITORY_ONLY_INVALIDATIONS, Authorizer, Origin
 from moorage.config import Settings
 from moorage.ecr.validation import InputValidator, ValidationFailure, operation_names
-from moorage.ecr.wire import EcrError, to_ecr
+from moorage.ecr.wire import EcrError, decode_body, to_ecr
 from moorage.errors import MoorageError
 from moorage.identity import Identities
 from moorage.images import Images
@@ -187,10 +187,7 @@ class EcrApi:
             )
         except SigV4Error as exc:
             raise EcrError(exc.code, exc.message, status=exc.status) from None
-        try:
-            params = json.loads(raw or b"{}")
-        except ValueError:
-            raise EcrError("SerializationException", "Malformed JSON in the request body") from None
+        params = decode_body(raw)
         try:
             self._validator.validate(operation, params)
         except ValidationFailure as failure:

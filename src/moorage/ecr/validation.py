@@ -41,6 +41,11 @@ Behaviour, and the decisions behind it:
   "N validation error(s) detected: Value '<v>' at '<path>' failed to satisfy constraint:
   <rule>; Value null at ...". Values render Java-style (`[a, b]`, `{k=v}`, `true`), are cut
   to 1024 characters, and are omitted ("Value at '<path>'") for `sensitive` shapes.
+* Every string (map keys too) must be storable text: a NUL character, or an unpaired UTF-16
+  surrogate (JSON can escape one: `"\\ud800"`), is a violation ("Member must not contain the NUL
+  character" / "Member must contain only valid Unicode characters (no unpaired surrogates)"),
+  reported before the string's length, pattern and enum rules. The JSON decoding before
+  validation (`ecr/wire.py: decode_body`) bounds the nesting depth and refuses NaN/Infinity.
 * Paths use AWS's style: member names joined by `.`, list items as 1-based `<n>.member`
   (`imageIds.1.member.imageTag`), map values as `<map>.<key>` (key violations report there too).
 """
@@ -75,6 +80,12 @@ VALIDATION: Final = "ValidationException"
 _MAX_RENDERED: Final = 1024
 _INT_RANGES: Final = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _NULL_RULE: Final = "Member must not be null"
+# Text no store can hold: JSON lets a body escape a lone UTF-16 surrogate (`"\\ud800"`), which is
+# no Unicode scalar value (a decoded pair is one code point, so any surrogate left is unpaired),
+# and NUL, which PostgreSQL text refuses. Both are refused in every string member.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_SURROGATE_RULE: Final = "Member must contain only valid Unicode characters (no unpaired surrogates)"
+_NUL_RULE_TEXT: Final = "Member must not contain the NUL character"
 
 
 class ValidationFailure(Exception):
@@ -273,8 +284,13 @@ class _String(_Node):
     def check(self, value: object, parent: str, seg: Seg, errs: Errors) -> None:
         if not isinstance(value, str):
             raise _mismatch(value, "String")
+        ascii_only = value.isascii()
+        if "\x00" in value:
+            self._add(errs, parent, seg, value, _NUL_RULE_TEXT)
+        if not ascii_only and _SURROGATE.search(value) is not None:
+            self._add(errs, parent, seg, value, _SURROGATE_RULE)
         if self.lo is not None or self.hi is not None:
-            n = len(value) if value.isascii() else len(value.encode("utf-16-le", "surrogatepass")) // 2
+            n = len(value) if ascii_only else len(value.encode("utf-16-le", "surrogatepass")) // 2
             if self.lo is not None and n < self.lo:
                 self._add(errs, parent, seg, value, self.lo_rule)
             if self.hi is not None and n > self.hi:

@@ -7,15 +7,26 @@ Errors are answered as AWS JSON 1.1 does: HTTP 400 (500 for ServerException) wit
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, NoReturn
 
 from moorage import errors as e
 from moorage.model import PageRequest, Repository
 from moorage.tokens import TokenError, TokenSigner
 
-__all__ = ["EcrError", "epoch", "map_error", "page_request", "repository_arn", "to_ecr"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "EcrError",
+    "decode_body",
+    "epoch",
+    "map_error",
+    "page_request",
+    "repository_arn",
+    "to_ecr",
+]
 
 
 class EcrError(Exception):
@@ -31,6 +42,63 @@ class EcrError(Exception):
     def body(self) -> dict[str, Any]:
         return {"__type": self.code, "message": self.message, **self.extra}
 
+
+# --- request bodies -----------------------------------------------------------------------------
+
+# ECR's input shapes nest at most 7 levels; a body nested deeper than this is refused before it
+# is parsed (Python's recursive JSON decoder would otherwise hit the interpreter's recursion limit).
+MAX_JSON_DEPTH: Final = 64
+_NESTING_TOKEN: Final = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
+_SERIALIZATION: Final = "SerializationException"
+
+
+def _malformed(detail: str) -> NoReturn:
+    raise EcrError(_SERIALIZATION, f"The request body is not valid JSON: {detail}")
+
+
+def _json_depth_exceeds(raw: bytes, limit: int) -> bool:
+    """True when arrays/objects in `raw` nest deeper than `limit` (brackets inside strings do not
+    count). Bodies with few brackets, i.e. every real request, are answered by counting alone."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _NESTING_TOKEN.finditer(raw):
+        token = match[0]
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def _reject_constant(name: str) -> NoReturn:
+    _malformed(f"{name} is not a JSON number")
+
+
+def decode_body(raw: bytes) -> Any:
+    """The JSON value of an ECR request body (empty means `{}`), or SerializationException for a
+    body that is not UTF-8 JSON, nests deeper than MAX_JSON_DEPTH levels or uses the non-standard
+    constants NaN/Infinity. Numbers out of any modelled range (1e400, 400-digit integers) decode
+    and are refused by validation; strings are checked there too (unpaired surrogates, NUL)."""
+    if not raw:
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _malformed(f"invalid UTF-8 at byte {exc.start}")
+    if _json_depth_exceeds(raw, MAX_JSON_DEPTH):
+        _malformed(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        _malformed(f"{exc.msg} at line {exc.lineno} column {exc.colno}")
+    except (ValueError, RecursionError):  # e.g. an integer literal of more than 4300 digits
+        _malformed("a value cannot be decoded")
+
+
+# --- errors ------------------------------------------------------------------------------------
 
 # Most specific first; the first matching class wins.
 _TABLE: list[tuple[type[e.MoorageError], str]] = [
