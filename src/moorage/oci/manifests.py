@@ -81,8 +81,14 @@ def _page_request(ctx: OciContext) -> PageRequest:
         if not raw.isdigit():
             raise PaginationInvalidError(f"invalid page size n={raw[:20]!r}")
         limit = min(int(raw), MAX_PAGE)
-    last = ctx.request.param("last")
-    return PageRequest(limit=limit, after=last or None)
+    return PageRequest(limit=limit, after=page_after(ctx.request.param("last")))
+
+
+def page_after(last: str | None) -> str | None:
+    """The `after` key of `?last=`. Names and tags hold no character below `-`, so the items after
+    `x<NUL>...` are exactly those after `x`: cut at a NUL, which no store's text type takes."""
+    after = (last or "").split("\x00", 1)[0]
+    return after or None
 
 
 def _link(path: str, page: Page[str], request: PageRequest) -> list[tuple[str, str]]:
