@@ -286,7 +286,7 @@ def parse_policy(text: str) -> LifecyclePolicy:
         )
     try:
         document = json.loads(text, parse_constant=_reject_constant)
-    except ValueError:  # JSONDecodeError, NaN/Infinity
+    except (ValueError, RecursionError):  # JSONDecodeError, NaN/Infinity, huge integers, deep nesting
         raise _top_error("Could not map policyString into LifecyclePolicy.") from None
     if not isinstance(document, dict):
         raise _top_error("Could not map policyString into LifecyclePolicy.")

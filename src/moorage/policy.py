@@ -921,6 +921,8 @@ def parse_policy(
         raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_bad_constant)
     except json.JSONDecodeError as exc:
         raise PolicyError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError):  # an integer of more than 4300 digits; nesting past the stack
+        raise PolicyError("not valid JSON: a value cannot be decoded or the document is nested too deeply") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"the policy must be a JSON object, got {_json_type(raw)}")
     for key in raw:

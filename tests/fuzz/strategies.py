@@ -124,9 +124,31 @@ def _java_pattern(pattern: str) -> str:
     return pattern.removeprefix("^").removesuffix("$")
 
 
+# Text for the members that hold a JSON document of their own (repository, registry and
+# lifecycle policies): the same malformations one level down.
+DOCUMENT_TEXT = st.sampled_from(
+    [
+        "[" * 10_000,
+        '{"a":' * 3_000 + "1" + "}" * 3_000,
+        '{"Version": ' + "1" * 5_000 + "}",
+        '{"Version": NaN}',
+        '{"Version": 1e400}',
+        '{"Version": "2012-10-17", "Statement": [{"Sid": "\\ud800", "Effect": "Allow", "Principal": "*",'
+        ' "Action": "ecr:*"}]}',
+        '{"rules": [{"rulePriority": ' + "9" * 5_000 + "}]}",
+        '{"rules": [{"rulePriority": 1, "description": "\\ud800\\u0000", "selection": {"tagStatus": "any",'
+        ' "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}',
+        "\ufeff{}",
+        "",
+    ]
+)
+
+
 def _string(shape: Shape) -> st.SearchStrategy[Any]:
     md = shape.metadata
     plausible: list[st.SearchStrategy[Any]] = []
+    if shape.name.endswith("PolicyText"):
+        plausible.append(DOCUMENT_TEXT)
     odd: list[st.SearchStrategy[Any]] = [ODD_TEXT]
     if md.get("enum"):
         plausible.append(st.sampled_from(md["enum"]))
