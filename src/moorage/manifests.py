@@ -36,6 +36,7 @@ __all__ = [
     "INDEX_MEDIA_TYPES",
     "MANIFEST_MEDIA_TYPES",
     "MAX_MANIFEST_SIZE",
+    "MAX_SIZE",
     "OCI_CONFIG",
     "OCI_EMPTY",
     "OCI_INDEX",
@@ -94,6 +95,8 @@ _IMAGE_CONFIG_TYPES: Final = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 _GENERIC_CONTENT_TYPES: Final = frozenset({"application/json", "application/octet-stream"})
 
 MAX_MANIFEST_SIZE: Final = 4 * 1024 * 1024
+# Descriptor sizes are int64 (OCI image spec); so is the image size ECR reports, their sum.
+MAX_SIZE: Final = 2**63 - 1
 
 # Docker type -> OCI type. The inverse is used for OCI -> Docker.
 _DOCKER_TO_OCI: Final[Mapping[str, str]] = MappingProxyType(
@@ -202,7 +205,7 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def _check_structure(value: object) -> None:
-    """Reject absurd nesting and strings that cannot be encoded (lone surrogates from escapes)."""
+    """Reject absurd nesting and strings no store can hold (lone surrogates from escapes, NUL)."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -223,6 +226,8 @@ def _check_text(text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         _invalid("manifest contains a string with an unpaired surrogate escape")
+    if "\x00" in text:  # fields such as artifactType are stored as text, which PostgreSQL refuses NUL in
+        _invalid("manifest contains a string with a NUL character")
 
 
 def _decode(body: bytes) -> JSONObject:
@@ -318,6 +323,8 @@ def _descriptor(value: object, path: str) -> Descriptor:
         _invalid(f"{path}.size must be an integer, not {_type_name(size)}")
     if size < 0:
         _invalid(f"{path}.size must not be negative")
+    if size > MAX_SIZE:
+        _invalid(f"{path}.size must be a 64-bit integer, not {_short(size)}")
     if value.get("urls") is not None:
         _string_list(value["urls"], f"{path}.urls")
     _optional_str(value, "data", f"{path}.data")
@@ -424,6 +431,9 @@ def _parse_object(body: bytes, content_type: str | None) -> tuple[JSONObject, Pa
         annotations = _annotations(obj, "annotations", "annotations") or _EMPTY_ANNOTATIONS
         if artifact_type is None and config is not None and config.media_type not in _IMAGE_CONFIG_TYPES:
             artifact_type = config.media_type
+
+    if sum(layer.size for layer in layers) > MAX_SIZE:
+        _invalid("the layers' sizes add up to more than a 64-bit integer holds")
 
     parsed = ParsedManifest(
         media_type=media_type,

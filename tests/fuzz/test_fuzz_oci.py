@@ -117,7 +117,8 @@ UPLOAD_IDS = st.one_of(
     TEXT,
 )
 QUERY_VALUES = st.one_of(
-    st.sampled_from(["", "0", "1", "-1", "abc", "1e3", " 5", "99999999999999999999", "%ff", "%00", "1.5", "+1"]),
+    st.sampled_from(["", "0", "1", "-1", "abc", "1e3", "%205", "99999999999999999999", "%ff", "%00", "1.5", "+1"]),
+    st.sampled_from(["9" * 5_000, "%C2%B2", "%D9%A3", "%EF%BC%91", "0" * 100 + "1", "1%00"]),
     DIGESTS.map(lambda d: quote(d, safe=":%")),
     TEXT.map(lambda t: quote(t, safe="%")),
 )
@@ -299,6 +300,7 @@ MANIFEST_FIELDS = st.sampled_from(
 )
 ODD_VALUES = st.one_of(
     WRONG_TYPE,
+    st.sampled_from([2**63 - 1, 2**63, 2**64, -1, "a\x00", "application/vnd.oci.image.config.v1+json\x00"]),
     HUGE_NUMBERS,
     SURROGATES,
     st.just("\x00"),
@@ -404,6 +406,32 @@ def test_registry_api_never_fails_on_the_server(
         if answer.status >= 400:
             assert now == baseline.state, f"{method} {path} answered {answer.describe()} but changed state"
         baseline.state = now
+
+
+NUL_ARTIFACT_TYPE = MANIFEST.replace(b'"layers"', b'"artifactType":"\\u0000","layers"')
+
+
+@settings(FUZZ_SETTINGS, max_examples=100)
+@given(
+    reference=st.one_of(st.sampled_from(["v1", "v2", "fuzz"]), DIGESTS),
+    content_type=st.one_of(st.none(), CONTENT_TYPES),
+    body=st.one_of(MUTATED_MANIFESTS, MUTATED_MANIFESTS, MUTATED_MANIFESTS, st.just(MANIFEST)).map(Body),
+)
+@example(reference="v2", content_type=None, body=Body(MANIFEST.replace(b'"size":1088', b'"size":%d' % 2**63)))
+@example(reference="v2", content_type=None, body=Body(NUL_ARTIFACT_TYPE))
+def test_manifest_push_never_fails_on_the_server(
+    reference: str, content_type: str | None, body: Body, fuzz: FuzzClient, baseline: Baseline
+) -> None:
+    """Pushes of malformed manifests that reference the fixture's blobs, so they get past the
+    blob checks to everything stored from a manifest."""
+    path = f"/v2/{BASE_REPO}/manifests/{reference}"
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    answer = fuzz.v2("PUT", path, headers=headers, body=body.data)
+    check_answer("PUT", path, answer)
+    now = fuzz.snapshot()
+    if answer.status >= 400:
+        assert now == baseline.state, f"PUT {path} answered {answer.describe()} but changed state"
+    baseline.state = now
 
 
 def test_blob_upload_with_bad_chunks_is_never_a_server_error(fuzz: FuzzClient) -> None:

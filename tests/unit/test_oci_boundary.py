@@ -1,13 +1,40 @@
-"""The registry API's input boundary for pagination: `?last=` never carries text a store cannot
-hold (PostgreSQL text refuses NUL), and cutting it at a NUL keeps the page the same."""
+"""The registry API's input boundary for pagination: `?n=` is ASCII digits of any length (a page
+is at most MAX_PAGE), `?last=` never carries text a store cannot hold (PostgreSQL text refuses
+NUL), and cutting it at a NUL keeps the page the same."""
 
 from __future__ import annotations
 
 import pytest
 
-from moorage.oci.manifests import page_after
+from moorage.errors import PaginationInvalidError
+from moorage.oci.manifests import MAX_PAGE, page_after, page_size
 
 NAMES = ["a", "a-b", "a.b", "a/b", "a_b", "ab", "b"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [
+        (None, None),
+        ("", None),
+        ("0", 0),
+        ("7", 7),
+        ("000007", 7),
+        (str(MAX_PAGE), MAX_PAGE),
+        (str(MAX_PAGE + 1), MAX_PAGE),
+        ("9" * 20, MAX_PAGE),
+        ("9" * 5_000, MAX_PAGE),
+        ("0" * 5_000 + "3", 3),
+    ],
+)
+def test_page_size(raw: str | None, size: int | None) -> None:
+    assert page_size(raw) == size
+
+
+@pytest.mark.parametrize("raw", ["-1", "+1", " 5", "1.5", "1e3", "abc", "\u00b2", "\u0663", "\uff11", "5\x00"])
+def test_page_size_that_is_not_ascii_digits_is_invalid(raw: str) -> None:
+    with pytest.raises(PaginationInvalidError):
+        page_size(raw)
 
 
 @pytest.mark.parametrize(

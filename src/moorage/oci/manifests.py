@@ -75,13 +75,17 @@ async def delete_manifest(ctx: OciContext) -> None:
 
 
 def _page_request(ctx: OciContext) -> PageRequest:
-    raw = ctx.request.param("n")
-    limit = None
-    if raw is not None and raw != "":
-        if not raw.isdigit():
-            raise PaginationInvalidError(f"invalid page size n={raw[:20]!r}")
-        limit = min(int(raw), MAX_PAGE)
-    return PageRequest(limit=limit, after=page_after(ctx.request.param("last")))
+    return PageRequest(limit=page_size(ctx.request.param("n")), after=page_after(ctx.request.param("last")))
+
+
+def page_size(raw: str | None) -> int | None:
+    """The page size of `?n=` (at most MAX_PAGE); PaginationInvalidError unless ASCII digits."""
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()):  # str.isdigit also takes "²", which int() refuses
+        raise PaginationInvalidError(f"invalid page size n={raw[:20]!r}")
+    digits = raw.lstrip("0") or "0"  # no int() of thousands of digits: it raises past 4300
+    return MAX_PAGE if len(digits) > len(str(MAX_PAGE)) else min(int(digits), MAX_PAGE)
 
 
 def page_after(last: str | None) -> str | None:
