@@ -443,6 +443,15 @@ def test_blob_upload_with_bad_chunks_is_never_a_server_error(fuzz: FuzzClient) -
     assert fuzz.v2("HEAD", f"/v2/{BASE_REPO}/blobs/{wrong}").status == 404
 
 
+@pytest.mark.parametrize("upload", ["%00", "x" * 300, "0F8FAD5B-D9CB-469F-A165-70867728950E", "a%ed%a0%80"])
+@pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
+def test_upload_id_that_is_not_one_of_ours_is_unknown(method: str, upload: str, fuzz: FuzzClient) -> None:
+    """Upload ids are UUIDs the server made: any other text is answered before it reaches a store."""
+    answer = fuzz.v2(method, f"/v2/{BASE_REPO}/blobs/uploads/{upload}?digest={LAYER_DIGEST}", body=b"x")
+    assert answer.status == 404, answer.describe()
+    assert json.loads(answer.body)["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+
+
 def test_server_logged_no_traceback(fuzz: FuzzClient) -> None:
     """Runs last in this module: nothing the fuzz sent made the server log a traceback."""
     log = fuzz.live.log()

@@ -37,6 +37,7 @@ from moorage.errors import (
     NameInvalidError,
     RangeNotSatisfiableError,
     UploadOffsetMismatchError,
+    UploadUnknownError,
 )
 from moorage.model import RegistryRef, RepositoryName, parse_repository_name
 from moorage.oci.errors import error_body, oci_error
@@ -57,6 +58,9 @@ _ROUTES: list[tuple[Kind, re.Pattern[str]]] = [
     ("upload", re.compile(r"/v2/(?P<name>.+)/blobs/uploads/(?P<ref>[^/]+)")),
     ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<ref>[^/]+)")),
 ]
+
+# Upload ids are the UUIDs `Uploads.start` makes; any other text is an unknown upload.
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 API_VERSION_HEADER = ("docker-distribution-api-version", "registry/2.0")
 JSON = "application/json"
@@ -179,6 +183,8 @@ class OciApi:
                     param=request.param,
                     has_body=_has_body(request),
                 )
+            if path.kind == "upload" and not _UPLOAD_ID.fullmatch(ctx.reference):
+                raise UploadUnknownError(ctx.reference[:100])  # never sent to a store: ids are UUIDs
             await handler(ctx)
         except MoorageError as exc:
             code, status = oci_error(exc)
