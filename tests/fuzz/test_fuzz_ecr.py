@@ -27,7 +27,7 @@ from tests.fuzz.strategies import Body, body_for, dumps, nested
 
 MODEL = botocore.session.get_session().get_service_model("ecr")
 OPERATIONS = sorted(MODEL.operation_names)
-EXAMPLES_PER_OPERATION = 10
+EXAMPLES_PER_OPERATION = 8
 
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES_PER_OPERATION,

@@ -38,7 +38,7 @@ from tests.fuzz.conftest import (
 )
 from tests.fuzz.strategies import HUGE_NUMBERS, SURROGATES, WRONG_TYPE, Body, dumps, mostly, nested
 
-EXAMPLES = 400
+EXAMPLES = 300
 
 # The spec's error codes, plus the two this server adds for what the spec leaves open
 # (an unknown route, an unsatisfiable Range).
@@ -411,7 +411,7 @@ def test_registry_api_never_fails_on_the_server(
 NUL_ARTIFACT_TYPE = MANIFEST.replace(b'"layers"', b'"artifactType":"\\u0000","layers"')
 
 
-@settings(FUZZ_SETTINGS, max_examples=100)
+@settings(FUZZ_SETTINGS, max_examples=60)
 @given(
     reference=st.one_of(st.sampled_from(["v1", "v2", "fuzz"]), DIGESTS),
     content_type=st.one_of(st.none(), CONTENT_TYPES),
