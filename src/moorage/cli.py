@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from moorage.config import (
     SETTINGS_ENV,
     ConfigError,
     Settings,
+    format_duration,
     load_settings,
     render_toml,
     settings_from_json,
@@ -49,6 +51,14 @@ def _load(config: Path | None, data_dir: Path | None, overrides: dict[str, Any])
         click.echo(f"warning: {warning}", err=True)
     # Worker processes and later subcommands must agree on where the data lives.
     return dataclasses.replace(settings, data_dir=settings.data_dir.expanduser().resolve())
+
+
+def _duration(td: timedelta) -> str:
+    """A duration the way the configuration writes it (24h, 2d, 90s)."""
+    try:
+        return format_duration(td)
+    except ValueError:  # sub-second or negative: no config unit fits
+        return f"{td.total_seconds():g}s"
 
 
 def _state_options(func: Any) -> Any:
@@ -470,7 +480,7 @@ def gc(config: Path | None, data_dir: Path | None, dry_run: bool, grace_period: 
         plan = await moorage.collector.plan(now)
         click.echo(
             f"plan: {len(plan.blobs)} blob(s), {plan.bytes} bytes unreferenced for over "
-            f"{settings.gc.grace_period}; {plan.uploads} expired upload(s)"
+            f"{_duration(settings.gc.grace_period)}; {plan.uploads} expired upload(s)"
         )
         if dry_run:
             return

@@ -75,3 +75,15 @@ def test_admin_errors_exit_non_zero(tmp_path: Path, args: list[str]) -> None:
     result = CliRunner().invoke(main, ["admin", *args, "--data-dir", str(tmp_path)])
     assert result.exit_code != 0
     assert "Error" in result.output
+
+
+@pytest.mark.parametrize(("grace", "shown"), [(None, "24h"), ("2d", "2d"), ("90s", "90s"), ("1h30m", "90m")])
+def test_gc_dry_run_writes_the_grace_period_as_the_config_does(tmp_path: Path, grace: str | None, shown: str) -> None:
+    args = ["gc", "--dry-run", "--data-dir", str(tmp_path / "data")]
+    if grace is not None:
+        args += ["--grace-period", grace]
+    code, output = run(*args)
+    assert code == 0, output
+    assert f"unreferenced for over {shown};" in output
+    assert "day," not in output
+    assert "0:" not in output
