@@ -13,10 +13,13 @@ Only this module imports store implementations. Nothing is built at import time.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import os
+import signal
 import socket
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,7 +36,7 @@ from moorage.ecr import TARGET_PREFIX, EcrApi, EcrServices
 from moorage.ecr.validation import InputValidator, operation_names
 from moorage.errors import MoorageError, TooLargeError
 from moorage.gc import GarbageCollector, GcJob
-from moorage.identity import Identities, load_master_key
+from moorage.identity import Identities, load_master_key, verify_master_key
 from moorage.images import Images
 from moorage.jobs import Job, Scheduler
 from moorage.lifecycle_job import Lifecycle, LifecycleJob
@@ -140,7 +143,9 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     images = Images(metadata, clock=clock, pulls=pulls, restore_delay=settings.archive.restore_delay)
     lifecycle = Lifecycle(metadata, clock=clock)
     uploads = Uploads(metadata, blobs, registry, clock=clock, max_blob_bytes=limits.max_blob_bytes)
-    identities = Identities(metadata, load_master_key(settings.auth.master_key, settings.data_dir), clock=clock)
+    master_key = load_master_key(settings.auth.master_key, settings.data_dir)
+    await verify_master_key(metadata, master_key)
+    identities = Identities(metadata, master_key, clock=clock)
     tokens = TokenSigner(await load_token_key(metadata))
     default = RegistryRef(settings.account_id, settings.region)
     registry_tokens = TokenRegistryAuthenticator(
@@ -436,4 +441,25 @@ def server_app() -> RootApp:
         raise RuntimeError(f"{SETTINGS_ENV} is not set; start the server with `moorage serve`")
     settings = settings_from_json(text)
     logging.basicConfig(level=settings.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _die_with_parent(os.environ.get(SERVE_PID_ENV))
     return create_app(settings)
+
+
+SERVE_PID_ENV = "MOORAGE_SERVE_PID"
+"""Set by `moorage serve` (cli.SERVE_PID_ENV) to its own pid for the workers it starts."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: str | None) -> None:
+    """Have the kernel kill this worker when the serving parent dies, however it dies (`kill -9`
+    included): an orphaned worker would go on serving on the parent's socket, beside a restart.
+    SIGKILL, since nobody is left to wait for a graceful stop."""
+    if parent is None or not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("cannot ask to die with the serving process: %s", os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != int(parent):  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)

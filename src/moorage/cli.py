@@ -36,7 +36,20 @@ from moorage.errors import MoorageError
 if TYPE_CHECKING:
     from moorage.identity import Identities
 
-__all__ = ["main"]
+__all__ = ["SERVE_PID_ENV", "StartupError", "main"]
+
+
+class StartupError(click.ClickException):
+    """A start-up failure the user can fix: one line on stderr, exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"moorage: {self.message}", err=True)
+
+
+SERVE_PID_ENV = "MOORAGE_SERVE_PID"
+"""The serving parent's pid, for its workers (they die with it, see `app.server_app`)."""
 
 
 def _load(config: Path | None, data_dir: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -46,7 +59,7 @@ def _load(config: Path | None, data_dir: Path | None, overrides: dict[str, Any])
     try:
         settings, warnings = load_settings(config, os.environ, values)
     except ConfigError as exc:
-        raise click.ClickException(f"configuration error: {exc}") from None
+        raise StartupError(f"configuration error: {exc}") from None
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     # Worker processes and later subcommands must agree on where the data lives.
@@ -120,9 +133,6 @@ def serve(
     no_jobs: bool,
 ) -> None:
     """Start the registry."""
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
-
     settings = _load(
         config,
         data_dir,
@@ -141,13 +151,22 @@ def serve(
             "jobs.enabled": False if no_jobs else None,
         },
     )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_data_dir(settings.data_dir)
+    http = settings.http
+    if http.tls_cert is not None and http.tls_key is not None:
+        _check_tls(http.tls_cert, http.tls_key)
+    # Bound here, without SO_REUSEPORT, and held until we exit: the workers inherit this one
+    # socket, and no other process can listen on the port meanwhile (nor beside orphaned workers).
+    listener = _listen(http.host, http.port)
     os.environ[SETTINGS_ENV] = settings_to_json(settings)
+    os.environ[SERVE_PID_ENV] = str(os.getpid())
     # Migrations and the root key run in a child process: the parent only supervises the
     # workers, and should not keep the database and crypto stacks in memory for that.
     prepared = subprocess.run(
         [sys.executable, "-m", "moorage", "prepare"], stdout=subprocess.PIPE, text=True, check=False
     )
+    if prepared.returncode == StartupError.exit_code:
+        sys.exit(prepared.returncode)  # the child printed the one line that says why
     if prepared.returncode != 0:
         raise click.ClickException("could not prepare the metadata store (see above)")
     revision = prepared.stdout.strip() or "none"
@@ -156,7 +175,6 @@ def serve(
             "WARNING: auth mode is OPEN: no signature or password is checked. Use only as a local test double.",
             err=True,
         )
-    http = settings.http
     scheme = "https" if http.tls_cert else "http"
     click.echo(
         f"moorage {__version__}: serving on {scheme}://{http.host}:{http.port} "
@@ -166,7 +184,92 @@ def serve(
     # Every worker writes its metrics under one fresh directory; any of them answers /metrics for all.
     metrics_dir = tempfile.mkdtemp(prefix="moorage-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    server = Granian(
+    try:
+        _granian(listener, settings).serve()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(f"data_dir {path} is not a writable directory: {exc.strerror}") from None
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    """The checks the server's TLS stack would fail on later, in its workers, with less to say."""
+    import ssl
+
+    for setting, path, marker in (("http.tls_cert", cert, "CERTIFICATE"), ("http.tls_key", key, "PRIVATE KEY")):
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise StartupError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+        if b"-----BEGIN " not in text or marker.encode() not in text:
+            raise StartupError(f"{setting}: {path} is not a PEM file with a {marker.lower()}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise StartupError(f"http.tls_key: {key} is not the private key of the certificate {cert}") from None
+        raise StartupError(f"http.tls_cert/http.tls_key: cannot load {cert} with {key}: {exc.reason}") from None
+
+
+def _listen(host: str, port: int) -> Any:
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise StartupError(f"http.host: cannot listen on {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # SO_REUSEADDR only lets us rebind past connections in TIME_WAIT; unlike SO_REUSEPORT it
+        # never lets a second listener onto the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"http.port: {host}:{port} is in use by another process (another moorage?): "
+                "stop it, or choose another --port"
+            ) from None
+        raise StartupError(f"http.host/http.port: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _granian(listener: Any, settings: Settings) -> Any:
+    """A granian server whose workers serve on `listener` (granian would otherwise bind one
+    SO_REUSEPORT socket per worker, which any other process of the same user could join)."""
+    from granian import Granian
+    from granian._granian import SocketHolder as _SocketHolder
+    from granian.constants import Interfaces, Loops
+
+    holder: Any = _SocketHolder  # its stub lists no arguments; it takes (fd, is_uds, backlog)
+
+    class HeldSocketGranian(Granian):  # type: ignore[misc,valid-type]
+        def _init_shared_socket(self) -> None:
+            self._ssp = None
+            self._sfd = listener.fileno()
+            self._shd = holder(self._sfd, False, 1024)
+            self._sso = listener
+
+        def _drop_shared_socket(self) -> None:
+            listener.close()
+
+    http = settings.http
+    return HeldSocketGranian(
         "moorage.app:server_app",
         factory=True,
         address=http.host,
@@ -175,15 +278,11 @@ def serve(
         workers=http.workers,
         loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
         log_access=settings.log.access,
-        log_level=settings.log.level,  # type: ignore[arg-type]
+        log_level=settings.log.level,
         ssl_cert=http.tls_cert,
         ssl_key=http.tls_key,
         respawn_failed_workers=True,
     )
-    try:
-        server.serve()
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.command()
@@ -193,16 +292,21 @@ def migrate(config: Path | None, data_dir: Path | None) -> None:
     from moorage.bootstrap import migrate as apply_migrations
 
     settings = _load(config, data_dir, {})
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    click.echo(f"metadata schema at revision {asyncio.run(apply_migrations(settings))}")
+    _check_data_dir(settings.data_dir)
+    try:
+        revision = asyncio.run(apply_migrations(settings))
+    except MoorageError as exc:
+        raise StartupError(exc.message) from None
+    click.echo(f"metadata schema at revision {revision}")
 
 
 @main.command("prepare", hidden=True)
 def prepare() -> None:
     """Internal (run by `serve`): migrate and provision the root key for the settings in
     MOORAGE_SETTINGS_JSON; print the schema revision."""
+    from moorage.bootstrap import StartupError as BootstrapStartupError
+    from moorage.bootstrap import check_blob_store, root_key_message
     from moorage.bootstrap import migrate as apply_migrations
-    from moorage.bootstrap import root_key_message
 
     text = os.environ.get(SETTINGS_ENV)
     if not text:
@@ -210,15 +314,30 @@ def prepare() -> None:
     settings = settings_from_json(text)
 
     async def run() -> tuple[str, str | None]:
-        return await apply_migrations(settings), await root_key_message(settings)
+        revision = await apply_migrations(settings)
+        await check_blob_store(settings)
+        return revision, await root_key_message(settings)
 
     try:
         revision, shown = asyncio.run(run())
+    except BootstrapStartupError as exc:
+        _debug_traceback(settings)
+        StartupError(exc.message).show()
+        sys.stderr.flush()
+        # Not sys.exit: a driver thread still waiting on an endpoint that never answers would hold it.
+        os._exit(StartupError.exit_code)
     except MoorageError as exc:
         raise click.ClickException(exc.message) from None
     if shown:
         click.echo(shown, err=True)
     click.echo(revision)
+
+
+def _debug_traceback(settings: Settings) -> None:
+    if settings.log.level.lower() == "debug":
+        import traceback
+
+        traceback.print_exc()
 
 
 @main.command("verify-config")
@@ -241,8 +360,11 @@ def _run_admin(config: Path | None, data_dir: Path | None, action: Any) -> Any:
         from moorage.bootstrap import migrate as apply_migrations
         from moorage.bootstrap import open_identities
 
-        await apply_migrations(settings)
-        identities, metadata = await open_identities(settings)
+        try:
+            await apply_migrations(settings)
+            identities, metadata = await open_identities(settings)
+        except MoorageError as exc:
+            raise StartupError(exc.message) from None
         try:
             return await action(identities, settings)
         except MoorageError as exc:
@@ -457,8 +579,11 @@ async def _with_services(settings: Settings, action: Any) -> Any:
     from moorage.app import build
     from moorage.bootstrap import migrate as apply_migrations
 
-    await apply_migrations(settings)
-    moorage = await build(settings)
+    try:
+        await apply_migrations(settings)
+        moorage = await build(settings)
+    except MoorageError as exc:  # a StartupError or the master key's mismatch: one line says why
+        raise StartupError(exc.message) from None
     try:
         return await action(moorage)
     finally:

@@ -3,7 +3,9 @@
 SigV4 needs each secret access key in clear to recompute signatures, so secrets are stored
 encrypted (AES-256-GCM, the key id as associated data) with a master key that never enters
 the database: `<data-dir>/master.key` (created 0600 on first use) or `auth.master_key`.
-Every replica sharing one database must be given the same master key.
+Every replica sharing one database must be given the same master key: the database keeps a key
+check value (an HMAC of a constant under the master key, `kv` row `secret/master-key-check`), and
+`verify_master_key` refuses a key that does not match it before anything is decrypted.
 
 Lookups of access keys are cached per process for a few seconds (SigV4 verification is on every
 API call); deleting a key takes effect everywhere within that time.
@@ -16,6 +18,8 @@ needs none (see authz.py).
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -25,14 +29,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from moorage.clock import Clock
-from moorage.errors import InvalidRequestError, NotFoundError
+from moorage.errors import InvalidRequestError, MoorageError, NotFoundError
 from moorage.metadata import AccessKeyRecord, MetadataStore
 from moorage.policy import parse_policy
 
-__all__ = ["IDENTITY_POLICY_MAX_LENGTH", "MAX_USER_POLICIES", "AccessKey", "Identities", "load_master_key"]
+__all__ = [
+    "IDENTITY_POLICY_MAX_LENGTH",
+    "MAX_USER_POLICIES",
+    "AccessKey",
+    "Identities",
+    "MasterKeyMismatchError",
+    "load_master_key",
+    "verify_master_key",
+]
 
 IDENTITY_POLICY_MAX_LENGTH = 6_144
 """IAM's limit for a managed policy document."""
@@ -68,6 +81,49 @@ def load_master_key(configured: str | None, data_dir: Path) -> bytes:
         out.flush()
         os.fsync(out.fileno())
     return key
+
+
+_KEY_CHECK_NAME = "secret/master-key-check"
+_KEY_CHECK_LABEL = b"moorage master key check v1"
+_MISMATCH = (
+    "auth.master_key: this master key is not the one the metadata database's secrets are sealed with; "
+    "give every replica sharing the database the same auth.master_key"
+)
+
+
+class MasterKeyMismatchError(MoorageError):
+    """The master key is not the one this metadata database's secrets are sealed with."""
+
+
+def key_check_value(master_key: bytes) -> str:
+    """What the database stores to recognise its master key (reveals nothing about the key)."""
+    return hmac.new(master_key, _KEY_CHECK_LABEL, hashlib.sha256).hexdigest()
+
+
+async def verify_master_key(metadata: MetadataStore, master_key: bytes) -> None:
+    """Raise MasterKeyMismatchError unless `master_key` is the database's master key.
+
+    The first process to start with a key records its check value. A database from before
+    check values existed gets one only after the key has opened one of its stored secrets."""
+    expected = key_check_value(master_key)
+    async with metadata.transaction() as tx:
+        stored = await tx.kv.get(_KEY_CHECK_NAME)
+        sample = None if stored is not None else next(iter(await tx.identities.keys()), None)
+    if stored is None:
+        if sample is not None:
+            try:
+                _open_secret(AESGCM(master_key), sample.access_key_id, sample.secret_ciphertext)
+            except (InvalidTag, ValueError):
+                raise MasterKeyMismatchError(_MISMATCH) from None
+        async with metadata.transaction(write=True) as tx:
+            stored = await tx.kv.put_if_absent(_KEY_CHECK_NAME, expected)
+    if not hmac.compare_digest(stored, expected):
+        raise MasterKeyMismatchError(_MISMATCH)
+
+
+def _open_secret(aead: AESGCM, key_id: str, ciphertext: str) -> str:
+    raw = base64.b64decode(ciphertext)
+    return aead.decrypt(raw[:12], raw[12:], key_id.encode()).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +163,7 @@ class Identities:
         return base64.b64encode(nonce + sealed).decode()
 
     def _decrypt(self, key_id: str, ciphertext: str) -> str:
-        raw = base64.b64decode(ciphertext)
-        return self._aead.decrypt(raw[:12], raw[12:], key_id.encode()).decode()
+        return _open_secret(self._aead, key_id, ciphertext)
 
     @property
     def metadata(self) -> MetadataStore:

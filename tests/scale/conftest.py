@@ -50,6 +50,8 @@ class Cluster:
     prefix: str
     database_url: str
     s3_client: Any = field(repr=False)
+    started: list[LiveServer] = field(default_factory=list, repr=False)
+    """Every replica process of the cluster, restarts included: all are stopped with it."""
 
     @property
     def replicas(self) -> tuple[LiveServer, LiveServer]:
@@ -59,6 +61,7 @@ class Cluster:
         """Serve `replica`'s data dir again on its port with its environment (after a kill)."""
         again = LiveServer(replica.data_dir, port=replica.port, args=replica.args, env=replica.env)
         _started.append(again)
+        self.started.append(again)
         return login(again.start())
 
     def keys(self, under: str) -> list[str]:
@@ -153,15 +156,16 @@ def running_cluster(
     for replica in (a, b):
         replica.data_dir.parent.mkdir(parents=True, exist_ok=True)
     _started.extend((a, b))
+    cluster = Cluster(a, b, s3, bucket, prefix, url, client, started=[a, b])
     try:
         with ThreadPoolExecutor(2) as pool:
             for started in [pool.submit(replica.start) for replica in (a, b)]:
                 started.result()
         for replica in (a, b):
             login(replica)
-        yield Cluster(a, b, s3, bucket, prefix, url, client)
+        yield cluster
     finally:
-        for replica in (a, b):
+        for replica in cluster.started:
             replica.stop()
         postgres.drop_database(name)
 

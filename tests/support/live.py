@@ -27,11 +27,15 @@ ROOT_SECRET_ACCESS_KEY = "moorage-test-root-secret-0123456789abcdef"
 
 
 class LiveServer:
+    running: set[LiveServer] = set()
     """`moorage serve --data-dir D --port P` as a child process, in SigV4 mode with a known root
     key unless `args` say otherwise.
 
     `start()` waits until /healthz answers 200; `stop()` ends it with SIGTERM, `kill()` with
     SIGKILL (crash tests). The same data dir can be served again after a stop or a kill.
+    The server runs in a process group of its own, which `stop()` and `kill()` leave empty: no
+    worker outlives them. `LiveServer.running` holds every server started and not yet stopped
+    (tests/conftest.py stops and reports any left at the end of the session).
     `ecr()` is a boto3 client for it; `password()` a registry password from GetAuthorizationToken,
     `creds` the `AWS:<password>` pair skopeo/podman take and `auth` the same for httpx.
     """
@@ -108,12 +112,15 @@ class LiveServer:
             *self.args,
         ]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
+        LiveServer.running.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"moorage serve exited with {self.process.returncode}:\n{self.log()}")
+                code = self.process.returncode
+                self.kill()  # whatever it started before it exited
+                raise RuntimeError(f"moorage serve exited with {code}:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
                     return self
@@ -127,32 +134,29 @@ class LiveServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def _signal(self, sig: signal.Signals, wait: float) -> None:
-        if self.process is None:
+        process, self.process = self.process, None
+        LiveServer.running.discard(self)
+        if process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
+        if process.poll() is None:
+            process.send_signal(sig)
             try:
-                self.process.wait(wait)
+                process.wait(wait)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.process = None
+                process.kill()
+                process.wait(10)
+        # The group is the server's own (start_new_session): whatever is left in it goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         self._signal(signal.SIGTERM, 15)
 
     def kill(self) -> None:
-        """SIGKILL the server and every worker it spawned (they share its process group)."""
+        """SIGKILL the server and every process it started (its workers share its process group)."""
         if self.process is not None and self.process.poll() is None:
-            try:
-                children = subprocess.run(
-                    ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-                ).stdout.split()
-            except FileNotFoundError:
-                children = []
-            for child in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(child), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         self._signal(signal.SIGKILL, 10)
 
     def __enter__(self) -> LiveServer:
