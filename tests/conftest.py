@@ -49,16 +49,17 @@ def leftover_processes(marker: str, *, needle: bytes = b"moorage") -> list[tuple
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    lines = []
+    lines = [
+        f"  LiveServer on {server.address} (data {server.data_dir}) was never stopped"
+        for server in list(LiveServer.running)
+    ]
+    leftovers = leftover_processes(os.environ.get(SESSION_ENV, str(os.getpid()))) if Path("/proc").is_dir() else []
+    lines += [f"  pid {pid}: {command}" for pid, command in leftovers]
     for server in list(LiveServer.running):
-        lines.append(f"  LiveServer on {server.address} (data {server.data_dir}) was never stopped")
         server.kill()
-    if Path("/proc").is_dir():
-        leftovers = leftover_processes(os.environ.get(SESSION_ENV, str(os.getpid())))
-        for pid, _ in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        lines += [f"  pid {pid}: {command}" for pid, command in leftovers]
+    for pid, _ in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     if not lines:
         return
     message = "tests left moorage processes running (now killed):\n" + "\n".join(lines)

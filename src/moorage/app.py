@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from moorage import __version__
-from moorage.asgi import Receive, Request, Scope, Send, send_bytes, send_file, send_stream
+from moorage.asgi import (
+    ClientDisconnectedError,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    answer_disconnected,
+    send_bytes,
+    send_file,
+    send_stream,
+)
 from moorage.auth import AnonymousAuthenticator, ApiAuthenticator, RegistryAuthenticator, TokenRegistryAuthenticator
 from moorage.authz import Authorizer, PolicyStore
 from moorage.clock import Clock, OffsetClock, SystemClock
@@ -298,22 +308,26 @@ class RootApp:
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         moorage = self._moorage or await self.services()
         path: str = scope["path"]
-        if path.startswith("/v2"):
-            await moorage.oci(scope, receive, send)
-        elif path == "/" and scope["method"] == "POST":
-            await moorage.ecr(scope, receive, send)
-        elif path.startswith("/_moorage/layers/"):
-            await self._layer(moorage, scope, send, path[len("/_moorage/layers/") :])
-        elif path == "/_moorage/reset":
-            await self._reset(moorage, scope, send)
-        elif path == "/_moorage/clock":
-            await self._clock_control(moorage, scope, receive, send)
-        elif path == "/healthz":
-            await self._health(moorage, send, scope["method"] == "HEAD")
-        elif path == "/metrics" and self.settings.metrics.enabled:
-            await metrics_endpoint(moorage.metrics, self.settings.metrics.bearer_token, scope, send)
-        else:
-            await send_bytes(send, 404, [("content-type", "text/plain")], b"not found\n")
+        try:
+            if path.startswith("/v2"):
+                await moorage.oci(scope, receive, send)
+            elif path == "/" and scope["method"] == "POST":
+                await moorage.ecr(scope, receive, send)
+            elif path.startswith("/_moorage/layers/"):
+                await self._layer(moorage, scope, send, path[len("/_moorage/layers/") :])
+            elif path == "/_moorage/reset":
+                await self._reset(moorage, scope, send)
+            elif path == "/_moorage/clock":
+                await self._clock_control(moorage, scope, receive, send)
+            elif path == "/healthz":
+                await self._health(moorage, send, scope["method"] == "HEAD")
+            elif path == "/metrics" and self.settings.metrics.enabled:
+                await metrics_endpoint(moorage.metrics, self.settings.metrics.bearer_token, scope, send)
+            else:
+                await send_bytes(send, 404, [("content-type", "text/plain")], b"not found\n")
+        except ClientDisconnectedError:
+            log.info("client disconnected during %s %s", scope["method"], path)
+        await answer_disconnected(scope, send)
 
     async def _layer(self, moorage: Moorage, scope: Scope, send: Send, token: str) -> None:
         """Serve a GetDownloadUrlForLayer URL: a signed, expiring grant for one blob."""

@@ -15,7 +15,18 @@ from urllib.parse import parse_qs
 
 from moorage.errors import TooLargeError
 
-__all__ = ["Receive", "Request", "Scope", "Send", "send_bytes", "send_file", "send_stream"]
+__all__ = [
+    "CLIENT_CLOSED_REQUEST",
+    "ClientDisconnectedError",
+    "Receive",
+    "Request",
+    "Scope",
+    "Send",
+    "answer_disconnected",
+    "send_bytes",
+    "send_file",
+    "send_stream",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,8 +37,22 @@ Headers = Iterable[tuple[str, str]]
 _FILE_CHUNK = 1024 * 1024
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""The status recorded for a request whose client went away before it was answered (nginx's
+"client closed request"): a client's doing, never a server error."""
+_DISCONNECTED = "moorage.client_disconnected"  # scope key: the body stream saw http.disconnect
+
+
 class ClientDisconnectedError(Exception):
     """The client went away before the request body was complete."""
+
+
+async def answer_disconnected(scope: Scope, send: Send) -> None:
+    """After a handler gave up on a request whose client disconnected (it sent no response),
+    record it as CLIENT_CLOSED_REQUEST: a server logs a request left unanswered as a 500. Nothing
+    reaches the client, which is gone."""
+    if scope.get(_DISCONNECTED):
+        await send_bytes(send, CLIENT_CLOSED_REQUEST, [("content-type", "text/plain")], b"client closed request\n")
 
 
 class Request:
@@ -76,6 +101,7 @@ class Request:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
+                self.scope[_DISCONNECTED] = True
                 raise ClientDisconnectedError
             chunk: bytes = message.get("body", b"")
             if chunk:
