@@ -9,8 +9,9 @@
 The request metrics are recorded by `MeteredApp`, one ASGI wrapper at the top of the app, so the
 handlers carry no metric code: face (`ecr`, `oci`, `console`, `other`), operation (the ECR
 operation, or the `/v2/` route class such as `manifest_get`) and status. Repository names and
-digests are never labels. A client that goes away before an answer was sent is counted with
-status `disconnected`, never as a server error.
+digests are never labels. A client that goes away mid-request is answered 499 by the root app
+(nothing reaches it) and counted so, never as a server error; a request that ends with no
+answer at all is counted with status `disconnected`.
 """
 
 from __future__ import annotations
