@@ -59,6 +59,7 @@ from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
+from moorage.templates import Templates
 from moorage.tokens import TokenError, TokenSigner, load_token_key
 from moorage.uploads import Uploads
 
@@ -165,8 +166,12 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     if settings.auth.mode == "open":
         registry_auth = AnonymousAuthenticator(default, settings.registry_domain, tokens=registry_tokens)
     # aws:CurrentTime follows real time, never a test-moved clock.
+    templates = Templates(metadata, clock=clock)
     authorizer = Authorizer(
-        PolicyStore(metadata, registry, clock=clock), clock=SystemClock(), create_on_push=settings.create_on_push
+        PolicyStore(metadata, registry, clock=clock),
+        clock=SystemClock(),
+        create_on_push=settings.create_on_push,
+        templates=templates,
     )
     oci = OciApi(registry, uploads, registry_auth, authorizer)
     ecr = EcrApi(
@@ -180,6 +185,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             registry_tokens,
             authorizer=authorizer,
             lifecycle=lifecycle,
+            templates=templates,
         ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),

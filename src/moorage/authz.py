@@ -60,6 +60,7 @@ from moorage.policy import (
     parse_policy,
 )
 from moorage.registry import Registry
+from moorage.templates import Templates
 
 __all__ = [
     "ECR_RULES",
@@ -608,10 +609,13 @@ _UNSET: Final = _Unset()
 class Authorizer:
     """Decides every request; see the module documentation for the rules."""
 
-    def __init__(self, store: PolicyStore, *, clock: Clock, create_on_push: bool = False) -> None:
+    def __init__(
+        self, store: PolicyStore, *, clock: Clock, create_on_push: bool = False, templates: Templates | None = None
+    ) -> None:
         self.store = store
         self._clock = clock
         self._create_on_push = create_on_push
+        self._templates = templates
 
     async def check(self, principal: Principal, origin: Origin, needs: Sequence[Need]) -> None:
         """Raise AccessDeniedError (ECR's message) for the first need that is not allowed."""
@@ -642,11 +646,14 @@ class Authorizer:
     ) -> None:
         """Authorize a `/v2/` request."""
         needs = oci_needs(kind, method, registry, name, param=param, has_body=has_body)
-        if self._create_on_push and name is not None and (kind, method) in PUSH_ROUTES:
+        if (self._create_on_push or self._templates is not None) and name is not None and (kind, method) in PUSH_ROUTES:
             facts = await self.store.repository_facts(registry, name)
             if not facts.exists:  # a stale "missing" must not ask for more than needed
                 facts = await self.store.repository_facts(registry, name, fresh=True)
-            if not facts.exists:
+            if not facts.exists and (
+                self._create_on_push
+                or (self._templates is not None and await self._templates.matches(registry, name, "CREATE_ON_PUSH"))
+            ):
                 needs.append(on_repository("ecr:CreateRepository", registry, name))
         await self.check(principal, origin, needs)
 

@@ -11,7 +11,8 @@ Services raise these; each wire front-end maps them to its own codes in exactly 
     │   ├── UploadUnknownError
     │   ├── LifecyclePolicyNotFoundError
     │   ├── LifecyclePreviewNotFoundError
-    │   └── ExclusionNotFoundError        (principal not on the pull-time update exclusion list)
+    │   ├── ExclusionNotFoundError        (principal not on the pull-time update exclusion list)
+    │   └── TemplateNotFoundError         (no repository creation template for the prefix)
     ├── InvalidRequestError
     │   ├── NameInvalidError
     │   ├── TagInvalidError
@@ -31,7 +32,8 @@ Services raise these; each wire front-end maps them to its own codes in exactly 
     │   ├── UploadOffsetMismatchError     (chunk does not start where the session ends)
     │   ├── LifecyclePreviewInProgressError
     │   ├── StorageClassUpdateError       (the image's status does not allow that storage-class change)
-    │   └── ExclusionExistsError          (principal already on the pull-time update exclusion list)
+    │   ├── ExclusionExistsError          (principal already on the pull-time update exclusion list)
+    │   └── TemplateAlreadyExistsError    (a repository creation template for the prefix exists)
     ├── LimitExceededError                (a count quota, e.g. pull-time update exclusions)
     ├── TooLargeError                     (a body over its size limit)
     ├── TooManyTagsError                  (resource tags over their limit)
@@ -70,6 +72,8 @@ __all__ = [
     "SizeInvalidError",
     "StorageClassUpdateError",
     "TagInvalidError",
+    "TemplateAlreadyExistsError",
+    "TemplateNotFoundError",
     "TooLargeError",
     "TooManyTagsError",
     "UnsupportedError",
@@ -277,3 +281,11 @@ class ExclusionNotFoundError(NotFoundError):
 
 class LimitExceededError(MoorageError):
     pass
+
+
+class TemplateAlreadyExistsError(ConflictError):
+    """A repository creation template for that prefix exists already."""
+
+
+class TemplateNotFoundError(NotFoundError):
+    """No repository creation template for that prefix."""

@@ -54,6 +54,7 @@ from moorage.model import (
 )
 from moorage.pulls import PullTimes
 from moorage.storage import BlobStore
+from moorage.templates import Templates
 
 __all__ = ["ACCOUNT_SETTINGS", "BlobStream", "Limits", "ManifestPut", "Registry", "tag_is_immutable"]
 
@@ -174,10 +175,14 @@ class Registry:
         """The repository locked for a write; created here when repositories are created on push."""
         repo = await tx.repositories.get(registry, name, for_update=True)
         if repo is None:
-            if not (self._create_on_push if create is None else create):
+            if create is False:
                 raise RepositoryNotFoundError(name, registry.account_id)
-            repo = await tx.repositories.create(Repository(registry, name, created_at=self._clock.now()))
-            await tx.events.add([ev.repository_action(registry, name, "CREATE", repo.created_at)])
+            # A matching CREATE_ON_PUSH template always wins; `create_on_push` is an implicit ROOT
+            # template with ECR's defaults, used only when none matches (semantics §12.3).
+            template = await Templates.select(tx, registry, name, "CREATE_ON_PUSH")
+            if template is None and not (self._create_on_push or create):
+                raise RepositoryNotFoundError(name, registry.account_id)
+            repo = await Templates.create_repository(tx, registry, name, template, self._clock.now())
         return repo
 
     async def get_repository(self, registry: RegistryRef, name: RepositoryName) -> Repository:

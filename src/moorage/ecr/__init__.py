@@ -33,6 +33,7 @@ from moorage.lifecycle_job import Lifecycle
 from moorage.model import RegistryRef, Repository, RepositoryName
 from moorage.registry import Registry
 from moorage.sigv4 import SigV4Error
+from moorage.templates import Templates
 from moorage.tokens import TokenSigner
 from moorage.uploads import Uploads
 
@@ -63,6 +64,7 @@ class EcrServices:
     registry_tokens: TokenRegistryAuthenticator
     authorizer: Authorizer
     lifecycle: Lifecycle
+    templates: Templates | None = None
 
 
 @dataclass(slots=True)
@@ -112,10 +114,10 @@ Handler = Callable[[EcrContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def all_handlers() -> dict[str, Handler]:
-    from moorage.ecr import images, layers, lifecycle, policies, registry_settings, repositories
+    from moorage.ecr import images, layers, lifecycle, policies, registry_settings, repositories, templates
 
     table: dict[str, Handler] = {}
-    for module in (repositories, images, layers, registry_settings, policies, lifecycle):
+    for module in (repositories, images, layers, registry_settings, policies, lifecycle, templates):
         overlap = table.keys() & module.HANDLERS.keys()
         assert not overlap, f"operations handled twice: {overlap}"
         table.update(module.HANDLERS)

@@ -119,6 +119,8 @@ _TABLE: list[tuple[type[e.MoorageError], str]] = [
     (e.ExclusionExistsError, "ExclusionAlreadyExistsException"),
     (e.ExclusionNotFoundError, "ExclusionNotFoundException"),
     (e.LimitExceededError, "LimitExceededException"),
+    (e.TemplateAlreadyExistsError, "TemplateAlreadyExistsException"),
+    (e.TemplateNotFoundError, "TemplateNotFoundException"),
     (e.AuthenticationError, "UnrecognizedClientException"),
     (e.InvalidRequestError, "InvalidParameterException"),
     (e.TooLargeError, "InvalidParameterException"),

@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Protocol
 
 from moorage.metadata.outbox import EventTable
+from moorage.metadata.replication import ReplicationStatusTable, TemplateTable
 from moorage.model import (
     BlobInfo,
     Digest,
@@ -494,6 +495,8 @@ class Transaction(Protocol):
     leases: LeaseTable
     kv: KvTable
     events: EventTable
+    templates: TemplateTable
+    replication: ReplicationStatusTable
 
 
 class MetadataStore(Protocol):

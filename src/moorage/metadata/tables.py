@@ -14,6 +14,8 @@
                   └─< lifecycle_previews               (the latest StartLifecyclePolicyPreview and its result)
     lifecycle_events                                   (what lifecycle runs did; outlives the repository)
     events ─ event_consumers, event_failures           (the outbox: events, delivery positions, give-ups)
+    creation_templates                                 (repository creation templates, per registry and prefix)
+    replication_statuses                               (per source image and destination: replication progress)
     pull_time_exclusions                               (principals whose pulls leave lastRecordedPullTime)
     leases                                             (background-job leases)
     kv                                                 (small named values: signing keys, settings)
@@ -46,6 +48,7 @@ __all__ = [
     "access_keys",
     "accounts",
     "blobs",
+    "creation_templates",
     "event_consumers",
     "event_failures",
     "events",
@@ -60,6 +63,7 @@ __all__ = [
     "metadata",
     "pull_time_exclusions",
     "registry_policies",
+    "replication_statuses",
     "repo_blobs",
     "repositories",
     "repository_policies",
@@ -358,4 +362,32 @@ event_failures = Table(
     Column("failed_at", Float, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text, nullable=False),
+)
+
+
+# Repository creation templates and replication statuses (metadata/replication.py).
+creation_templates = Table(
+    "creation_templates",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("prefix", String(256), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+replication_statuses = Table(
+    "replication_statuses",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("repository", String(256), primary_key=True),
+    Column("digest", String(200), primary_key=True),
+    Column("dest_account_id", String(12), primary_key=True),
+    Column("dest_region", String(32), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("failure_code", String(100), nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_replication_statuses_updated_at", "updated_at"),
 )

@@ -41,6 +41,7 @@ from moorage.metadata import (
     UploadTable,
 )
 from moorage.metadata import tables as t
+from moorage.metadata.replication import ReplicationStatusTable, TemplateTable
 from moorage.metadata.sql.base import Executor
 from moorage.metadata.sql.blobs import SqlBlobs, SqlUploads
 from moorage.metadata.sql.events import SqlEvents
@@ -48,6 +49,7 @@ from moorage.metadata.sql.identities import SqlIdentities, SqlPolicies, SqlPullE
 from moorage.metadata.sql.images import SqlImages
 from moorage.metadata.sql.jobs import SqlKv, SqlLeases
 from moorage.metadata.sql.lifecycle import SqlLifecycle
+from moorage.metadata.sql.replication import SqlReplicationStatuses, SqlTemplates
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
 from moorage.model import RegistryRef
 
@@ -97,6 +99,8 @@ class SqlTransaction:
         self.kv: KvTable = SqlKv(conn, dialect)
         self.outbox = SqlEvents(conn, dialect)
         self.events: EventTable = self.outbox
+        self.templates: TemplateTable = SqlTemplates(conn, dialect)
+        self.replication: ReplicationStatusTable = SqlReplicationStatuses(conn, dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -251,6 +255,8 @@ class SqlMetadataStore:
                     t.lifecycle_events,
                     t.event_failures,
                     t.events,
+                    t.creation_templates,
+                    t.replication_statuses,
                     t.pull_time_exclusions,
                     t.uploads,
                     t.tags,
