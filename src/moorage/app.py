@@ -37,8 +37,14 @@ from moorage.asgi import (
     send_file,
     send_stream,
 )
-from moorage.auth import AnonymousAuthenticator, ApiAuthenticator, RegistryAuthenticator, TokenRegistryAuthenticator
-from moorage.authz import Authorizer, PolicyStore
+from moorage.auth import (
+    AnonymousAuthenticator,
+    ApiAuthenticator,
+    Principal,
+    RegistryAuthenticator,
+    TokenRegistryAuthenticator,
+)
+from moorage.authz import Authorizer, Origin, PolicyStore, on_repository
 from moorage.clock import Clock, OffsetClock, SystemClock
 from moorage.config import SETTINGS_ENV, Settings, settings_from_json
 from moorage.delivery import EventDispatcher, EventRetentionJob, sinks_from_settings
@@ -57,6 +63,7 @@ from moorage.model import Digest, RegistryRef, RepositoryName
 from moorage.oci import OciApi, parse_path
 from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
+from moorage.replication import Replication, ReplicationSink
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
 from moorage.templates import Templates
@@ -174,6 +181,13 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         templates=templates,
     )
     oci = OciApi(registry, uploads, registry_auth, authorizer)
+    replication = Replication(metadata, clock=clock)
+
+    async def replication_allowed(source: RegistryRef, action: str, dest: RegistryRef, name: RepositoryName) -> bool:
+        """Whether the destination's policies allow the source account (its root) `action`."""
+        need = on_repository(action, dest, name)
+        return (await authorizer.evaluate(Principal.root(source.account_id), Origin(), need)).allowed
+
     ecr = EcrApi(
         EcrServices(
             settings,
@@ -186,6 +200,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             authorizer=authorizer,
             lifecycle=lifecycle,
             templates=templates,
+            replication=replication,
         ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),
@@ -201,7 +216,10 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     events = settings.events
     dispatcher = EventDispatcher(
         metadata,
-        sinks_from_settings(settings, user_agent=f"moorage/{__version__}"),
+        [
+            *sinks_from_settings(settings, user_agent=f"moorage/{__version__}"),
+            ReplicationSink(metadata, replication, clock=clock, allowed=replication_allowed),
+        ],
         holder=_holder(),
         retry_max_interval=events.retry_max_interval,
         retry_for=events.retry_for,

@@ -849,3 +849,36 @@ def lifecycle_history(
             )
 
     asyncio.run(_with_services(settings, action))
+
+
+@main.group()
+def replication() -> None:
+    """Replication progress: pending and failed copies."""
+
+
+@replication.command("status")
+@_state_options
+@click.option("--repository", default=None, help="Only images of this repository name.")
+@click.option("--all", "show_all", is_flag=True, help="Completed copies too (default: pending and failed only).")
+@click.option("--limit", type=int, default=1000, show_default=True)
+def replication_status(
+    config: Path | None, data_dir: Path | None, repository: str | None, show_all: bool, limit: int
+) -> None:
+    """One line per image and destination, newest first: time, source, destination, status, failure code."""
+    settings = _load(config, data_dir, {})
+    statuses = () if show_all else ("IN_PROGRESS", "FAILED")
+
+    async def action(moorage: Any) -> None:
+        async with moorage.metadata.transaction() as tx:
+            rows = await tx.replication.list(repository=repository, statuses=statuses, limit=limit)
+        if not rows:
+            click.echo("no pending or failed replications" if not show_all else "no replications")
+        for row in rows:
+            status = row.status if row.failure_code is None else f"{row.status}({row.failure_code})"
+            click.echo(
+                f"{row.updated_at.strftime('%Y-%m-%dT%H:%M:%SZ')}  "
+                f"{row.source.account_id}/{row.source.region}/{row.repository}@{row.digest}  "
+                f"-> {row.destination.account_id}/{row.destination.region}  {status}"
+            )
+
+    asyncio.run(_with_services(settings, action))

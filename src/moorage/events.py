@@ -37,11 +37,13 @@ __all__ = [
     "IMAGE_ACTION",
     "LIFECYCLE_ACTION",
     "MOORAGE_SOURCE",
+    "REPLICATION_ACTION",
     "REPOSITORY_ACTION",
     "Event",
     "image_action",
     "image_deleted",
     "lifecycle_action",
+    "replication_action",
     "repository_action",
     "repository_arn",
 ]
@@ -52,6 +54,7 @@ MOORAGE_SOURCE = "moorage"
 IMAGE_ACTION = "ECR Image Action"
 REPOSITORY_ACTION = "Moorage Repository Action"
 LIFECYCLE_ACTION = "Moorage Lifecycle Action"
+REPLICATION_ACTION = "ECR Replication Action"
 
 
 def repository_arn(registry: RegistryRef, name: str) -> str:
@@ -179,3 +182,31 @@ def lifecycle_action(
         detail["target-storage-class"] = storage_class
     arn = repository_arn(registry, repository)
     return Event.create(LIFECYCLE_ACTION, MOORAGE_SOURCE, registry, at, detail, repository=repository, resources=[arn])
+
+
+def replication_action(
+    destination: RegistryRef,
+    repository: str,
+    digest: Digest,
+    source: RegistryRef,
+    at: datetime,
+    *,
+    tag: str | None = None,
+    failure_code: str | None = None,
+) -> Event:
+    """ECR's `ECR Replication Action`, in the destination registry: one per image and destination.
+    A failed copy has `result` FAILURE and Moorage's `failure-code`."""
+    detail: dict[str, Any] = {
+        "result": "SUCCESS" if failure_code is None else "FAILURE",
+        "repository-name": repository,
+        "image-digest": str(digest),
+        "source-account": source.account_id,
+        "action-type": "REPLICATE",
+        "source-region": source.region,
+    }
+    if tag is not None:
+        detail["image-tag"] = tag
+    if failure_code is not None:
+        detail["failure-code"] = failure_code
+    arn = repository_arn(destination, repository)
+    return Event.create(REPLICATION_ACTION, ECR_SOURCE, destination, at, detail, repository=repository, resources=[arn])

@@ -56,7 +56,15 @@ from moorage.pulls import PullTimes
 from moorage.storage import BlobStore
 from moorage.templates import Templates
 
-__all__ = ["ACCOUNT_SETTINGS", "BlobStream", "Limits", "ManifestPut", "Registry", "tag_is_immutable"]
+__all__ = [
+    "ACCOUNT_SETTINGS",
+    "BlobStream",
+    "Limits",
+    "ManifestPut",
+    "Registry",
+    "manifest_references",
+    "tag_is_immutable",
+]
 
 # ECR account settings: name -> (default, settable values)
 ACCOUNT_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -112,6 +120,11 @@ def tag_is_immutable(repo: Repository, tag: str) -> bool:
     if mode == "MUTABLE_WITH_EXCLUSION":
         return matched
     return False
+
+
+def manifest_references(parsed: mf.ParsedManifest) -> list[ManifestRef]:
+    """The rows a stored manifest references: its blobs and its child manifests."""
+    return _references(parsed)
 
 
 def _references(parsed: mf.ParsedManifest) -> list[ManifestRef]:

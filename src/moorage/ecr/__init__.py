@@ -32,6 +32,7 @@ from moorage.images import Images
 from moorage.lifecycle_job import Lifecycle
 from moorage.model import RegistryRef, Repository, RepositoryName
 from moorage.registry import Registry
+from moorage.replication import Replication
 from moorage.sigv4 import SigV4Error
 from moorage.templates import Templates
 from moorage.tokens import TokenSigner
@@ -65,6 +66,7 @@ class EcrServices:
     authorizer: Authorizer
     lifecycle: Lifecycle
     templates: Templates | None = None
+    replication: Replication | None = None
 
 
 @dataclass(slots=True)
@@ -114,10 +116,19 @@ Handler = Callable[[EcrContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def all_handlers() -> dict[str, Handler]:
-    from moorage.ecr import images, layers, lifecycle, policies, registry_settings, repositories, templates
+    from moorage.ecr import (
+        images,
+        layers,
+        lifecycle,
+        policies,
+        registry_settings,
+        replication,
+        repositories,
+        templates,
+    )
 
     table: dict[str, Handler] = {}
-    for module in (repositories, images, layers, registry_settings, policies, lifecycle, templates):
+    for module in (repositories, images, layers, registry_settings, policies, lifecycle, templates, replication):
         overlap = table.keys() & module.HANDLERS.keys()
         assert not overlap, f"operations handled twice: {overlap}"
         table.update(module.HANDLERS)

@@ -1,0 +1,300 @@
+"""Replication end to end, within one deployment: skopeo and boto3 against a real server.
+
+Account A (123456789012) pushes in us-east-1; its configuration replicates `rep/...` to
+eu-west-1 of A, to account B (whose registry policy allows A) and to account C (no policy). The
+copies are checked through the ECR API of each destination registry (`/v2/` without
+registry_domain serves only the configured region): the same digests and manifest bytes, the
+layers downloadable, COMPLETE within seconds; C FAILED and empty.
+
+The server runs `--auth open` (a 12-digit access key id is that account's root; policies apply).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.e2e.conftest import SERVER_ENV, Layout, login, make_image, need, push
+from tests.support.ecr import ecr_client, push_image
+from tests.support.live import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+A, B, C = "123456789012", "210987654321", "333333333333"
+EAST, WEST = "us-east-1", "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    root = tmp_path_factory.mktemp("replication-image") / "layout"
+    make_image(root, "multi", layers=2, layer_size_mb=0.2, seed=71, platforms="linux/amd64,linux/arm64")
+    make_image(root, "single", layers=2, layer_size_mb=0.2, seed=72)
+    make_image(root, "other", layers=1, layer_size_mb=0.1, seed=73)
+    return Layout(root)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    need("skopeo")
+    root = tmp_path_factory.mktemp("replication")
+    env = {**SERVER_ENV, "MOORAGE_EVENTS__AUDIT_LOG": str(root / "audit.jsonl")}
+    with LiveServer(root / "data", args=["--auth", "open"], env=env) as live:
+        login(live)
+        yield live
+
+
+def client(server: LiveServer, account: str, region: str = EAST) -> Any:
+    return ecr_client(server.url, key_id=account, secret="x", region=region)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def statuses(ecr: Any, name: str, digest: str) -> dict[tuple[str, str], dict[str, Any]]:
+    found = ecr.describe_image_replication_status(repositoryName=name, imageId={"imageDigest": digest})
+    return {(s["registryId"], s["region"]): s for s in found["replicationStatuses"]}
+
+
+def settled(ecr: Any, name: str, digest: str, expected: int) -> dict[tuple[str, str], dict[str, Any]]:
+    def check() -> dict[tuple[str, str], dict[str, Any]]:
+        found = statuses(ecr, name, digest)
+        assert len(found) == expected, found
+        assert all(s["status"] != "IN_PROGRESS" for s in found.values()), found
+        return found
+
+    result: dict[tuple[str, str], dict[str, Any]] = eventually(check)
+    return result
+
+
+def manifest_of(ecr: Any, name: str, reference: dict[str, str]) -> tuple[str, str]:
+    got = ecr.batch_get_image(repositoryName=name, imageIds=[reference])
+    assert not got["failures"], got["failures"]
+    image = got["images"][0]
+    return image["imageId"]["imageDigest"], image["imageManifest"]
+
+
+@pytest.fixture(scope="module")
+def configured(server: LiveServer) -> LiveServer:
+    a = client(server, A)
+    config = {
+        "rules": [
+            {
+                "destinations": [{"region": WEST, "registryId": A}, {"region": EAST, "registryId": B}],
+                "repositoryFilters": [{"filter": "rep", "filterType": "PREFIX_MATCH"}],
+            },
+            {
+                "destinations": [{"region": EAST, "registryId": C}, {"region": WEST, "registryId": A}],
+                "repositoryFilters": [{"filter": "rep/", "filterType": "PREFIX_MATCH"}],
+            },
+        ]
+    }
+    assert a.put_replication_configuration(replicationConfiguration=config)["replicationConfiguration"] == config
+    assert a.describe_registry()["replicationConfiguration"] == config
+    b = client(server, B)
+    b.put_registry_policy(
+        policyText=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "replicate-from-a",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:aws:iam::{A}:root"},
+                        "Action": ["ecr:ReplicateImage", "ecr:CreateRepository"],
+                        "Resource": f"arn:aws:ecr:{EAST}:{B}:repository/*",
+                    }
+                ],
+            }
+        )
+    )
+    # B's repositories made by replication are immutable (its REPLICATION template) ...
+    b.create_repository_creation_template(prefix="rep", appliedFor=["REPLICATION"], imageTagMutability="IMMUTABLE")
+    # ... and B replicates to its own eu-west-1: a copy from A must not travel on (one hop).
+    b.put_replication_configuration(
+        replicationConfiguration={"rules": [{"destinations": [{"region": WEST, "registryId": B}]}]}
+    )
+    return server
+
+
+def test_configuration_is_validated_like_ecr(server: LiveServer) -> None:
+    a = client(server, A, region="ap-south-1")
+    with pytest.raises(ClientError) as info:
+        a.put_replication_configuration(
+            replicationConfiguration={"rules": [{"destinations": [{"region": "ap-south-1", "registryId": A}]}]}
+        )
+    assert info.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert info.value.response["Error"]["Message"] == (
+        "Invalid parameter at 'replicationConfiguration' failed to satisfy constraint: "
+        "'Replication destination cannot be the same as the source registry'"
+    )
+    many = [{"region": f"region-{i}", "registryId": A} for i in range(26)]
+    with pytest.raises(ClientError) as info:
+        a.put_replication_configuration(
+            replicationConfiguration={"rules": [{"destinations": many[:13]}, {"destinations": many[13:]}]}
+        )
+    assert info.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert a.describe_registry()["replicationConfiguration"] == {"rules": []}
+    with pytest.raises(ClientError) as info:
+        a.describe_image_replication_status(repositoryName="nothing", imageId={"imageTag": "v1"})
+    assert info.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+
+
+def test_a_push_is_copied_to_each_destination_by_metadata(configured: LiveServer, layout: Layout) -> None:
+    server = configured
+    pushed = time.monotonic()
+    push(f"oci:{layout.root}:multi", server, "rep/app:v1", "--all")
+    index = layout.digest_of("multi")
+    a = client(server, A)
+    found = settled(a, "rep/app", index, expected=3)
+    took = time.monotonic() - pushed
+    assert found[(A, WEST)]["status"] == "COMPLETE"
+    assert found[(B, EAST)]["status"] == "COMPLETE"
+    assert found[(C, EAST)] == {"registryId": C, "region": EAST, "status": "FAILED", "failureCode": "ACCESS_DENIED"}
+    assert took < 10, f"replication took {took:.1f}s"
+
+    source_digest, source_manifest = manifest_of(a, "rep/app", {"imageTag": "v1"})
+    assert source_digest == index
+    children = [m["digest"] for m in json.loads(source_manifest)["manifests"]]
+    for ecr in (client(server, A, WEST), client(server, B)):
+        assert manifest_of(ecr, "rep/app", {"imageTag": "v1"}) == (index, source_manifest)
+        listed = {d["imageDigest"] for d in ecr.describe_images(repositoryName="rep/app")["imageDetails"]}
+        assert listed == {index, *children}
+        # The layers are there too: downloadable, byte-identical.
+        child = json.loads(manifest_of(ecr, "rep/app", {"imageDigest": children[0]})[1])
+        for layer in child["layers"]:
+            url = ecr.get_download_url_for_layer(repositoryName="rep/app", layerDigest=layer["digest"])["downloadUrl"]
+            body = httpx.get(url, timeout=30).content
+            assert "sha256:" + hashlib.sha256(body).hexdigest() == layer["digest"]
+    # B's repository came from B's REPLICATION template; C got nothing at all.
+    b_repo = client(server, B).describe_repositories(repositoryNames=["rep/app"])["repositories"][0]
+    assert b_repo["imageTagMutability"] == "IMMUTABLE"
+    with pytest.raises(ClientError) as info:
+        client(server, C).describe_repositories(repositoryNames=["rep/app"])
+    assert info.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+    # One hop: B's own rule to its eu-west-1 does not carry A's image on.
+    time.sleep(1.0)
+    with pytest.raises(ClientError) as info:
+        client(server, B, WEST).describe_repositories(repositoryNames=["rep/app"])
+    assert info.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+
+
+def test_immutable_destination_tags_are_dropped_and_deletes_stay(configured: LiveServer, layout: Layout) -> None:
+    server = configured
+    a = client(server, A)
+    push(f"oci:{layout.root}:multi", server, "rep/tags:v1", "--all")
+    first = layout.digest_of("multi")
+    settled(a, "rep/tags", first, expected=3)
+    push(f"oci:{layout.root}:single", server, "rep/tags:v1")  # v1 moves in A
+    second = layout.digest_of("single")
+    found = settled(a, "rep/tags", second, expected=3)
+    assert found[(B, EAST)]["status"] == "COMPLETE"
+    b = client(server, B)
+    # In B (immutable) the second image arrived without the tag; v1 still names the first.
+    assert manifest_of(b, "rep/tags", {"imageTag": "v1"})[0] == first
+    details = {d["imageDigest"]: d for d in b.describe_images(repositoryName="rep/tags")["imageDetails"]}
+    assert second in details
+    assert "imageTags" not in details[second]
+    # eu-west-1 of A is mutable: the tag followed.
+    west = client(server, A, WEST)
+    assert manifest_of(west, "rep/tags", {"imageTag": "v1"})[0] == second
+    # Deletes are never replicated.
+    a.batch_delete_image(repositoryName="rep/tags", imageIds=[{"imageDigest": second}])
+    time.sleep(1.0)
+    assert manifest_of(west, "rep/tags", {"imageDigest": second})[0] == second
+
+
+def test_the_ecr_face_replicates_and_other_repositories_do_not(configured: LiveServer, layout: Layout) -> None:
+    server = configured
+    a = client(server, A)
+    a.create_repository(repositoryName="rep/api")
+    image = push_image(a, "rep/api", "1.0", oci=True)
+    digest = image.manifest.digest
+    found = settled(a, "rep/api", digest, expected=3)
+    assert found[(A, WEST)]["status"] == "COMPLETE"
+    assert manifest_of(client(server, A, WEST), "rep/api", {"imageTag": "1.0"}) == (digest, image.manifest.text)
+    # A repository no rule matches: no statuses, no copy.
+    push(f"oci:{layout.root}:other", server, "plain/app:v1")
+    other = layout.digest_of("other")
+    time.sleep(1.0)
+    assert statuses(a, "plain/app", other) == {}
+    with pytest.raises(ClientError) as info:
+        client(server, A, WEST).describe_repositories(repositoryNames=["plain/app"])
+    assert info.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+
+
+def test_events_and_the_status_command(configured: LiveServer, layout: Layout) -> None:
+    server = configured
+    push(f"oci:{layout.root}:single", server, "rep/cli:v1")
+    digest = layout.digest_of("single")
+    settled(client(server, A), "rep/cli", digest, expected=3)
+    audit = server.data_dir.parent / "audit.jsonl"
+
+    def replicated() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        found = [
+            e
+            for e in lines
+            if e["detail-type"] == "ECR Replication Action"
+            and e["detail"]["image-digest"] == digest
+            and e["detail"]["repository-name"] == "rep/cli"
+        ]
+        assert len(found) == 3, found
+        return found
+
+    events = {(e["account"], e["region"]): e for e in eventually(replicated)}
+    west = events[(A, WEST)]
+    assert west["source"] == "aws.ecr"
+    assert west["detail"] == {
+        "result": "SUCCESS",
+        "repository-name": "rep/cli",
+        "image-digest": digest,
+        "source-account": A,
+        "action-type": "REPLICATE",
+        "source-region": EAST,
+        "image-tag": "v1",
+    }
+    assert events[(C, EAST)]["detail"]["result"] == "FAILURE"
+    assert events[(C, EAST)]["detail"]["failure-code"] == "ACCESS_DENIED"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moorage",
+            "replication",
+            "status",
+            "--repository",
+            "rep/cli",
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout
+    assert f"{A}/{EAST}/rep/cli@{digest}" in lines[0]
+    assert f"-> {C}/{EAST}  FAILED(ACCESS_DENIED)" in lines[0]
+    assert Path(server.data_dir).exists()
