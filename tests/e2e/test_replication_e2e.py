@@ -298,3 +298,47 @@ def test_events_and_the_status_command(configured: LiveServer, layout: Layout) -
     assert f"{A}/{EAST}/rep/cli@{digest}" in lines[0]
     assert f"-> {C}/{EAST}  FAILED(ACCESS_DENIED)" in lines[0]
     assert Path(server.data_dir).exists()
+
+
+def test_a_crash_before_the_copy_resumes_from_the_outbox(tmp_path: Path, layout: Layout) -> None:
+    """Pushed while no process replicates (`--no-jobs`), then SIGKILL: the next start copies it.
+    D's policy allows ecr:ReplicateImage only, so its missing repository may not be created."""
+    d = "444444444444"
+    data = tmp_path / "data"
+    with LiveServer(data, args=["--auth", "open", "--no-jobs"], env=SERVER_ENV) as first:
+        login(first)
+        a = client(first, A)
+        a.put_replication_configuration(
+            replicationConfiguration={
+                "rules": [{"destinations": [{"region": WEST, "registryId": A}, {"region": EAST, "registryId": d}]}]
+            }
+        )
+        client(first, d).put_registry_policy(
+            policyText=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"AWS": A},
+                            "Action": "ecr:ReplicateImage",
+                            "Resource": "*",
+                        }
+                    ],
+                }
+            )
+        )
+        push(f"oci:{layout.root}:multi", first, "crash/app:v1", "--all")
+        index = layout.digest_of("multi")
+        time.sleep(1.0)
+        assert statuses(a, "crash/app", index) == {}
+        first.kill()
+    with LiveServer(data, port=first.port, args=["--auth", "open"], env=SERVER_ENV) as second:
+        a = client(second, A)
+        found = settled(a, "crash/app", index, expected=2)
+        assert found[(A, WEST)]["status"] == "COMPLETE"
+        assert found[(d, EAST)]["failureCode"] == "REPOSITORY_CREATION_DENIED"
+        assert manifest_of(client(second, A, WEST), "crash/app", {"imageTag": "v1"})[0] == index
+        with pytest.raises(ClientError) as info:
+            client(second, d).describe_repositories(repositoryNames=["crash/app"])
+        assert info.value.response["Error"]["Code"] == "RepositoryNotFoundException"
