@@ -63,7 +63,7 @@ from moorage.model import Digest, RegistryRef, RepositoryName
 from moorage.oci import OciApi, parse_path
 from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
-from moorage.replication import Replication, ReplicationSink
+from moorage.replication import BackfillJob, Replication, ReplicationSink
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
 from moorage.templates import Templates
@@ -95,6 +95,7 @@ class Moorage:
 
     dispatcher: EventDispatcher
     metrics: Metrics
+    backfills: Job | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -103,6 +104,8 @@ class Moorage:
             LifecycleJob(self.lifecycle, self.settings.jobs.lifecycle_interval),
             EventRetentionJob(self.metadata, self.settings.events.retention),
         ]
+        if self.backfills is not None:
+            jobs.append(self.backfills)
         return Scheduler(jobs, self.metadata, clock=self.clock, holder=_holder(), on_finished=self.metrics.job_finished)
 
     async def run_background(self, stop: asyncio.Event) -> None:
@@ -214,11 +217,12 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     )
     metrics = Metrics(__version__)
     events = settings.events
+    replication_sink = ReplicationSink(metadata, replication, clock=clock, allowed=replication_allowed)
     dispatcher = EventDispatcher(
         metadata,
         [
             *sinks_from_settings(settings, user_agent=f"moorage/{__version__}"),
-            ReplicationSink(metadata, replication, clock=clock, allowed=replication_allowed),
+            replication_sink,
         ],
         holder=_holder(),
         retry_max_interval=events.retry_max_interval,
@@ -253,6 +257,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         lifecycle,
         dispatcher,
         metrics,
+        backfills=BackfillJob(metadata, replication_sink, replication),
     )
 
 

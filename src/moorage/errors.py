@@ -12,7 +12,8 @@ Services raise these; each wire front-end maps them to its own codes in exactly 
     │   ├── LifecyclePolicyNotFoundError
     │   ├── LifecyclePreviewNotFoundError
     │   ├── ExclusionNotFoundError        (principal not on the pull-time update exclusion list)
-    │   └── TemplateNotFoundError         (no repository creation template for the prefix)
+    │   ├── TemplateNotFoundError         (no repository creation template for the prefix)
+    │   └── BackfillNotFoundError         (no replication backfill with that id)
     ├── InvalidRequestError
     │   ├── NameInvalidError
     │   ├── TagInvalidError
@@ -33,7 +34,9 @@ Services raise these; each wire front-end maps them to its own codes in exactly 
     │   ├── LifecyclePreviewInProgressError
     │   ├── StorageClassUpdateError       (the image's status does not allow that storage-class change)
     │   ├── ExclusionExistsError          (principal already on the pull-time update exclusion list)
-    │   └── TemplateAlreadyExistsError    (a repository creation template for the prefix exists)
+    │   ├── TemplateAlreadyExistsError    (a repository creation template for the prefix exists)
+    │   ├── BackfillInProgressError       (a backfill to that destination region is in progress)
+    │   └── BackfillInvalidStatusError    (the backfill's status does not allow the operation)
     ├── LimitExceededError                (a count quota, e.g. pull-time update exclusions)
     ├── TooLargeError                     (a body over its size limit)
     ├── TooManyTagsError                  (resource tags over their limit)
@@ -46,6 +49,9 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "AuthenticationError",
+    "BackfillInProgressError",
+    "BackfillInvalidStatusError",
+    "BackfillNotFoundError",
     "BlobUnknownError",
     "ConflictError",
     "DigestInvalidError",
@@ -289,3 +295,15 @@ class TemplateAlreadyExistsError(ConflictError):
 
 class TemplateNotFoundError(NotFoundError):
     """No repository creation template for that prefix."""
+
+
+class BackfillNotFoundError(NotFoundError):
+    """No replication backfill with that id in the registry."""
+
+
+class BackfillInProgressError(ConflictError):
+    """A replication backfill to that destination region is in progress already."""
+
+
+class BackfillInvalidStatusError(ConflictError):
+    """The backfill's status does not allow the operation (stopping a finished one, say)."""

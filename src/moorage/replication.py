@@ -23,19 +23,28 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from moorage import events as ev
 from moorage import manifests as mf
 from moorage.clock import Clock
 from moorage.delivery import DeliveryError
-from moorage.errors import InvalidRequestError, ManifestUnknownError, RepositoryAlreadyExistsError
+from moorage.errors import (
+    BackfillInProgressError,
+    BackfillInvalidStatusError,
+    BackfillNotFoundError,
+    InvalidRequestError,
+    LimitExceededError,
+    ManifestUnknownError,
+    RepositoryAlreadyExistsError,
+)
 from moorage.metadata import MetadataStore, Transaction
 from moorage.metadata.outbox import StoredEvent
-from moorage.metadata.replication import ReplicationStatusRecord
-from moorage.model import Digest, Image, RegistryRef, Repository, RepositoryName, parse_tag
+from moorage.metadata.replication import BackfillItem, BackfillRecord, ReplicationStatusRecord, item_key
+from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, Repository, RepositoryName, parse_tag
 from moorage.registry import manifest_references, tag_is_immutable
 from moorage.templates import Templates
 
@@ -43,6 +52,7 @@ __all__ = [
     "FAILURE_CODES",
     "MAX_DESTINATIONS",
     "Allowed",
+    "BackfillJob",
     "Destination",
     "Replication",
     "ReplicationSink",
@@ -152,6 +162,212 @@ class Replication:
         async with self._metadata.transaction() as tx:
             return await tx.replication.list(repository=repository, statuses=statuses)
 
+    # -- backfills (StartReplicationBackfill & co.; BackfillJob does the work) ------------------
+
+    async def start_backfill(self, source: RegistryRef, dest: Destination) -> BackfillRecord:
+        config = await self.configuration(source)
+        rules = config.get("rules", [])
+        assert isinstance(rules, list)
+        configured = {Destination(d["region"], d["registryId"]) for r in rules for d in r.get("destinations", [])}
+        if dest not in configured:
+            raise InvalidRequestError(
+                "Invalid parameter at 'destination' failed to satisfy constraint: "
+                "'The destination must be configured in the registry's replication configuration'"
+            )
+        now = self._clock.now()
+        record = BackfillRecord(str(uuid.uuid4()), source, dest.registry, "PREPARING", now)
+        async with self._metadata.transaction(write=True) as tx:
+            running = await tx.backfills.listing(source, statuses=BACKFILL_RUNNING)
+            if any(b.destination.region == dest.region for b in running):
+                raise BackfillInProgressError(
+                    f"A replication backfill to the region '{dest.region}' is already in progress"
+                )
+            if len(running) >= MAX_RUNNING_BACKFILLS:
+                raise LimitExceededError(
+                    f"A registry can have at most {MAX_RUNNING_BACKFILLS} replication backfills in progress"
+                )
+            await tx.backfills.create(record)
+        return record
+
+    async def backfill(self, source: RegistryRef, backfill_id: str) -> BackfillRecord:
+        async with self._metadata.transaction() as tx:
+            record = await tx.backfills.get(source, backfill_id)
+        if record is None:
+            raise _backfill_not_found(source, backfill_id)
+        return record
+
+    async def stop_backfill(self, source: RegistryRef, backfill_id: str) -> BackfillRecord:
+        """Stop at once: copies are single transactions, so none is left half done."""
+        async with self._metadata.transaction(write=True) as tx:
+            record = await tx.backfills.get(source, backfill_id)
+            if record is None:
+                raise _backfill_not_found(source, backfill_id)
+            if record.status not in BACKFILL_RUNNING:
+                raise BackfillInvalidStatusError(
+                    f"The replication backfill '{backfill_id}' is {record.status} and cannot be stopped"
+                )
+            stopped = replace(record, status="STOPPED", ended_at=self._clock.now())
+            await tx.backfills.update(stopped)
+        return stopped
+
+    async def list_backfills(self, source: RegistryRef, page: PageRequest) -> Page[BackfillRecord]:
+        """Newest first; those that ended over 90 days ago are no longer listed."""
+        cutoff = self._clock.now() - BACKFILL_RETENTION
+        async with self._metadata.transaction() as tx:
+            found = [b for b in await tx.backfills.listing(source) if b.ended_at is None or b.ended_at >= cutoff]
+        start = 0
+        if page.after is not None:
+            start = next((i + 1 for i, b in enumerate(found) if b.id == page.after), len(found))
+        items = found[start:]
+        if page.limit is not None and len(items) > page.limit:
+            return Page(items[: page.limit], items[page.limit - 1].id)
+        return Page(items)
+
+    async def backfill_results(
+        self, source: RegistryRef, backfill_id: str, status: str | None, page: PageRequest
+    ) -> tuple[BackfillRecord, Page[BackfillItem]]:
+        """The backfill and a page of its per-image results (none before it ended)."""
+        async with self._metadata.transaction() as tx:
+            record = await tx.backfills.get(source, backfill_id)
+            if record is None:
+                raise _backfill_not_found(source, backfill_id)
+            if record.status in BACKFILL_RUNNING:
+                return record, Page([])
+            statuses = [status] if status else ["COMPLETE", "FAILED"]
+            limit = None if page.limit is None else page.limit + 1
+            items = await tx.backfills.items(backfill_id, statuses=statuses, after=page.after, limit=limit)
+        if page.limit is not None and len(items) > page.limit:
+            items = items[: page.limit]
+            return record, Page(items, item_key(items[-1]))
+        return record, Page(items)
+
+
+BACKFILL_RUNNING = ("PREPARING", "IN_PROGRESS", "STOPPING")
+MAX_RUNNING_BACKFILLS = 10
+BACKFILL_RETENTION = timedelta(days=90)
+
+
+def _backfill_not_found(source: RegistryRef, backfill_id: str) -> BackfillNotFoundError:
+    return BackfillNotFoundError(
+        f"The replication backfill with id '{backfill_id}' does not exist in the registry with id '{source.account_id}'"
+    )
+
+
+class BackfillJob:
+    """Runs replication backfills, a bounded batch per run, resumable from its rows:
+
+        PREPARING    list the source's images the configuration sends to the destination (one
+                     item per image and tag, an index counted once with its children) ─► IN_PROGRESS
+        IN_PROGRESS  copy up to `batch` pending items; an image the push-time replication already
+                     copied (its status row says COMPLETE) is counted, not copied again
+                     ─► COMPLETE when none is pending
+    A crash leaves the pending items pending; the next run (any process, under the job's lease)
+    goes on from there."""
+
+    name = "replication-backfill"
+
+    def __init__(
+        self,
+        metadata: MetadataStore,
+        sink: ReplicationSink,
+        replication: Replication,
+        *,
+        interval: timedelta = timedelta(seconds=1),
+        batch: int = 200,
+    ) -> None:
+        self.interval = interval
+        self._metadata = metadata
+        self._sink = sink
+        self._replication = replication
+        self._batch = batch
+
+    async def run_once(self, now: datetime) -> dict[str, object]:
+        async with self._metadata.transaction() as tx:
+            running = await tx.backfills.listing(statuses=("PREPARING", "IN_PROGRESS"))
+        copied = 0
+        for backfill in running:
+            if backfill.status == "PREPARING":
+                await self._prepare(backfill, now)
+            else:
+                copied += await self._advance(backfill, now)
+        return {"backfills": len(running), "copied": copied}
+
+    async def _prepare(self, backfill: BackfillRecord, now: datetime) -> None:
+        config = await self._replication.configuration(backfill.source)
+        dest = Destination(backfill.destination.region, backfill.destination.account_id)
+        items: list[BackfillItem] = []
+        async with self._metadata.transaction() as tx:
+            after: str | None = None
+            while True:
+                page = await tx.repositories.list_page(backfill.source, PageRequest(limit=500, after=after))
+                for repo in page.items:
+                    if dest not in destinations_for(config, repo.name):
+                        continue
+                    children = {child for _, child in await tx.images.children(repo.id)}
+                    for image in await tx.images.scan(repo.id):
+                        if image.digest in children:
+                            continue  # copied with its index
+                        for tag in image.tags or ("",):
+                            items.append(BackfillItem(backfill.id, repo.name, str(image.digest), tag, "PENDING"))
+                if page.next_after is None:
+                    break
+                after = page.next_after
+        async with self._metadata.transaction(write=True) as tx:
+            current = await tx.backfills.get(backfill.source, backfill.id)
+            if current is None or current.status != "PREPARING":
+                return  # stopped meanwhile
+            await tx.backfills.add_items(items)
+            await tx.backfills.update(replace(current, status="IN_PROGRESS", total=len(items)))
+
+    async def _advance(self, backfill: BackfillRecord, now: datetime) -> int:
+        async with self._metadata.transaction() as tx:
+            pending = await tx.backfills.items(backfill.id, statuses=["PENDING"], limit=self._batch)
+        copied = 0
+        for item in pending:
+            async with self._metadata.transaction() as tx:
+                current = await tx.backfills.get(backfill.source, backfill.id)
+                done = {
+                    r.destination: r
+                    for r in await tx.replication.for_image(backfill.source, item.repository, item.digest)
+                }
+            if current is None or current.status != "IN_PROGRESS":
+                return copied  # stopped
+            already = done.get(backfill.destination)
+            if already is not None and already.status == "COMPLETE":
+                status, code = "COMPLETE", None
+            else:
+                status, code = await self._sink.copy(
+                    backfill.source,
+                    RepositoryName(item.repository),
+                    Digest.parse(item.digest),
+                    item.tag or None,
+                    backfill.destination,
+                )
+                copied += 1
+            async with self._metadata.transaction(write=True) as tx:
+                current = await tx.backfills.get(backfill.source, backfill.id)
+                assert current is not None
+                await tx.backfills.finish_item(replace(item, status=status, failure_code=code))
+                codes = current.failure_codes
+                if code is not None and code not in codes:
+                    codes = (*codes, code)
+                await tx.backfills.update(
+                    replace(
+                        current,
+                        completed=current.completed + (status == "COMPLETE"),
+                        failed=current.failed + (status == "FAILED"),
+                        failure_codes=codes,
+                    )
+                )
+        if len(pending) < self._batch:
+            async with self._metadata.transaction(write=True) as tx:
+                current = await tx.backfills.get(backfill.source, backfill.id)
+                if current is not None and current.status == "IN_PROGRESS":
+                    left = await tx.backfills.items(backfill.id, statuses=["PENDING"], limit=1)
+                    if not left:
+                        await tx.backfills.update(replace(current, status="COMPLETE", ended_at=now))
+        return copied
+
 
 class _Refused(Exception):
     def __init__(self, code: str) -> None:
@@ -205,8 +421,9 @@ class ReplicationSink:
 
     async def copy(
         self, source: RegistryRef, name: RepositoryName, digest: Digest, tag: str | None, dest: RegistryRef
-    ) -> str:
-        """Copy one image (with its children and referrers) into `dest`; record and return the status."""
+    ) -> tuple[str, str | None]:
+        """Copy one image (with its children and referrers) into `dest`; record and return the
+        status and failure code."""
         now = self._clock.now()
         code: str | None = None
         kept_tag: str | None = None
@@ -218,7 +435,7 @@ class ReplicationSink:
                 kept_tag = await self._copy_in(tx, source, name, digest, tag, dest, now, cross_account)
                 status = "COMPLETE"
                 await self._record(tx, source, name, digest, dest, status, None, kept_tag, now)
-            return status
+            return status, None
         except _Refused as refused:
             code = refused.code
         except RepositoryAlreadyExistsError:
@@ -227,7 +444,7 @@ class ReplicationSink:
         async with self._metadata.transaction(write=True) as tx:
             await self._record(tx, source, name, digest, dest, "FAILED", code, None, now)
         log.info("replication of %s@%s to %s/%s failed: %s", name, digest, dest.account_id, dest.region, code)
-        return "FAILED"
+        return "FAILED", code
 
     async def _record(
         self,

@@ -342,3 +342,87 @@ def test_a_crash_before_the_copy_resumes_from_the_outbox(tmp_path: Path, layout:
         with pytest.raises(ClientError) as info:
             client(second, d).describe_repositories(repositoryNames=["crash/app"])
         assert info.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+
+
+def test_a_backfill_copies_what_existed_before_and_not_twice(tmp_path: Path, layout: Layout) -> None:
+    audit = tmp_path / "audit.jsonl"
+    env = {**SERVER_ENV, "MOORAGE_EVENTS__AUDIT_LOG": str(audit)}
+    with LiveServer(tmp_path / "data", args=["--auth", "open"], env=env) as live:
+        login(live)
+        a = client(live, A)
+        push(f"oci:{layout.root}:multi", live, "old/app:v1", "--all")
+        push(f"oci:{layout.root}:multi", live, "old/app:stable", "--all")
+        push(f"oci:{layout.root}:single", live, "old/lib:1")
+        dest = {"region": WEST, "registryId": A}
+        with pytest.raises(ClientError) as info:
+            a.start_replication_backfill(destination=dest)
+        assert info.value.response["Error"]["Code"] == "InvalidParameterException"
+        a.put_replication_configuration(replicationConfiguration={"rules": [{"destinations": [dest]}]})
+        push(f"oci:{layout.root}:other", live, "new/app:v1")  # replicated at push time
+        other = layout.digest_of("other")
+        settled(a, "new/app", other, expected=1)
+
+        started = a.start_replication_backfill(destination=dest)
+        assert started["status"] == "PREPARING"
+        assert started["destination"] == dest
+        with pytest.raises(ClientError) as info:
+            a.start_replication_backfill(destination=dest)
+        assert info.value.response["Error"]["Code"] == "ReplicationBackfillInProgressException"
+        backfill_id = started["replicationBackfillId"]
+
+        def finished() -> dict[str, Any]:
+            listed = a.list_replication_backfills()["backfills"]
+            assert [b["replicationBackfillId"] for b in listed] == [backfill_id]
+            assert listed[0]["status"] == "COMPLETE", listed[0]
+            summary: dict[str, Any] = listed[0]
+            return summary
+
+        summary = eventually(finished, timeout=30)
+        assert summary["progress"] == {
+            "totalReplicationCount": 4,  # old/app:v1, old/app:stable, old/lib:1, new/app:v1
+            "completedReplicationCount": 4,
+            "failedReplicationCount": 0,
+            "failureCodes": [],
+        }
+        assert summary["endedAt"] >= summary["startedAt"]
+        results = a.describe_replication_backfill_results(replicationBackfillId=backfill_id)
+        assert results["status"] == "COMPLETE"
+        index, single = layout.digest_of("multi"), layout.digest_of("single")
+        assert sorted(
+            (r["repositoryName"], r["imageId"]["imageDigest"], r["imageId"]["imageTag"], r["status"])
+            for r in results["results"]
+        ) == sorted(
+            [
+                ("old/app", index, "stable", "COMPLETE"),
+                ("old/app", index, "v1", "COMPLETE"),
+                ("old/lib", single, "1", "COMPLETE"),
+                ("new/app", other, "v1", "COMPLETE"),
+            ]
+        )
+        first = a.describe_replication_backfill_results(replicationBackfillId=backfill_id, maxResults=3)
+        rest = a.describe_replication_backfill_results(
+            replicationBackfillId=backfill_id, maxResults=3, nextToken=first["nextToken"]
+        )
+        assert len(first["results"]) == 3
+        assert len(rest["results"]) == 1
+        assert "nextToken" not in rest
+        failed = a.describe_replication_backfill_results(replicationBackfillId=backfill_id, resultStatusFilter="FAILED")
+        assert failed["results"] == []
+        with pytest.raises(ClientError) as info:
+            a.stop_replication_backfill(replicationBackfillId=backfill_id)
+        assert info.value.response["Error"]["Code"] == "ReplicationBackfillInvalidStatusException"
+        with pytest.raises(ClientError) as info:
+            a.describe_replication_backfill_results(replicationBackfillId="00000000-0000-4000-8000-000000000000")
+        assert info.value.response["Error"]["Code"] == "ReplicationBackfillNotFoundException"
+
+        west = client(live, A, WEST)
+        assert manifest_of(west, "old/app", {"imageTag": "stable"})[0] == index
+        assert manifest_of(west, "old/lib", {"imageTag": "1"})[0] == single
+        # The image replicated at push time was counted, not copied a second time.
+        time.sleep(0.5)
+        copies = [
+            json.loads(line)
+            for line in audit.read_text().splitlines()
+            if '"ECR Replication Action"' in line and '"new/app"' in line
+        ]
+        assert len(copies) == 1, copies

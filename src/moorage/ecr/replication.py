@@ -1,5 +1,7 @@
-"""Replication operations: PutReplicationConfiguration, DescribeImageReplicationStatus
-(DescribeRegistry, in registry_settings.py, answers the stored configuration). The service and
+"""Replication operations: PutReplicationConfiguration, DescribeImageReplicationStatus, and the
+backfills (Start/StopReplicationBackfill, ListReplicationBackfills,
+DescribeReplicationBackfillResults). DescribeRegistry, in registry_settings.py, answers the stored
+configuration. The service and
 the consumer that copies images are `moorage.replication`."""
 
 from __future__ import annotations
@@ -8,9 +10,10 @@ import contextlib
 from typing import Any
 
 from moorage.ecr import EcrContext, Handler
-from moorage.ecr.wire import EcrError
+from moorage.ecr.wire import EcrError, epoch, next_token, page_request
 from moorage.errors import ManifestUnknownError
-from moorage.replication import Replication
+from moorage.metadata.replication import BackfillRecord
+from moorage.replication import Destination, Replication
 
 __all__ = ["HANDLERS"]
 
@@ -76,3 +79,111 @@ HANDLERS: dict[str, Handler] = {
     "PutReplicationConfiguration": put_replication_configuration,
     "DescribeImageReplicationStatus": describe_image_replication_status,
 }
+
+
+# -- replication backfills --------------------------------------------------------------------
+
+
+def _destination(record: BackfillRecord) -> dict[str, str]:
+    return {"region": record.destination.region, "registryId": record.destination.account_id}
+
+
+def _progress(record: BackfillRecord) -> dict[str, Any]:
+    if record.total is None:  # still preparing: ECR answers no progress yet
+        return {}
+    return {
+        "progress": {
+            "totalReplicationCount": record.total,
+            "completedReplicationCount": record.completed,
+            "failedReplicationCount": record.failed,
+            "failureCodes": list(record.failure_codes),
+        }
+    }
+
+
+def _summary(record: BackfillRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "replicationBackfillId": record.id,
+        "destination": _destination(record),
+        "status": record.status,
+        "startedAt": epoch(record.started_at),
+        **_progress(record),
+    }
+    if record.failure_code:
+        out["failureCode"] = record.failure_code
+    if record.ended_at is not None:
+        out["endedAt"] = epoch(record.ended_at)
+    return out
+
+
+async def start_replication_backfill(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry = ctx.registry_ref(params)
+    dest = params["destination"]
+    record = await _service(ctx).start_backfill(registry, Destination(dest["region"], dest["registryId"]))
+    return {
+        "replicationBackfillId": record.id,
+        "registryId": registry.account_id,
+        "destination": _destination(record),
+        "status": record.status,
+        "startedAt": epoch(record.started_at),
+    }
+
+
+async def stop_replication_backfill(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry = ctx.registry_ref(params)
+    record = await _service(ctx).stop_backfill(registry, params["replicationBackfillId"])
+    return {
+        "registryId": registry.account_id,
+        "replicationBackfillId": record.id,
+        "destination": _destination(record),
+        "status": record.status,
+        "startedAt": epoch(record.started_at),
+    }
+
+
+async def list_replication_backfills(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry = ctx.registry_ref(params)
+    scope = f"{registry.account_id}/{registry.region}"
+    page = page_request(ctx.services.tokens, ctx.operation, scope, params, default=50)
+    found = await _service(ctx).list_backfills(registry, page)
+    return {
+        "registryId": registry.account_id,
+        "backfills": [_summary(b) for b in found.items],
+        **next_token(ctx.services.tokens, ctx.operation, scope, found.next_after),
+    }
+
+
+async def describe_replication_backfill_results(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry = ctx.registry_ref(params)
+    backfill_id = params["replicationBackfillId"]
+    scope = f"{registry.account_id}/{registry.region}/{backfill_id}/{params.get('resultStatusFilter', '')}"
+    page = page_request(ctx.services.tokens, ctx.operation, scope, params, default=100)
+    record, results = await _service(ctx).backfill_results(
+        registry, backfill_id, params.get("resultStatusFilter"), page
+    )
+    summary = _summary(record)
+    summary.pop("replicationBackfillId")
+    rendered = []
+    for item in results.items:
+        image_id = {"imageDigest": item.digest, **({"imageTag": item.tag} if item.tag else {})}
+        entry: dict[str, Any] = {"repositoryName": item.repository, "imageId": image_id, "status": item.status}
+        if item.failure_code:
+            entry["failureCode"] = item.failure_code
+        rendered.append(entry)
+    return {
+        "registryId": registry.account_id,
+        "replicationBackfillId": record.id,
+        **summary,
+        "results": rendered,
+        **next_token(ctx.services.tokens, ctx.operation, scope, results.next_after),
+    }
+
+
+HANDLERS.update(
+    {
+        "StartReplicationBackfill": start_replication_backfill,
+        "StopReplicationBackfill": stop_replication_backfill,
+        "ListReplicationBackfills": list_replication_backfills,
+        "DescribeReplicationBackfillResults": describe_replication_backfill_results,
+    }
+)

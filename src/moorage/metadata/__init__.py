@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Protocol
 
 from moorage.metadata.outbox import EventTable
-from moorage.metadata.replication import ReplicationStatusTable, TemplateTable
+from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
 from moorage.model import (
     BlobInfo,
     Digest,
@@ -497,6 +497,7 @@ class Transaction(Protocol):
     events: EventTable
     templates: TemplateTable
     replication: ReplicationStatusTable
+    backfills: BackfillTable
 
 
 class MetadataStore(Protocol):

@@ -3,6 +3,9 @@
 
     creation_templates     one row per (registry, prefix): the template's fields as JSON, the
                            times it was created and last updated
+    replication_backfills  one row per StartReplicationBackfill: destination, status, progress
+    backfill_items         what a backfill copies, one row per (repository, digest, tag): PENDING,
+                           then COMPLETE or FAILED; the pending rows are its resumable queue
     replication_statuses   one row per (source image, destination registry): IN_PROGRESS,
                            COMPLETE or FAILED with a failure code; the consumer of the outbox
                            writes them, DescribeImageReplicationStatus and
@@ -18,7 +21,16 @@ from typing import Protocol
 
 from moorage.model import RegistryRef
 
-__all__ = ["ReplicationStatusRecord", "ReplicationStatusTable", "TemplateRecord", "TemplateTable"]
+__all__ = [
+    "BackfillItem",
+    "BackfillRecord",
+    "BackfillTable",
+    "ReplicationStatusRecord",
+    "ReplicationStatusTable",
+    "TemplateRecord",
+    "TemplateTable",
+    "item_key",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +85,62 @@ class ReplicationStatusTable(Protocol):
     ) -> list[ReplicationStatusRecord]:
         """Rows of every registry (optionally of one repository name, of some statuses), newest first."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRecord:
+    id: str
+    source: RegistryRef
+    destination: RegistryRef
+    status: str  # PREPARING | IN_PROGRESS | COMPLETE | FAILED | STOPPING | STOPPED
+    started_at: datetime
+    ended_at: datetime | None = None
+    failure_code: str | None = None
+    total: int | None = None  # None until prepared
+    completed: int = 0
+    failed: int = 0
+    failure_codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillItem:
+    backfill_id: str
+    repository: str
+    digest: str
+    tag: str  # "" for an untagged image
+    status: str  # PENDING | COMPLETE | FAILED
+    failure_code: str | None = None
+    sub_failure_codes: tuple[str, ...] = ()
+
+
+class BackfillTable(Protocol):
+    async def create(self, record: BackfillRecord) -> None: ...
+
+    async def get(self, source: RegistryRef, backfill_id: str) -> BackfillRecord | None: ...
+
+    async def update(self, record: BackfillRecord) -> None:
+        """Store status, end, failure code and progress (by id)."""
+        ...
+
+    async def listing(self, source: RegistryRef | None = None, *, statuses: Sequence[str] = ()) -> list[BackfillRecord]:
+        """Backfills (of one registry, of some statuses), newest first."""
+        ...
+
+    async def add_items(self, items: Sequence[BackfillItem]) -> None:
+        """Insert items (an item already there is left as it is)."""
+        ...
+
+    async def items(
+        self, backfill_id: str, *, statuses: Sequence[str] = (), after: str | None = None, limit: int | None = None
+    ) -> list[BackfillItem]:
+        """Items in (repository, digest, tag) order, after the key `after` (see `item_key`)."""
+        ...
+
+    async def finish_item(self, item: BackfillItem) -> None:
+        """Store an item's outcome (by backfill id, repository, digest, tag)."""
+        ...
+
+
+def item_key(item: BackfillItem) -> str:
+    """The order of a backfill's items as one string (for pagination tokens)."""
+    return "\x00".join((item.repository, item.digest, item.tag))

@@ -16,6 +16,7 @@
     events ─ event_consumers, event_failures           (the outbox: events, delivery positions, give-ups)
     creation_templates                                 (repository creation templates, per registry and prefix)
     replication_statuses                               (per source image and destination: replication progress)
+    replication_backfills ─< backfill_items            (StartReplicationBackfill runs and what each copies)
     pull_time_exclusions                               (principals whose pulls leave lastRecordedPullTime)
     leases                                             (background-job leases)
     kv                                                 (small named values: signing keys, settings)
@@ -47,6 +48,7 @@ from sqlalchemy import (
 __all__ = [
     "access_keys",
     "accounts",
+    "backfill_items",
     "blobs",
     "creation_templates",
     "event_consumers",
@@ -63,6 +65,7 @@ __all__ = [
     "metadata",
     "pull_time_exclusions",
     "registry_policies",
+    "replication_backfills",
     "replication_statuses",
     "repo_blobs",
     "repositories",
@@ -390,4 +393,35 @@ replication_statuses = Table(
     Column("failure_code", String(100), nullable=True),
     Column("updated_at", Float, nullable=False),
     Index("ix_replication_statuses_updated_at", "updated_at"),
+)
+
+replication_backfills = Table(
+    "replication_backfills",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("dest_account_id", String(12), nullable=False),
+    Column("dest_region", String(32), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("failure_code", String(100), nullable=True),
+    Column("total", Integer, nullable=True),
+    Column("completed", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("failure_codes", Text, nullable=False, server_default=""),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Index("ix_replication_backfills_registry", "account_id", "region", "started_at"),
+)
+
+backfill_items = Table(
+    "backfill_items",
+    metadata,
+    Column("backfill_id", String(36), ForeignKey("replication_backfills.id", ondelete="CASCADE"), primary_key=True),
+    Column("repository", String(256), primary_key=True),
+    Column("digest", String(200), primary_key=True),
+    Column("tag", String(300), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("failure_code", String(100), nullable=True),
+    Column("sub_failure_codes", Text, nullable=False, server_default=""),
 )

@@ -41,7 +41,7 @@ from moorage.metadata import (
     UploadTable,
 )
 from moorage.metadata import tables as t
-from moorage.metadata.replication import ReplicationStatusTable, TemplateTable
+from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
 from moorage.metadata.sql.base import Executor
 from moorage.metadata.sql.blobs import SqlBlobs, SqlUploads
 from moorage.metadata.sql.events import SqlEvents
@@ -49,7 +49,7 @@ from moorage.metadata.sql.identities import SqlIdentities, SqlPolicies, SqlPullE
 from moorage.metadata.sql.images import SqlImages
 from moorage.metadata.sql.jobs import SqlKv, SqlLeases
 from moorage.metadata.sql.lifecycle import SqlLifecycle
-from moorage.metadata.sql.replication import SqlReplicationStatuses, SqlTemplates
+from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuses, SqlTemplates
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
 from moorage.model import RegistryRef
 
@@ -101,6 +101,7 @@ class SqlTransaction:
         self.events: EventTable = self.outbox
         self.templates: TemplateTable = SqlTemplates(conn, dialect)
         self.replication: ReplicationStatusTable = SqlReplicationStatuses(conn, dialect)
+        self.backfills: BackfillTable = SqlBackfills(conn, dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -256,6 +257,8 @@ class SqlMetadataStore:
                     t.event_failures,
                     t.events,
                     t.creation_templates,
+                    t.backfill_items,
+                    t.replication_backfills,
                     t.replication_statuses,
                     t.pull_time_exclusions,
                     t.uploads,

@@ -1,4 +1,4 @@
-"""replication: creation_templates, replication_statuses
+"""replication: creation_templates, replication_statuses, replication_backfills, backfill_items
 
 Revision ID: 0003_replication
 Revises: 0002
@@ -52,8 +52,49 @@ def upgrade() -> None:
     )
     op.create_index("ix_replication_statuses_updated_at", "replication_statuses", ["updated_at"], unique=False)
 
+    op.create_table(
+        "replication_backfills",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("dest_account_id", sa.String(length=12), nullable=False),
+        sa.Column("dest_region", sa.String(length=32), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("failure_code", sa.String(length=100), nullable=True),
+        sa.Column("total", sa.Integer(), nullable=True),
+        sa.Column("completed", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("failed", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("failure_codes", sa.Text(), server_default="", nullable=False),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("ended_at", sa.Float(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_replication_backfills")),
+    )
+    op.create_index(
+        "ix_replication_backfills_registry", "replication_backfills", ["account_id", "region", "started_at"]
+    )
+    op.create_table(
+        "backfill_items",
+        sa.Column("backfill_id", sa.String(length=36), nullable=False),
+        sa.Column("repository", sa.String(length=256), nullable=False),
+        sa.Column("digest", sa.String(length=200), nullable=False),
+        sa.Column("tag", sa.String(length=300), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("failure_code", sa.String(length=100), nullable=True),
+        sa.Column("sub_failure_codes", sa.Text(), server_default="", nullable=False),
+        sa.ForeignKeyConstraint(
+            ["backfill_id"],
+            ["replication_backfills.id"],
+            name=op.f("fk_backfill_items_backfill_id_replication_backfills"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("backfill_id", "repository", "digest", "tag", name=op.f("pk_backfill_items")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("backfill_items")
+    op.drop_index("ix_replication_backfills_registry", table_name="replication_backfills")
+    op.drop_table("replication_backfills")
     op.drop_index("ix_replication_statuses_updated_at", table_name="replication_statuses")
     op.drop_table("replication_statuses")
     op.drop_table("creation_templates")
