@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -426,3 +428,87 @@ def test_a_backfill_copies_what_existed_before_and_not_twice(tmp_path: Path, lay
             if '"ECR Replication Action"' in line and '"new/app"' in line
         ]
         assert len(copies) == 1, copies
+
+
+DOMAIN = "moorage.test"
+
+
+def _skopeo_with_hosts(tmp_path: Path, hosts: list[str], *args: str) -> str:
+    """skopeo with ECR host names resolving to 127.0.0.1 through a private /etc/hosts in a mount
+    namespace of its own (the machine's /etc/hosts is never touched)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("needs root and unshare (a private /etc/hosts in a mount namespace)")
+    etc_hosts = tmp_path / "hosts"
+    etc_hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {h}\n" for h in hosts))
+    script = (
+        f"mount --bind {shlex.quote(str(etc_hosts))} /etc/hosts && exec skopeo --command-timeout 60s {shlex.join(args)}"
+    )
+    env = {**os.environ, "REGISTRY_AUTH_FILE": str(tmp_path / "no-auth.json")}
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert done.returncode == 0, f"skopeo {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def test_pulled_over_v2_from_the_other_region_and_account(tmp_path: Path, layout: Layout) -> None:
+    """With registry host names, skopeo pushes to A in us-east-1 and pulls the same digest from
+    A in eu-west-1 and from B (open mode: the host names the registry and its root pulls)."""
+    env = {**SERVER_ENV, "MOORAGE_REGISTRY_DOMAIN": DOMAIN}
+    with LiveServer(tmp_path / "data", args=["--auth", "open"], env=env) as live:
+        a = client(live, A)
+        a.put_replication_configuration(
+            replicationConfiguration={
+                "rules": [{"destinations": [{"region": WEST, "registryId": A}, {"region": EAST, "registryId": B}]}]
+            }
+        )
+        client(live, B).put_registry_policy(
+            policyText=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"AWS": f"arn:aws:iam::{A}:root"},
+                            "Action": ["ecr:ReplicateImage", "ecr:CreateRepository"],
+                            "Resource": "*",
+                        }
+                    ],
+                }
+            )
+        )
+        source, west, other = (
+            f"{acct}.dkr.ecr.{region}.{DOMAIN}" for acct, region in ((A, EAST), (A, WEST), (B, EAST))
+        )
+        hosts = [source, west, other]
+        _skopeo_with_hosts(
+            tmp_path,
+            hosts,
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--all",
+            f"oci:{layout.root}:multi",
+            f"docker://{source}:{live.port}/rep/app:v1",
+        )
+        index = layout.digest_of("multi")
+        found = settled(a, "rep/app", index, expected=2)
+        assert {s["status"] for s in found.values()} == {"COMPLETE"}
+        for host in (west, other):
+            raw = _skopeo_with_hosts(
+                tmp_path, hosts, "inspect", "--raw", "--tls-verify=false", f"docker://{host}:{live.port}/rep/app:v1"
+            )
+            assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == index
+            pulled = tmp_path / f"pulled-{host}"
+            _skopeo_with_hosts(
+                tmp_path,
+                hosts,
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                "--all",
+                f"docker://{host}:{live.port}/rep/app:v1",
+                f"oci:{pulled}:v1",
+            )
+            assert Layout(pulled).digest_of("v1") == index
+            Layout(pulled).verify(index)
