@@ -29,6 +29,10 @@ from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import SERVER_ENV, Layout, login, make_image, need, push
 from tests.support.ecr import ecr_client, push_image
+from tests.support.images import artifact, blob
+from tests.support.images import push_blob as v2_blob
+from tests.support.images import push_image as v2_image
+from tests.support.images import push_manifest as v2_manifest
 from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.e2e
@@ -512,3 +516,20 @@ def test_pulled_over_v2_from_the_other_region_and_account(tmp_path: Path, layout
             )
             assert Layout(pulled).digest_of("v1") == index
             Layout(pulled).verify(index)
+
+
+def test_referrers_follow_their_subject(configured: LiveServer) -> None:
+    server = configured
+    with httpx.Client(base_url=server.url, auth=server.auth, timeout=30) as v2:
+        subject = v2_image(v2, "rep/signed", "v1")
+        signature = blob(b"a signature", "application/vnd.example.signature")
+        v2_blob(v2, "rep/signed", b"{}")
+        v2_blob(v2, "rep/signed", signature.data)
+        sig = artifact(subject, "application/vnd.example.signature", blobs=[signature])
+        v2_manifest(v2, "rep/signed", sig.digest, sig)
+    a = client(server, A)
+    settled(a, "rep/signed", sig.digest, expected=3)
+    for ecr in (client(server, A, WEST), client(server, B)):
+        referrers = ecr.list_image_referrers(repositoryName="rep/signed", subjectId={"imageDigest": subject.digest})
+        assert [r["digest"] for r in referrers["referrers"]] == [sig.digest]
+        assert referrers["referrers"][0]["artifactType"] == "application/vnd.example.signature"
