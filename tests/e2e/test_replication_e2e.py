@@ -34,6 +34,7 @@ from tests.support.images import push_blob as v2_blob
 from tests.support.images import push_image as v2_image
 from tests.support.images import push_manifest as v2_manifest
 from tests.support.live import LiveServer
+from tests.support.services import PostgresServer, postgres_available
 
 pytestmark = pytest.mark.e2e
 
@@ -533,3 +534,36 @@ def test_referrers_follow_their_subject(configured: LiveServer) -> None:
         referrers = ecr.list_image_referrers(repositoryName="rep/signed", subjectId={"imageDigest": subject.digest})
         assert [r["digest"] for r in referrers["referrers"]] == [sig.digest]
         assert referrers["referrers"][0]["artifactType"] == "application/vnd.example.signature"
+
+
+def test_two_workers_on_postgresql_copy_each_push_once(tmp_path: Path, layout: Layout) -> None:
+    if not postgres_available():
+        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are missing: install postgresql (CI does)")
+    audit = tmp_path / "audit.jsonl"
+    with PostgresServer() as postgres:
+        url = postgres.create_database("replication_e2e")
+        env = {**SERVER_ENV, "MOORAGE_METADATA__URL": url, "MOORAGE_EVENTS__AUDIT_LOG": str(audit)}
+        with LiveServer(tmp_path / "data", args=["--auth", "open", "--workers", "2"], env=env) as live:
+            login(live)
+            a = client(live, A)
+            a.put_replication_configuration(
+                replicationConfiguration={"rules": [{"destinations": [{"region": WEST, "registryId": A}]}]}
+            )
+            names = [f"pg/app{i}" for i in range(4)]
+            for name in names:
+                push(f"oci:{layout.root}:multi", live, f"{name}:v1", "--all")
+            index = layout.digest_of("multi")
+            west = client(live, A, WEST)
+            for name in names:
+                assert settled(a, name, index, expected=1)[(A, WEST)]["status"] == "COMPLETE"
+                assert manifest_of(west, name, {"imageTag": "v1"})[0] == index
+            time.sleep(1.0)
+    copies = [
+        (event["detail"]["repository-name"], event["detail"]["image-digest"])
+        for event in map(json.loads, audit.read_text().splitlines())
+        if event["detail-type"] == "ECR Replication Action"
+    ]
+    # Each pushed manifest (the index and its two children) copied once, though both workers
+    # consume the outbox.
+    children = [m["digest"] for m in layout.json_blob(index)["manifests"]]
+    assert sorted(copies) == sorted((name, digest) for name in names for digest in (index, *children))
