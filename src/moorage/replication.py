@@ -438,6 +438,8 @@ class ReplicationSink:
             return status, None
         except _Refused as refused:
             code = refused.code
+        except ManifestUnknownError:  # a child of the index was deleted before the copy
+            code = "IMAGE_NOT_FOUND"
         except RepositoryAlreadyExistsError:
             # Created concurrently (another copy or a push): copy again into that repository.
             return await self.copy(source, name, digest, tag, dest)
