@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -90,7 +90,7 @@ def _doc_key(registry: RegistryRef) -> str:
     return f"doc/{registry.account_id}/{registry.region}/{_DOCUMENT}"
 
 
-def destinations_for(config: dict[str, object] | None, repository: str) -> list[Destination]:
+def destinations_for(config: Mapping[str, object] | None, repository: str) -> list[Destination]:
     """The unique destinations of the rules whose filters match `repository` (a rule without
     filters matches every repository), in the order they first appear."""
     found: dict[Destination, None] = {}
