@@ -882,3 +882,60 @@ def replication_status(
             )
 
     asyncio.run(_with_services(settings, action))
+
+
+@main.group()
+def vulndb() -> None:
+    """The offline OSV vulnerability database that image scans match against."""
+
+
+@vulndb.command("import")
+@_state_options
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--ecosystem", "ecosystems", multiple=True, help="Only records of this base ecosystem (repeatable).")
+def vulndb_import(
+    config: Path | None, data_dir: Path | None, paths: tuple[Path, ...], ecosystems: tuple[str, ...]
+) -> None:
+    """Import OSV records: JSON files, directories of them, or OSV's per-ecosystem all.zip archives."""
+    from moorage.scanning.vulndb import VulnDbImportError, import_paths
+
+    settings = _load(config, data_dir, {})
+
+    async def action(moorage: Any) -> Any:
+        return await import_paths(moorage.metadata, list(paths), ecosystems=ecosystems)
+
+    try:
+        report = asyncio.run(_with_services(settings, action))
+    except VulnDbImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"generation {report.generation}: {report.imported} imported, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.invalid} invalid, {report.withdrawn} withdrawn"
+    )
+    for eco, count in sorted(report.per_ecosystem.items()):
+        click.echo(f"  {eco}\t{count} read")
+
+
+@vulndb.command("status")
+@_state_options
+def vulndb_status(config: Path | None, data_dir: Path | None) -> None:
+    """Print the database's sources, record counts per ecosystem and age."""
+    from datetime import UTC, datetime
+
+    from moorage.scanning.vulndb import status
+
+    settings = _load(config, data_dir, {})
+    found = asyncio.run(_with_services(settings, lambda moorage: status(moorage.metadata)))
+    if found is None:
+        click.echo("no vulnerability database: run 'moorage vulndb import PATH...'")
+        sys.exit(1)
+    age = datetime.now(UTC) - found.imported_at
+    click.echo(
+        f"generation {found.generation}, imported {found.imported_at:%Y-%m-%dT%H:%M:%SZ} "
+        f"({int(age.total_seconds())}s ago)"
+    )
+    click.echo(f"records: {found.records}, newest modified: {found.max_modified or '-'}")
+    for eco, count in sorted(found.ecosystems.items()):
+        click.echo(f"  {eco}\t{count}")
+    for source, when in sorted(found.sources.items()):
+        click.echo(f"source {source} (imported {when})")

@@ -37,6 +37,7 @@ from typing import Protocol
 
 from moorage.metadata.outbox import EventTable
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
+from moorage.metadata.vulndb import VulnDbTable
 from moorage.model import (
     BlobInfo,
     Digest,
@@ -70,6 +71,7 @@ __all__ = [
     "ResourceTagTable",
     "Transaction",
     "UploadTable",
+    "VulnDbTable",
 ]
 
 # (child digest, kind, media type) where kind is "blob" (config, layer) or "manifest" (index child)
@@ -498,6 +500,7 @@ class Transaction(Protocol):
     templates: TemplateTable
     replication: ReplicationStatusTable
     backfills: BackfillTable
+    vulndb: VulnDbTable
 
 
 class MetadataStore(Protocol):

@@ -425,3 +425,24 @@ backfill_items = Table(
     Column("failure_code", String(100), nullable=True),
     Column("sub_failure_codes", Text, nullable=False, server_default=""),
 )
+
+
+# The vulnerability database (metadata/vulndb.py): OSV records by generation, and their package index.
+vuln_records = Table(
+    "vuln_records",
+    metadata,
+    Column("generation", Integer, primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("modified", String(64), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+vuln_affected = Table(
+    "vuln_affected",
+    metadata,
+    Column("generation", Integer, primary_key=True),
+    Column("ecosystem", String(200), primary_key=True),
+    Column("name", String(500), primary_key=True),
+    Column("vuln_id", String(200), primary_key=True),
+)

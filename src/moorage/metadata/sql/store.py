@@ -39,6 +39,7 @@ from moorage.metadata import (
     ResourceTagTable,
     Transaction,
     UploadTable,
+    VulnDbTable,
 )
 from moorage.metadata import tables as t
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
@@ -51,6 +52,7 @@ from moorage.metadata.sql.jobs import SqlKv, SqlLeases
 from moorage.metadata.sql.lifecycle import SqlLifecycle
 from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuses, SqlTemplates
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
+from moorage.metadata.sql.vulndb import SqlVulnDb
 from moorage.model import RegistryRef
 
 __all__ = ["SqlMetadataStore", "SqlTransaction", "async_url"]
@@ -102,6 +104,7 @@ class SqlTransaction:
         self.templates: TemplateTable = SqlTemplates(conn, dialect)
         self.replication: ReplicationStatusTable = SqlReplicationStatuses(conn, dialect)
         self.backfills: BackfillTable = SqlBackfills(conn, dialect)
+        self.vulndb: VulnDbTable = SqlVulnDb(conn, dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
