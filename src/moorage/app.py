@@ -64,6 +64,7 @@ from moorage.oci import OciApi, parse_path
 from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
 from moorage.replication import BackfillJob, Replication, ReplicationSink
+from moorage.scanning.service import ScanJob, Scanning
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
 from moorage.templates import Templates
@@ -96,6 +97,7 @@ class Moorage:
     dispatcher: EventDispatcher
     metrics: Metrics
     backfills: Job | None = None
+    scanning: Scanning | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -106,6 +108,8 @@ class Moorage:
         ]
         if self.backfills is not None:
             jobs.append(self.backfills)
+        if self.scanning is not None:
+            jobs.append(ScanJob(self.scanning))
         return Scheduler(jobs, self.metadata, clock=self.clock, holder=_holder(), on_finished=self.metrics.job_finished)
 
     async def run_background(self, stop: asyncio.Event) -> None:
@@ -191,6 +195,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         need = on_repository(action, dest, name)
         return (await authorizer.evaluate(Principal.root(source.account_id), Origin(), need)).allowed
 
+    scanning = Scanning(metadata, blobs, registry, clock=clock)
     ecr = EcrApi(
         EcrServices(
             settings,
@@ -204,6 +209,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             lifecycle=lifecycle,
             templates=templates,
             replication=replication,
+            scanning=scanning,
         ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),
@@ -258,6 +264,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         dispatcher,
         metrics,
         backfills=BackfillJob(metadata, replication_sink, replication),
+        scanning=scanning,
     )
 
 

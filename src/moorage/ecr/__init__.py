@@ -33,6 +33,7 @@ from moorage.lifecycle_job import Lifecycle
 from moorage.model import RegistryRef, Repository, RepositoryName
 from moorage.registry import Registry
 from moorage.replication import Replication
+from moorage.scanning.service import Scanning
 from moorage.sigv4 import SigV4Error
 from moorage.templates import Templates
 from moorage.tokens import TokenSigner
@@ -67,6 +68,7 @@ class EcrServices:
     lifecycle: Lifecycle
     templates: Templates | None = None
     replication: Replication | None = None
+    scanning: Scanning | None = None
 
 
 @dataclass(slots=True)
@@ -124,11 +126,13 @@ def all_handlers() -> dict[str, Handler]:
         registry_settings,
         replication,
         repositories,
+        scanning,
         templates,
     )
 
     table: dict[str, Handler] = {}
-    for module in (repositories, images, layers, registry_settings, policies, lifecycle, templates, replication):
+    modules = (repositories, images, layers, registry_settings, policies, lifecycle, templates, replication, scanning)
+    for module in modules:
         overlap = table.keys() & module.HANDLERS.keys()
         assert not overlap, f"operations handled twice: {overlap}"
         table.update(module.HANDLERS)

@@ -180,8 +180,14 @@ async def describe_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, 
     except ManifestUnknownError as exc:
         raise _image_not_found(exc.image_id or (None, None), name, registry) from None
     now = ctx.services.registry.now()
+    details = [_detail(registry, image, now) for image in found.items]
+    from moorage.ecr.scanning import scan_summary
+
+    summaries = await scan_summary(ctx, registry, name, [d["imageDigest"] for d in details])
+    for detail in details:
+        detail.update(summaries.get(detail["imageDigest"], {}))
     return {
-        "imageDetails": [_detail(registry, image, now) for image in found.items],
+        "imageDetails": details,
         **next_token(ctx.services.tokens, ctx.operation, scope, found.next_after),
     }
 

@@ -37,6 +37,7 @@ from typing import Protocol
 
 from moorage.metadata.outbox import EventTable
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
+from moorage.metadata.scans import ScanTable
 from moorage.metadata.vulndb import VulnDbTable
 from moorage.model import (
     BlobInfo,
@@ -69,6 +70,7 @@ __all__ = [
     "PullExclusionTable",
     "RepositoryTable",
     "ResourceTagTable",
+    "ScanTable",
     "Transaction",
     "UploadTable",
     "VulnDbTable",
@@ -501,6 +503,7 @@ class Transaction(Protocol):
     replication: ReplicationStatusTable
     backfills: BackfillTable
     vulndb: VulnDbTable
+    scans: ScanTable
 
 
 class MetadataStore(Protocol):

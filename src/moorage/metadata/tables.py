@@ -446,3 +446,22 @@ vuln_affected = Table(
     Column("name", String(500), primary_key=True),
     Column("vuln_id", String(200), primary_key=True),
 )
+
+# Image scans (metadata/scans.py): the latest scan of each image, its lease and its result.
+image_scans = Table(
+    "image_scans",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("repository", String(256), primary_key=True),
+    Column("digest", String(80), primary_key=True),
+    Column("scan_type", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("completed_at", Float, nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("result", Text, nullable=True),
+    Index("ix_image_scans_status", "status"),
+)

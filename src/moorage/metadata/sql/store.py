@@ -37,6 +37,7 @@ from moorage.metadata import (
     PullExclusionTable,
     RepositoryTable,
     ResourceTagTable,
+    ScanTable,
     Transaction,
     UploadTable,
     VulnDbTable,
@@ -52,6 +53,7 @@ from moorage.metadata.sql.jobs import SqlKv, SqlLeases
 from moorage.metadata.sql.lifecycle import SqlLifecycle
 from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuses, SqlTemplates
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
+from moorage.metadata.sql.scans import SqlScans
 from moorage.metadata.sql.vulndb import SqlVulnDb
 from moorage.model import RegistryRef
 
@@ -105,6 +107,7 @@ class SqlTransaction:
         self.replication: ReplicationStatusTable = SqlReplicationStatuses(conn, dialect)
         self.backfills: BackfillTable = SqlBackfills(conn, dialect)
         self.vulndb: VulnDbTable = SqlVulnDb(conn, dialect)
+        self.scans: ScanTable = SqlScans(conn, dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -272,6 +275,9 @@ class SqlMetadataStore:
                     t.repositories,
                     t.blobs,
                     t.gc_candidates,
+                    t.image_scans,
+                    t.vuln_affected,
+                    t.vuln_records,
                 ):
                     await conn.execute(delete(table))
                 # Settings and documents go too; secrets (signing keys) stay.

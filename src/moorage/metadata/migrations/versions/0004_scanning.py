@@ -1,4 +1,4 @@
-"""image scanning: the OSV vulnerability database (vuln_records, vuln_affected)
+"""image scanning: the OSV vulnerability database (vuln_records, vuln_affected) and image_scans
 
 Revision ID: 0003_scanning
 Revises: 0003_replication
@@ -36,8 +36,27 @@ def upgrade() -> None:
         sa.Column("vuln_id", sa.String(length=200), nullable=False),
         sa.PrimaryKeyConstraint("generation", "ecosystem", "name", "vuln_id", name=op.f("pk_vuln_affected")),
     )
+    op.create_table(
+        "image_scans",
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("repository", sa.String(length=256), nullable=False),
+        sa.Column("digest", sa.String(length=80), nullable=False),
+        sa.Column("scan_type", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("requested_at", sa.Float(), nullable=False),
+        sa.Column("completed_at", sa.Float(), nullable=True),
+        sa.Column("lease_until", sa.Float(), nullable=True),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("result", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("account_id", "region", "repository", "digest", name=op.f("pk_image_scans")),
+    )
+    op.create_index("ix_image_scans_status", "image_scans", ["status"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_image_scans_status", table_name="image_scans")
+    op.drop_table("image_scans")
     op.drop_table("vuln_affected")
     op.drop_table("vuln_records")

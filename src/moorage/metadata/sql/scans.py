@@ -1,0 +1,81 @@
+"""SQL implementation of `Transaction.scans` (image scans and their leases)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+
+from moorage.metadata import tables as t
+from moorage.metadata.scans import ScanRecord
+from moorage.metadata.sql.base import SqlTable, dt, dt_req, ts
+from moorage.model import RegistryRef
+
+__all__ = ["SqlScans"]
+
+_S = t.image_scans
+
+
+def _record(row: Any) -> ScanRecord:
+    m = row._mapping
+    return ScanRecord(
+        registry=RegistryRef(m["account_id"], m["region"]),
+        repository=m["repository"],
+        digest=m["digest"],
+        scan_type=m["scan_type"],
+        status=m["status"],
+        description=m["description"],
+        requested_at=dt_req(m["requested_at"]),
+        completed_at=dt(m["completed_at"]),
+        attempts=int(m["attempts"]),
+        result=m["result"],
+    )
+
+
+def _key(registry: RegistryRef, repository: str, digest: str) -> Any:
+    return and_(
+        _S.c.account_id == registry.account_id,
+        _S.c.region == registry.region,
+        _S.c.repository == repository,
+        _S.c.digest == digest,
+    )
+
+
+class SqlScans(SqlTable):
+    async def get(self, registry: RegistryRef, repository: str, digest: str) -> ScanRecord | None:
+        row = (await self._c.execute(select(_S).where(_key(registry, repository, digest)))).first()
+        return None if row is None else _record(row)
+
+    async def put(self, record: ScanRecord) -> None:
+        await self._c.execute(delete(_S).where(_key(record.registry, record.repository, record.digest)))
+        await self._c.execute(
+            insert(_S).values(
+                account_id=record.registry.account_id,
+                region=record.registry.region,
+                repository=record.repository,
+                digest=record.digest,
+                scan_type=record.scan_type,
+                status=record.status,
+                description=record.description,
+                requested_at=ts(record.requested_at),
+                completed_at=None if record.completed_at is None else ts(record.completed_at),
+                lease_until=None,
+                attempts=record.attempts,
+                result=record.result,
+            )
+        )
+
+    async def claim(self, now: Any, lease_seconds: float, limit: int) -> list[ScanRecord]:
+        free = and_(_S.c.status == "IN_PROGRESS", or_(_S.c.lease_until.is_(None), _S.c.lease_until < ts(now)))
+        rows = (await self._c.execute(select(_S).where(free).order_by(_S.c.requested_at).limit(limit))).all()
+        claimed = []
+        for row in rows:
+            rec = _record(row)
+            done = await self._c.execute(
+                update(_S)
+                .where(_key(rec.registry, rec.repository, rec.digest), free)
+                .values(lease_until=ts(now) + lease_seconds, attempts=_S.c.attempts + 1)
+            )
+            if done.rowcount:
+                claimed.append(rec)
+        return claimed
