@@ -75,6 +75,31 @@ class Layout:
         (self.root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": self.refs}))
         return digest
 
+    def index(self, ref: str, child: str) -> str:
+        """An image index over one (amd64) image of the layout."""
+        entry = next(r for r in self.refs if r["digest"] == child)
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [
+                    {k: entry[k] for k in ("mediaType", "digest", "size")}
+                    | {"platform": {"architecture": "amd64", "os": "linux"}}
+                ],
+            }
+        ).encode()
+        digest = self.blob(body)
+        self.refs.append(
+            {
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": digest,
+                "size": len(body),
+                "annotations": {"org.opencontainers.image.ref.name": ref},
+            }
+        )
+        (self.root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": self.refs}))
+        return digest
+
 
 def moorage(live: LiveServer, *args: str) -> str:
     done = subprocess.run(
@@ -127,6 +152,7 @@ def test_scans_find_exactly_the_expected_vulnerabilities(tmp_path: Path) -> None
     image_a = layout.image("a", [base])
     image_b = layout.image("b", [base, tar_layer([("app/node_modules/.wh.ms", b"")])])  # deletes ms
     static = layout.image("static", [tar_layer([("app/server", b"\x7fELF static binary")])])
+    layout.index("multi", image_a)
     source = f"oci:{layout.root}"
 
     live = login(LiveServer(tmp_path / "data").start(60.0))
@@ -191,6 +217,17 @@ def test_scans_find_exactly_the_expected_vulnerabilities(tmp_path: Path) -> None
         push(f"{source}:static", live, "scan/app:static")
         unsupported = settled(ecr, "scan/app", static)
         assert unsupported["imageScanStatus"]["status"] == "UNSUPPORTED_IMAGE"
+
+        # An index is not scanned itself (StartImageScan answers UnsupportedImageTypeException, as
+        # for every manifest that is not an image); its platform images are.
+        push(f"{source}:multi", live, "scan/app:multi", "--all")
+        with pytest.raises(ClientError) as index_scan:
+            ecr.start_image_scan(repositoryName="scan/app", imageId={"imageTag": "multi"})
+        assert index_scan.value.response["Error"]["Code"] == "UnsupportedImageTypeException"
+
+        # Every finished scan was reported as an `ECR Image Scan` event.
+        scans = [line for line in moorage(live, "events", "list").splitlines() if "ECR Image Scan" in line]
+        assert len(scans) >= 4
 
         # ENHANCED with a SCAN_ON_PUSH rule: the same CVEs as enhancedFindings.
         config = ecr.put_registry_scanning_configuration(
