@@ -137,6 +137,14 @@ def settled(ecr: Any, repo: str, digest: str, timeout: float = 60.0) -> dict[str
         time.sleep(1)
 
 
+ENHANCED_IDS = {"CVE-2015-8315", "CVE-2023-32681", "CVE-2025-15467", "CVE-2026-28387"}
+
+
+def vulnerability_ids(found: dict[str, Any]) -> set[str]:
+    assert found["imageScanStatus"]["status"] == "ACTIVE", found["imageScanStatus"]
+    return {f["packageVulnerabilityDetails"]["vulnerabilityId"] for f in found["imageScanFindings"]["enhancedFindings"]}
+
+
 def rows(findings: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     out = []
     for f in findings:
@@ -233,7 +241,11 @@ def test_scans_find_exactly_the_expected_vulnerabilities(tmp_path: Path) -> None
         config = ecr.put_registry_scanning_configuration(
             scanType="ENHANCED",
             rules=[
-                {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "enh*", "filterType": "WILDCARD"}]}
+                {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "enh*", "filterType": "WILDCARD"}]},
+                {
+                    "scanFrequency": "CONTINUOUS_SCAN",
+                    "repositoryFilters": [{"filter": "cont*", "filterType": "WILDCARD"}],
+                },
             ],
         )
         assert config["registryScanningConfiguration"]["scanType"] == "ENHANCED"
@@ -262,5 +274,22 @@ def test_scans_find_exactly_the_expected_vulnerabilities(tmp_path: Path) -> None
         assert {
             p["sourceLayerHash"] for f in items for p in f["packageVulnerabilityDetails"]["vulnerablePackages"]
         } == {layer_digest}
+
+        # CONTINUOUS_SCAN: an import that changes an advisory re-matches the images holding its
+        # package. Here GHSA-3fx5-fwvr-xrjg comes again, withdrawn (derived from the real record).
+        ecr.create_repository(repositoryName="continuous")
+        push(f"{source}:a", live, "continuous:a")
+        assert vulnerability_ids(settled(ecr, "continuous", image_a)) == ENHANCED_IDS
+        withdrawn = json.loads((DATA / "osv" / "GHSA-3fx5-fwvr-xrjg.json").read_text())
+        withdrawn.update(modified="2026-06-01T00:00:00Z", withdrawn="2026-06-01T00:00:00Z")
+        (tmp_path / "withdrawn.json").write_text(json.dumps(withdrawn))
+        assert "1 updated" in moorage(live, "vulndb", "import", str(tmp_path / "withdrawn.json"))
+        deadline = time.monotonic() + 60
+        while "CVE-2015-8315" in vulnerability_ids(settled(ecr, "continuous", image_a)):
+            assert time.monotonic() < deadline, "no re-match after the import"
+            time.sleep(1)
+        assert vulnerability_ids(settled(ecr, "continuous", image_a)) == ENHANCED_IDS - {"CVE-2015-8315"}
+        # SCAN_ON_PUSH images are not re-matched.
+        assert vulnerability_ids(settled(ecr, "enhanced", image_a)) == ENHANCED_IDS
     finally:
         live.stop()

@@ -9,6 +9,7 @@ at a time (a lease: a worker that dies stops holding it, and another takes the s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -37,6 +38,17 @@ class ScanTable(Protocol):
 
     async def put(self, record: ScanRecord) -> None:
         """Insert or replace the image's scan row (and drop any lease on it)."""
+        ...
+
+    async def set_packages(
+        self, registry: RegistryRef, repository: str, digest: str, keys: Sequence[tuple[str, str]]
+    ) -> None:
+        """Replace the (ecosystem, name) keys the image's inventory holds."""
+        ...
+
+    async def affected_by(self, generation: int, since: int) -> list[tuple[RegistryRef, str, str]]:
+        """(registry, repository, digest) of scanned images holding a package that a record of
+        vulnerability-database `generation`, changed by an import after generation `since`, names."""
         ...
 
     async def claim(self, now: datetime, lease_seconds: float, limit: int) -> list[ScanRecord]:

@@ -436,6 +436,8 @@ vuln_records = Table(
     Column("modified", String(64), nullable=False),
     Column("source", Text, nullable=False),
     Column("body", Text, nullable=False),
+    # The generation whose import last changed the record (a copy keeps it): what an import changed.
+    Column("changed_in", Integer, nullable=False, server_default="0"),
 )
 
 vuln_affected = Table(
@@ -464,4 +466,17 @@ image_scans = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("result", Text, nullable=True),
     Index("ix_image_scans_status", "status"),
+)
+
+# The packages each scanned image holds, as (ecosystem, name) keys: which images an import affects.
+image_packages = Table(
+    "image_packages",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("repository", String(256), primary_key=True),
+    Column("digest", String(80), primary_key=True),
+    Column("ecosystem", String(200), primary_key=True),
+    Column("name", String(500), primary_key=True),
+    Index("ix_image_packages_key", "ecosystem", "name"),
 )

@@ -218,9 +218,41 @@ class Scanning:
             await tx.events.save(replace(state, position=stored[-1].position), now)
         return queued
 
+    async def rematch_continuous(self) -> int:
+        """After an import, queue again the CONTINUOUS_SCAN images holding a package that a record
+        changed by the import names (found through `image_packages`, not by rescanning everything);
+        layers come from the per-layer cache, so no blob is read again."""
+        key = "scanning/matched-generation"
+        async with self._metadata.transaction() as tx:
+            active = await tx.vulndb.active()
+            seen = int(await tx.kv.get(key) or 0)
+            if active is None or active.generation <= seen:
+                return 0
+            candidates = await tx.scans.affected_by(active.generation, seen)
+        now = self._clock.now()
+        configs: dict[RegistryRef, dict[str, Any]] = {}
+        queued = 0
+        for registry, repository, digest in candidates:
+            if registry not in configs:
+                configs[registry] = await self.configuration(registry)
+            config = configs[registry]
+            if config.get("scanType") != "ENHANCED":
+                continue
+            if self.effective(config, repository, False).scan_frequency != "CONTINUOUS_SCAN":
+                continue
+            async with self._metadata.transaction(write=True) as tx:
+                previous = await tx.scans.get(registry, repository, digest)
+                if previous is not None and previous.status != "IN_PROGRESS":
+                    await tx.scans.put(self._queued(registry, repository, digest, "ENHANCED", now))
+                    queued += 1
+        async with self._metadata.transaction(write=True) as tx:
+            await tx.kv.put(key, str(active.generation))
+        return queued
+
     async def run_pending(self, limit: int = 4) -> int:
         """Claim and run up to `limit` queued scans; returns how many finished."""
         await self.enqueue_pushed()
+        await self.rematch_continuous()
         async with self._metadata.transaction(write=True) as tx:
             claimed = await tx.scans.claim(self._clock.now(), self._lease, limit)
         for record in claimed:
@@ -255,8 +287,9 @@ class Scanning:
         except Exception:
             return  # deleted meanwhile
         status, description, result = "COMPLETE", COMPLETE_DESCRIPTION, None
+        keys: list[tuple[str, str]] = []
         try:
-            status, description, result = await self._scan(record, image)
+            status, description, result, keys = await self._scan(record, image)
         except LayerError as exc:
             status, description = "FAILED", str(exc)
         except Exception as exc:
@@ -292,10 +325,11 @@ class Scanning:
                     result=result,
                 )
             )
+            await tx.scans.set_packages(registry, record.repository, record.digest, keys)
             await tx.events.add([event])
         log.info("scan of %s@%s: %s (%.2fs)", record.repository, record.digest, status, (done - now).total_seconds())
 
-    async def _scan(self, record: ScanRecord, image: Image) -> tuple[str, str, str | None]:
+    async def _scan(self, record: ScanRecord, image: Image) -> tuple[str, str, str | None, list[tuple[str, str]]]:
         assert image.body is not None
         parsed = mf.parse(image.body, image.media_type)
         config: dict[str, Any] = {}
@@ -306,15 +340,15 @@ class Scanning:
             except ValueError:
                 config = {}
         if config.get("os") == "windows":
-            return "UNSUPPORTED_IMAGE", UNSUPPORTED, None
+            return "UNSUPPORTED_IMAGE", UNSUPPORTED, None, []
         layers = [await self._layer(str(d.digest)) for d in parsed.layers]
         inventory = build_inventory(squash(layers))
         if not inventory.supported:
-            return "UNSUPPORTED_IMAGE", UNSUPPORTED, None
+            return "UNSUPPORTED_IMAGE", UNSUPPORTED, None, []
         keys = [(p.ecosystem, normalise_name(p.ecosystem, p.match_name)) for p in inventory.packages if p.ecosystem]
         snap = await snapshot(self._metadata, keys)
         if snap is None:
-            return "FAILED", NO_DATABASE, None
+            return "FAILED", NO_DATABASE, None, keys
         matches = match(inventory.packages, snap.lookup)
         basic = basic_findings(matches)
         enhanced = enhanced_findings(
@@ -335,7 +369,7 @@ class Scanning:
             "counts": severity_counts(basic),
             "vulndb_imported_at": snap.status.imported_at.timestamp(),
         }
-        return "COMPLETE", COMPLETE_DESCRIPTION, json.dumps(result, default=_json_default)
+        return "COMPLETE", COMPLETE_DESCRIPTION, json.dumps(result, default=_json_default), keys
 
 
 def _json_default(value: object) -> object:

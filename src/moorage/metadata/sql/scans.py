@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select, update
@@ -64,6 +65,47 @@ class SqlScans(SqlTable):
                 result=record.result,
             )
         )
+
+    async def set_packages(
+        self, registry: RegistryRef, repository: str, digest: str, keys: Sequence[tuple[str, str]]
+    ) -> None:
+        p = t.image_packages
+        where = and_(
+            p.c.account_id == registry.account_id,
+            p.c.region == registry.region,
+            p.c.repository == repository,
+            p.c.digest == digest,
+        )
+        await self._c.execute(delete(p).where(where))
+        rows = [
+            {
+                "account_id": registry.account_id,
+                "region": registry.region,
+                "repository": repository,
+                "digest": digest,
+                "ecosystem": eco,
+                "name": name,
+            }
+            for eco, name in sorted(set(keys))
+        ]
+        if rows:
+            await self._c.execute(insert(p), rows)
+
+    async def affected_by(self, generation: int, since: int) -> list[tuple[RegistryRef, str, str]]:
+        p, a, r = t.image_packages, t.vuln_affected, t.vuln_records
+        query = (
+            select(p.c.account_id, p.c.region, p.c.repository, p.c.digest)
+            .select_from(
+                p.join(a, and_(a.c.ecosystem == p.c.ecosystem, a.c.name == p.c.name)).join(
+                    r, and_(r.c.generation == a.c.generation, r.c.id == a.c.vuln_id)
+                )
+            )
+            .where(a.c.generation == generation, r.c.changed_in > since)
+            .distinct()
+        )
+        return [
+            (RegistryRef(acct, region), repo, digest) for acct, region, repo, digest in await self._c.execute(query)
+        ]
 
     async def claim(self, now: Any, lease_seconds: float, limit: int) -> list[ScanRecord]:
         free = and_(_S.c.status == "IN_PROGRESS", or_(_S.c.lease_until.is_(None), _S.c.lease_until < ts(now)))

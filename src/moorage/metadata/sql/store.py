@@ -276,6 +276,7 @@ class SqlMetadataStore:
                     t.blobs,
                     t.gc_candidates,
                     t.image_scans,
+                    t.image_packages,
                     t.vuln_affected,
                     t.vuln_records,
                 ):

@@ -44,8 +44,10 @@ class SqlVulnDb(SqlTable):
         r, a = t.vuln_records, t.vuln_affected
         await self._c.execute(
             insert(r).from_select(
-                ["generation", "id", "modified", "source", "body"],
-                select(literal(target), r.c.id, r.c.modified, r.c.source, r.c.body).where(r.c.generation == source),
+                ["generation", "id", "modified", "source", "body", "changed_in"],
+                select(literal(target), r.c.id, r.c.modified, r.c.source, r.c.body, r.c.changed_in).where(
+                    r.c.generation == source
+                ),
             )
         )
         await self._c.execute(
@@ -65,7 +67,14 @@ class SqlVulnDb(SqlTable):
         await self._c.execute(
             insert(r),
             [
-                {"generation": generation, "id": x.id, "modified": x.modified, "source": x.source, "body": x.body}
+                {
+                    "generation": generation,
+                    "id": x.id,
+                    "modified": x.modified,
+                    "source": x.source,
+                    "body": x.body,
+                    "changed_in": generation,
+                }
                 for x in rows
             ],
         )

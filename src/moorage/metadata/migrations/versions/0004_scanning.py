@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("modified", sa.String(length=64), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("changed_in", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("generation", "id", name=op.f("pk_vuln_records")),
     )
     op.create_table(
@@ -53,9 +54,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account_id", "region", "repository", "digest", name=op.f("pk_image_scans")),
     )
     op.create_index("ix_image_scans_status", "image_scans", ["status"], unique=False)
+    op.create_table(
+        "image_packages",
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("repository", sa.String(length=256), nullable=False),
+        sa.Column("digest", sa.String(length=80), nullable=False),
+        sa.Column("ecosystem", sa.String(length=200), nullable=False),
+        sa.Column("name", sa.String(length=500), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "account_id", "region", "repository", "digest", "ecosystem", "name", name=op.f("pk_image_packages")
+        ),
+    )
+    op.create_index("ix_image_packages_key", "image_packages", ["ecosystem", "name"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_image_packages_key", table_name="image_packages")
+    op.drop_table("image_packages")
     op.drop_index("ix_image_scans_status", table_name="image_scans")
     op.drop_table("image_scans")
     op.drop_table("vuln_affected")
