@@ -40,6 +40,14 @@ def _events_hit(events: list[Mapping[str, str]], version: str, cmp: Comparator) 
             return ka[0] - kb[0]
         return cmp(ka[1], kb[1]) if ka[1] != kb[1] else 0
 
+    if len(events) == 2 and "introduced" in events[0] and ("fixed" in events[1] or "last_affected" in events[1]):
+        # The common shape, already in order: no sort needed.
+        start, end = events[0]["introduced"], events[1]
+        if start != "0" and cmp(start, version) > 0:
+            return False, None
+        if "fixed" in end:
+            return (False, None) if cmp(end["fixed"], version) <= 0 else (True, end["fixed"])
+        return (cmp(end["last_affected"], version) >= 0), None
     limits = [e["limit"] for e in events if "limit" in e and e["limit"] != "*"]
     if limits and not any(cmp(version, lim) < 0 for lim in limits):
         return False, None

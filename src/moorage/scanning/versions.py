@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import cmp_to_key
+from functools import cmp_to_key, lru_cache
 
 from packaging.version import InvalidVersion, Version
 
@@ -24,6 +24,7 @@ def _sign(n: int) -> int:
 _DPKG_EPOCH = re.compile(r"^(\d+):")
 
 
+@lru_cache(maxsize=65536)
 def _dpkg_split(version: str) -> tuple[int, str, str]:
     v = version.strip()
     if not v:

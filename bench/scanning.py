@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Scanner cost: a cold scan of a 10-layer image vs a rescan from cached layer inventories, and
+matching throughput over a large advisory database.
+
+    python bench/scanning.py [--size-mib 500] [--layers 10] [--advisories 100000] [--packages 2000]
+
+The image's first layer holds the scanner fixtures (a Debian 12 dpkg status, requests' METADATA,
+node_modules/ms) and a dpkg status grown to `--packages` stanzas; every layer is padded with
+incompressible files up to `--size-mib` in all (gzip level 1). Cold = stream every layer once
+(`read_layer`), squash, build the inventory, match. Cached = the same from the cached per-layer
+inventories (JSON, as stored in the metadata store). The advisory database is synthetic: one
+record per (ecosystem, name) spread over the inventory's packages and as many unrelated names.
+Target (issue 13): a cached-layer rescan under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from moorage.scanning.findings import basic_findings  # noqa: E402
+from moorage.scanning.inventory import build_inventory  # noqa: E402
+from moorage.scanning.layers import LayerInventory, read_layer  # noqa: E402
+from moorage.scanning.osv import match, normalise_name  # noqa: E402
+from moorage.scanning.squash import squash  # noqa: E402
+from tests.scanning.helpers import base_layer, fixture  # noqa: E402
+
+
+def layer_bytes(entries: list[Any], pad: int) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in entries:
+            info = tarfile.TarInfo(entry[0])
+            if len(entry) == 3:
+                info.type, info.linkname = tarfile.SYMTYPE, entry[2]
+                tar.addfile(info)
+                continue
+            info.size = len(entry[1])
+            tar.addfile(info, io.BytesIO(entry[1]))
+        chunk = 4 << 20
+        for i in range(0, pad, chunk):
+            data = os.urandom(min(chunk, pad - i))
+            info = tarfile.TarInfo(f"opt/data/blob-{i // chunk:05d}.bin")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
+
+
+def grown_status(n: int) -> bytes:
+    base = fixture("dpkg/status.bookworm-older-openssl").decode()
+    extra = "".join(
+        f"\nPackage: pkg{i}\nStatus: install ok installed\nArchitecture: amd64\n"
+        f"Version: 1.{i}-1\nSource: src{i % 700}\n"
+        for i in range(n)
+    )
+    return (base + extra).encode()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=500)
+    ap.add_argument("--layers", type=int, default=10)
+    ap.add_argument("--advisories", type=int, default=100_000)
+    ap.add_argument("--packages", type=int, default=2000)
+    args = ap.parse_args()
+
+    pad = (args.size_mib << 20) // args.layers
+    first = [e if e[0] != "var/lib/dpkg/status" else (e[0], grown_status(args.packages)) for e in base_layer()]
+    t0 = time.perf_counter()
+    blobs = [layer_bytes(first, pad)] + [layer_bytes([], pad) for _ in range(args.layers - 1)]
+    print(
+        f"built {args.layers} layers, {sum(map(len, blobs)) >> 20} MiB compressed, in {time.perf_counter() - t0:.1f}s"
+    )
+
+    inventory = build_inventory(squash([read_layer(f"sha256:{i}", io.BytesIO(b)) for i, b in enumerate(blobs)]))
+    keys = sorted({(p.ecosystem, normalise_name(p.ecosystem, p.match_name)) for p in inventory.packages})
+    records: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for i in range(args.advisories):
+        eco, name = keys[i % len(keys)] if i % 2 == 0 else ("npm", f"unrelated-{i}")
+        rec = {
+            "id": f"BENCH-{i}",
+            "modified": "2024-01-01T00:00:00Z",
+            "aliases": [f"CVE-2024-{i}"],
+            "affected": [
+                {
+                    "package": {"ecosystem": eco, "name": name},
+                    "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "0.0.1"}]}],
+                }
+            ],
+        }
+        records.setdefault((eco, name), []).append(rec)
+
+    def lookup(eco: str, name: str) -> list[dict[str, Any]]:
+        return records.get((eco, name), [])
+
+    t0 = time.perf_counter()
+    layers = [read_layer(f"sha256:{i}", io.BytesIO(b)) for i, b in enumerate(blobs)]
+    cold_inv = build_inventory(squash(layers))
+    cold_findings = basic_findings(match(cold_inv.packages, lookup))
+    cold = time.perf_counter() - t0
+
+    cached_json = [layer.dumps() for layer in layers]
+    t0 = time.perf_counter()
+    warm_layers = [LayerInventory.from_json(json.loads(raw)) for raw in cached_json]
+    warm_inv = build_inventory(squash(warm_layers))
+    t_inv = time.perf_counter() - t0
+    warm_findings = basic_findings(match(warm_inv.packages, lookup))
+    cached = time.perf_counter() - t0
+    assert len(warm_findings) == len(cold_findings)
+
+    candidates = sum(len(lookup(e, n)) for e, n in keys)
+    print(f"packages: {len(cold_inv.packages)}, advisories: {args.advisories}, candidates evaluated: {candidates}")
+    print(f"cold scan (stream {args.size_mib} MiB, squash, inventory, match): {cold:.2f}s")
+    print(
+        f"cached-layer rescan: {cached:.3f}s (inventory {t_inv:.3f}s)  target < 1 s: {'OK' if cached < 1 else 'MISSED'}"
+    )
+    print(f"matching throughput: {candidates / max(cached - t_inv, 1e-9):,.0f} (package, advisory) evaluations/s")
+
+
+if __name__ == "__main__":
+    main()
