@@ -259,3 +259,28 @@ def test_enhanced_findings_group_binaries_by_source_package() -> None:
     assert by_id["CVE-2015-8315"]["packageVulnerabilityDetails"]["vulnerablePackages"][0]["filePath"] == (
         "app/node_modules/ms/package.json"
     )
+
+
+def test_alpine_image_matches_by_origin_in_apk_order() -> None:
+    """An Alpine 3.10 image with `botan 2.8.0-r0`; the record is derived from Alpine's secdb fact
+    "botan 2.9.0-r0 fixes CVE-2018-20187 (v3.10 community)" (see data/SOURCE.md)."""
+    os_release = b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.10.9\nPRETTY_NAME="Alpine Linux v3.10"\n'
+    db = b"C:Q1x=\nP:botan\nV:2.8.0-r0\nA:x86_64\no:botan\n\nP:musl\nV:1.1.22-r4\nA:x86_64\no:musl\n"
+    inv = inventory_of(layer("sha256:al", [("etc/os-release", os_release), ("lib/apk/db/installed", db)]))
+    assert inv.distro is not None
+    assert inv.distro.ecosystem == "Alpine:v3.10"
+    record = {
+        "id": "TEST-ALPINE-CVE-2018-20187",
+        "modified": "2019-01-01T00:00:00Z",
+        "upstream": ["CVE-2018-20187"],
+        "affected": [
+            {
+                "package": {"ecosystem": "Alpine:v3.10", "name": "botan"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.9.0-r0"}]}],
+            }
+        ],
+    }
+    found = basic_findings(match(inv.packages, lookup_in([record])))
+    assert [(f["name"], f["severity"], f["uri"]) for f in found] == [
+        ("CVE-2018-20187", "UNDEFINED", "https://security.alpinelinux.org/vuln/CVE-2018-20187")
+    ]
