@@ -200,6 +200,16 @@ def test_scans_find_exactly_the_expected_vulnerabilities(tmp_path: Path) -> None
         assert again.returncode != 0
         assert "LimitExceededException" in again.stderr
 
+        # A scan belongs to one life of the image: deleted and pushed again, the image has none.
+        ecr.batch_delete_image(repositoryName="scan/app", imageIds=[{"imageTag": "a"}])
+        push(f"{source}:a", live, "scan/app:a")
+        with pytest.raises(ClientError) as gone:
+            ecr.describe_image_scan_findings(repositoryName="scan/app", imageId={"imageTag": "a"})
+        assert gone.value.response["Error"]["Code"] == "ScanNotFoundException"
+        assert "imageScanStatus" not in ecr.describe_images(repositoryName="scan/app")["imageDetails"][0]
+        ecr.start_image_scan(repositoryName="scan/app", imageId={"imageTag": "a"})
+        assert settled(ecr, "scan/app", image_a)["imageScanStatus"]["status"] == "COMPLETE"
+
         # The paginator walks the findings two at a time.
         pages = ecr.get_paginator("describe_image_scan_findings").paginate(
             repositoryName="scan/app", imageId={"imageTag": "a"}, PaginationConfig={"PageSize": 2}

@@ -183,7 +183,7 @@ async def describe_images(ctx: EcrContext, params: dict[str, Any]) -> dict[str, 
     details = [_detail(registry, image, now) for image in found.items]
     from moorage.ecr.scanning import scan_summary
 
-    summaries = await scan_summary(ctx, registry, name, [d["imageDigest"] for d in details])
+    summaries = await scan_summary(ctx, registry, name, {str(i.digest): i.pushed_at for i in found.items})
     for detail in details:
         detail.update(summaries.get(detail["imageDigest"], {}))
     return {

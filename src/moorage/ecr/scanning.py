@@ -4,6 +4,8 @@ BatchGetRepositoryScanningConfiguration, StartImageScan, DescribeImageScanFindin
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from moorage.ecr import EcrContext, Handler
@@ -164,13 +166,15 @@ async def describe_image_scan_findings(ctx: EcrContext, params: dict[str, Any]) 
     return {**out, **next_token(ctx.services.tokens, ctx.operation, scope, after)}
 
 
-async def scan_summary(ctx: EcrContext, registry: RegistryRef, name: str, digests: list[str]) -> dict[str, Any]:
+async def scan_summary(
+    ctx: EcrContext, registry: RegistryRef, name: str, pushed: Mapping[str, datetime]
+) -> dict[str, Any]:
     """`imageScanStatus` / `imageScanFindingsSummary` of DescribeImages, by digest."""
     scanning = ctx.services.scanning
     if scanning is None:
         return {}
     out: dict[str, Any] = {}
-    for digest, record in (await scanning.status_of(registry, name, digests)).items():
+    for digest, record in (await scanning.status_of(registry, name, pushed)).items():
         status = "ACTIVE" if record.scan_type == "ENHANCED" and record.status == "COMPLETE" else record.status
         entry: dict[str, Any] = {"imageScanStatus": {"status": status}}
         if record.description:

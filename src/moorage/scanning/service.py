@@ -13,7 +13,7 @@ import fnmatch
 import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -144,7 +144,7 @@ class Scanning:
         now = self._clock.now()
         config = await self.configuration(registry)
         async with self._metadata.transaction(write=True) as tx:
-            previous = await tx.scans.get(registry, name, str(image.digest))
+            previous = _current(await tx.scans.get(registry, name, str(image.digest)), image)
             if (
                 previous is not None
                 and previous.status in ("IN_PROGRESS", "COMPLETE")
@@ -161,17 +161,20 @@ class Scanning:
     async def result(self, registry: RegistryRef, name: RepositoryName, reference: str) -> tuple[Image, ScanRecord]:
         image = await self._image(registry, name, reference)
         async with self._metadata.transaction() as tx:
-            record = await tx.scans.get(registry, name, str(image.digest))
+            record = _current(await tx.scans.get(registry, name, str(image.digest)), image)
         if record is None:
             raise ScanNotFoundError()
         return image, record
 
-    async def status_of(self, registry: RegistryRef, name: str, digests: Sequence[str]) -> dict[str, ScanRecord]:
+    async def status_of(
+        self, registry: RegistryRef, name: str, pushed: Mapping[str, datetime]
+    ) -> dict[str, ScanRecord]:
+        """The current scan of each image (digest -> its push time)."""
         found = {}
         async with self._metadata.transaction() as tx:
-            for digest in digests:
+            for digest, pushed_at in pushed.items():
                 record = await tx.scans.get(registry, name, digest)
-                if record is not None:
+                if record is not None and record.requested_at >= pushed_at:
                     found[digest] = record
         return found
 
@@ -370,6 +373,13 @@ class Scanning:
             "vulndb_imported_at": snap.status.imported_at.timestamp(),
         }
         return "COMPLETE", COMPLETE_DESCRIPTION, json.dumps(result, default=_json_default), keys
+
+
+def _current(record: ScanRecord | None, image: Image) -> ScanRecord | None:
+    """The record unless it belongs to an earlier life of the digest (the image was deleted and pushed again)."""
+    if record is None or record.requested_at < image.pushed_at:
+        return None
+    return record
 
 
 def _json_default(value: object) -> object:
