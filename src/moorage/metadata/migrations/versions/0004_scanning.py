@@ -1,6 +1,6 @@
 """image scanning: the OSV vulnerability database (vuln_records, vuln_affected) and image_scans
 
-Revision ID: 0003_scanning
+Revision ID: 0004_scanning
 Revises: 0003_replication
 Create Date: 2026-12-02 15:10:00
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_scanning"
+revision: str = "0004_scanning"
 down_revision: str | None = "0003_replication"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
