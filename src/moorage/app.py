@@ -61,6 +61,7 @@ from moorage.metadata.sql import SqlMetadataStore
 from moorage.metrics import MeteredApp, Metrics, metrics_endpoint
 from moorage.model import Digest, RegistryRef, RepositoryName
 from moorage.oci import OciApi, parse_path
+from moorage.pull_through import PullThroughCache
 from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
 from moorage.replication import BackfillJob, Replication, ReplicationSink
@@ -210,6 +211,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             templates=templates,
             replication=replication,
             scanning=scanning,
+            pull_through=PullThroughCache(metadata, clock, settings.pull_through_cache),
         ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),

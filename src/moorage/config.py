@@ -220,6 +220,16 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class PullThroughCacheSettings:
+    # Accept `http://` upstream registry URLs (loopback test upstreams, internal mirrors).
+    allow_http_upstreams: bool = False
+    # A cached tag is checked upstream again when pulled this long after its last check (ECR: 24h).
+    refresh_interval: timedelta = timedelta(hours=24)
+    # How long a pull of a cached tag waits for the upstream before serving the cached image.
+    upstream_timeout: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
 class TestingSettings:
     __test__ = False  # not a pytest test class
 
@@ -258,6 +268,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     testing: TestingSettings = field(default_factory=TestingSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    pull_through_cache: PullThroughCacheSettings = field(default_factory=PullThroughCacheSettings)
 
 
 # --------------------------------------------------------------------------------------------------

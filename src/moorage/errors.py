@@ -307,3 +307,30 @@ class BackfillInProgressError(ConflictError):
 
 class BackfillInvalidStatusError(ConflictError):
     """The backfill's status does not allow the operation (stopping a finished one, say)."""
+
+
+# -- pull-through cache --------------------------------------------------------------------------
+
+
+class PullThroughRuleExistsError(ConflictError):
+    def __init__(self, prefix: str, registry_id: str) -> None:
+        super().__init__(
+            f"A pull through cache rule with the prefix '{prefix}' already exists "
+            f"in the registry with id '{registry_id}'"
+        )
+
+
+class PullThroughRuleNotFoundError(NotFoundError):
+    def __init__(self, prefix: str, registry_id: str) -> None:
+        super().__init__(
+            f"The pull through cache rule with the prefix '{prefix}' does not exist "
+            f"in the registry with id '{registry_id}'"
+        )
+
+
+class UnsupportedUpstreamError(InvalidRequestError):
+    pass
+
+
+class SecretNotFoundError(NotFoundError):
+    pass

@@ -31,6 +31,7 @@ from moorage.identity import Identities
 from moorage.images import Images
 from moorage.lifecycle_job import Lifecycle
 from moorage.model import RegistryRef, Repository, RepositoryName
+from moorage.pull_through import PullThroughCache
 from moorage.registry import Registry
 from moorage.replication import Replication
 from moorage.scanning.service import Scanning
@@ -69,6 +70,7 @@ class EcrServices:
     templates: Templates | None = None
     replication: Replication | None = None
     scanning: Scanning | None = None
+    pull_through: PullThroughCache | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ def all_handlers() -> dict[str, Handler]:
         layers,
         lifecycle,
         policies,
+        pull_through,
         registry_settings,
         replication,
         repositories,
@@ -131,7 +134,18 @@ def all_handlers() -> dict[str, Handler]:
     )
 
     table: dict[str, Handler] = {}
-    modules = (repositories, images, layers, registry_settings, policies, lifecycle, templates, replication, scanning)
+    modules = (
+        repositories,
+        images,
+        layers,
+        registry_settings,
+        policies,
+        lifecycle,
+        templates,
+        replication,
+        scanning,
+        pull_through,
+    )
     for module in modules:
         overlap = table.keys() & module.HANDLERS.keys()
         assert not overlap, f"operations handled twice: {overlap}"

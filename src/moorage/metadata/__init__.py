@@ -39,6 +39,7 @@ from moorage.metadata.outbox import EventTable
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
 from moorage.metadata.scans import ScanTable
 from moorage.metadata.vulndb import VulnDbTable
+from moorage.metadata.pull_through import PullThroughRule, PullThroughRuleTable
 from moorage.model import (
     BlobInfo,
     Digest,
@@ -68,6 +69,8 @@ __all__ = [
     "MetadataStore",
     "PolicyTable",
     "PullExclusionTable",
+    "PullThroughRule",
+    "PullThroughRuleTable",
     "RepositoryTable",
     "ResourceTagTable",
     "ScanTable",
@@ -504,6 +507,7 @@ class Transaction(Protocol):
     backfills: BackfillTable
     vulndb: VulnDbTable
     scans: ScanTable
+    pull_through: PullThroughRuleTable
 
 
 class MetadataStore(Protocol):

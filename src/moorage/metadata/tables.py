@@ -480,3 +480,19 @@ image_packages = Table(
     Column("name", String(500), primary_key=True),
     Index("ix_image_packages_key", "ecosystem", "name"),
 )
+
+
+pull_through_rules = Table(
+    "pull_through_rules",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("prefix", String(30), primary_key=True),
+    Column("upstream_url", String(2048), nullable=False),
+    Column("upstream_registry", String(64), nullable=True),
+    Column("upstream_prefix", String(30), nullable=False),
+    Column("credential_arn", String(612), nullable=True),
+    Column("custom_role_arn", String(2048), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=True),
+)

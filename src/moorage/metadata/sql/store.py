@@ -35,6 +35,7 @@ from moorage.metadata import (
     LifecycleTable,
     PolicyTable,
     PullExclusionTable,
+    PullThroughRuleTable,
     RepositoryTable,
     ResourceTagTable,
     ScanTable,
@@ -52,6 +53,7 @@ from moorage.metadata.sql.images import SqlImages
 from moorage.metadata.sql.jobs import SqlKv, SqlLeases
 from moorage.metadata.sql.lifecycle import SqlLifecycle
 from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuses, SqlTemplates
+from moorage.metadata.sql.pull_through import SqlPullThroughRules
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
 from moorage.metadata.sql.scans import SqlScans
 from moorage.metadata.sql.vulndb import SqlVulnDb
@@ -108,6 +110,7 @@ class SqlTransaction:
         self.backfills: BackfillTable = SqlBackfills(conn, dialect)
         self.vulndb: VulnDbTable = SqlVulnDb(conn, dialect)
         self.scans: ScanTable = SqlScans(conn, dialect)
+        self.pull_through: PullThroughRuleTable = SqlPullThroughRules(conn, dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -260,6 +263,7 @@ class SqlMetadataStore:
                     t.lifecycle_policies,
                     t.lifecycle_previews,
                     t.lifecycle_events,
+                    t.pull_through_rules,
                     t.event_failures,
                     t.events,
                     t.creation_templates,
