@@ -61,7 +61,7 @@ from moorage.metadata.sql import SqlMetadataStore
 from moorage.metrics import MeteredApp, Metrics, metrics_endpoint
 from moorage.model import Digest, RegistryRef, RepositoryName
 from moorage.oci import OciApi, parse_path
-from moorage.pull_through import PullThroughCache
+from moorage.pull_through import CachePulls, PullThroughCache
 from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
 from moorage.replication import BackfillJob, Replication, ReplicationSink
@@ -188,7 +188,6 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         create_on_push=settings.create_on_push,
         templates=templates,
     )
-    oci = OciApi(registry, uploads, registry_auth, authorizer)
     replication = Replication(metadata, clock=clock)
 
     async def replication_allowed(source: RegistryRef, action: str, dest: RegistryRef, name: RepositoryName) -> bool:
@@ -197,6 +196,8 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         return (await authorizer.evaluate(Principal.root(source.account_id), Origin(), need)).allowed
 
     scanning = Scanning(metadata, blobs, registry, clock=clock)
+    pull_through = PullThroughCache(metadata, clock, settings.pull_through_cache)
+    oci = OciApi(registry, uploads, registry_auth, authorizer, CachePulls(pull_through, registry, uploads, clock))
     ecr = EcrApi(
         EcrServices(
             settings,
@@ -211,7 +212,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             templates=templates,
             replication=replication,
             scanning=scanning,
-            pull_through=PullThroughCache(metadata, clock, settings.pull_through_cache),
+            pull_through=pull_through,
         ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),

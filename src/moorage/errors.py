@@ -334,3 +334,24 @@ class UnsupportedUpstreamError(InvalidRequestError):
 
 class SecretNotFoundError(NotFoundError):
     pass
+
+
+class UpstreamFailedError(MoorageError):
+    """The upstream of a pull-through cache rule could not give an image that is not cached.
+    `kind`: denied | too_many | unavailable."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class UpstreamTooManyRequestsError(UpstreamFailedError):
+    pass
+
+
+class UpstreamUnavailableError(UpstreamFailedError):
+    pass
+
+
+class UpstreamAccessDeniedError(UpstreamFailedError):
+    pass

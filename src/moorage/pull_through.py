@@ -9,25 +9,39 @@ left out otherwise (any OCI registry by `https://host[:port][/path]`; `http://` 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
+from typing import NoReturn
 from urllib.parse import urlsplit
 
+from moorage import manifests as mf
 from moorage.clock import Clock
 from moorage.config import PullThroughCacheSettings
 from moorage.errors import (
+    BlobUnknownError,
     InvalidRequestError,
     LimitExceededError,
+    ManifestUnknownError,
     PullThroughRuleExistsError,
     PullThroughRuleNotFoundError,
+    RepositoryAlreadyExistsError,
+    RepositoryNotFoundError,
     UnsupportedUpstreamError,
+    UpstreamAccessDeniedError,
+    UpstreamTooManyRequestsError,
+    UpstreamUnavailableError,
 )
 from moorage.metadata import MetadataStore, PullThroughRule
-from moorage.model import RegistryRef
-from moorage.upstream import UpstreamClient, UpstreamError
+from moorage.model import Digest, RegistryRef, Repository, RepositoryName
+from moorage.registry import Registry
+from moorage.uploads import Uploads
+from moorage.upstream import UpstreamClient, UpstreamError, UpstreamManifest
 
-__all__ = ["MAX_RULES", "PullThroughCache", "known_upstream"]
+__all__ = ["MAX_RULES", "CachePulls", "PullThroughCache", "cached_repository", "known_upstream", "match_rule"]
 
 MAX_RULES = 50
 
@@ -174,6 +188,14 @@ class PullThroughCache:
             raise PullThroughRuleNotFoundError(prefix, registry.account_id)
         return rule
 
+    async def kv_get(self, key: str) -> str | None:
+        async with self._metadata.transaction() as tx:
+            return await tx.kv.get(key)
+
+    async def kv_put(self, key: str, value: str) -> None:
+        async with self._metadata.transaction(write=True) as tx:
+            await tx.kv.put(key, value)
+
     def client(self, rule: PullThroughRule) -> UpstreamClient:
         return UpstreamClient(self.base_url(rule.upstream_url), timeout=self._settings.upstream_timeout.total_seconds())
 
@@ -212,3 +234,174 @@ def _check_secret_region(arn: str, registry: RegistryRef) -> None:
         raise InvalidRequestError(
             "The secret in credentialArn must be in the same account and region as the pull through cache rule"
         )
+
+
+# -- pulls ------------------------------------------------------------------------------------------
+
+
+def cached_repository(registry: RegistryRef, name: RepositoryName, now: datetime) -> Repository:
+    """The repository a pull-through import creates: ECR's defaults (MUTABLE, AES256, no
+    policies). Repository creation templates (PULL_THROUGH_CACHE) plug in here."""
+    return Repository(registry, name, now)
+
+
+def match_rule(rules: Sequence[PullThroughRule], name: str) -> tuple[PullThroughRule, str] | None:
+    """The rule for a repository name (longest `/`-boundary prefix, else ROOT) and the upstream
+    repository path it maps to."""
+    best: PullThroughRule | None = None
+    for rule in rules:
+        if rule.prefix != "ROOT" and name.startswith(rule.prefix + "/"):
+            if best is None or best.prefix == "ROOT" or len(rule.prefix) > len(best.prefix):
+                best = rule
+        elif rule.prefix == "ROOT" and best is None:
+            best = rule
+    if best is None:
+        return None
+    rest = name if best.prefix == "ROOT" else name[len(best.prefix) + 1 :]
+    if best.upstream_prefix != "ROOT":
+        rest = f"{best.upstream_prefix}/{rest}"
+    return best, rest
+
+
+def _raise_for(exc: UpstreamError, reference: str) -> NoReturn:
+    if exc.kind == "not_found":
+        raise ManifestUnknownError("Requested image not found", reference)
+    if exc.kind == "too_many":
+        raise UpstreamTooManyRequestsError("too_many", "The upstream registry answered too many requests")
+    if exc.kind == "denied":
+        raise UpstreamAccessDeniedError("denied", _failure(exc))
+    raise UpstreamUnavailableError("unavailable", f"The upstream registry is unavailable: {exc.message}")
+
+
+class CachePulls:
+    """What a pull of `<prefix>/<path>` does: import what is not cached, refresh tags checked
+    longer than `refresh_interval` ago, serve stale when the upstream fails. One import per
+    (repository, reference) and one upstream fetch per blob at a time in this process."""
+
+    def __init__(self, cache: PullThroughCache, registry: Registry, uploads: Uploads, clock: Clock) -> None:
+        self._cache = cache
+        self._registry = registry
+        self._uploads = uploads
+        self._clock = clock
+        self._flights: dict[tuple[str, ...], asyncio.Future[None]] = {}
+        self.metrics: dict[str, int] = {"hit": 0, "miss": 0, "stale": 0}
+
+    async def _once(self, key: tuple[str, ...], work: Callable[[], Awaitable[None]]) -> None:
+        flight = self._flights.get(key)
+        if flight is not None:
+            await asyncio.shield(flight)
+            return
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            await work()
+            flight.set_result(None)
+        except BaseException as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._flights[key]
+
+    async def prepare(self, registry: RegistryRef, name: RepositoryName, reference: str) -> str | None:
+        """Make `name:reference` pullable when a rule covers `name`: None (no rule), "hit",
+        "miss" (imported now) or "stale" (the upstream failed; the cached image is served)."""
+        matched = match_rule(await self._cache.rules(registry), str(name))
+        if matched is None:
+            return None
+        rule, upstream_name = matched
+        try:
+            image = await self._registry.get_manifest(registry, name, reference, with_body=False)
+        except (RepositoryNotFoundError, ManifestUnknownError):
+            image = None
+        is_digest = Digest.looks_like(reference)
+        checked_key = f"ptc/checked/{registry.account_id}/{registry.region}/{name}:{reference}"
+        client = self._cache.client(rule)
+        try:
+            if image is not None:
+                if is_digest:
+                    state = "hit"
+                else:
+                    checked = await self._cache.kv_get(checked_key)
+                    interval = self._cache.settings.refresh_interval.total_seconds()
+                    if checked is not None and self._clock.now().timestamp() - float(checked) < interval:
+                        state = "hit"
+                    else:
+                        try:
+                            digest = await client.head_manifest(upstream_name, reference)
+                        except UpstreamError:
+                            self.metrics["stale"] += 1
+                            return "stale"
+                        if digest == str(image.digest):
+                            await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
+                            state = "hit"
+                        else:
+                            state = "miss"
+                if state == "hit":
+                    self.metrics["hit"] += 1
+                    return state
+            try:
+                await self._once(
+                    ("m", registry.account_id, registry.region, str(name), reference),
+                    lambda: self._import(registry, name, client, upstream_name, reference),
+                )
+            except UpstreamError as exc:
+                if image is not None:
+                    self.metrics["stale"] += 1
+                    return "stale"
+                _raise_for(exc, reference)
+            if not is_digest:
+                await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
+            self.metrics["miss"] += 1
+            return "miss"
+        finally:
+            await client.aclose()
+
+    async def _import(
+        self, registry: RegistryRef, name: RepositoryName, client: UpstreamClient, upstream_name: str, reference: str
+    ) -> None:
+        try:
+            await self._registry.get_repository(registry, name)
+        except RepositoryNotFoundError:
+            with contextlib.suppress(RepositoryAlreadyExistsError):
+                await self._registry.create_repository(cached_repository(registry, name, self._clock.now()))
+        manifest = await client.get_manifest(upstream_name, reference)
+        parsed = mf.parse(manifest.body, manifest.media_type or None)
+        for child in parsed.manifests:
+            child_manifest = await client.get_manifest(upstream_name, str(child.digest))
+            await self._store(registry, name, client, upstream_name, child_manifest, None)
+        await self._store(
+            registry, name, client, upstream_name, manifest, None if Digest.looks_like(reference) else reference
+        )
+
+    async def _store(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        client: UpstreamClient,
+        upstream_name: str,
+        manifest: UpstreamManifest,
+        tag: str | None,
+    ) -> None:
+        parsed = mf.parse(manifest.body, manifest.media_type or None)
+        blobs = [d for d in (parsed.config, *parsed.layers) if d is not None]
+        for descriptor in blobs:
+            digest = descriptor.digest
+            await self._once(
+                ("b", registry.account_id, registry.region, str(name), str(digest)),
+                lambda d=digest: self._fetch_blob(registry, name, client, upstream_name, d),  # type: ignore[misc]
+            )
+        await self._registry.put_manifest(
+            registry, name, manifest.body, manifest.media_type or None, tag=tag, digest=Digest.parse(manifest.digest)
+        )
+
+    async def _fetch_blob(
+        self, registry: RegistryRef, name: RepositoryName, client: UpstreamClient, upstream_name: str, digest: Digest
+    ) -> None:
+        try:
+            await self._registry.stat_blob(registry, name, digest)
+            return
+        except BlobUnknownError:
+            pass
+        async with client.blob(upstream_name, str(digest)) as blob:
+            await self._uploads.upload_blob(registry, name, digest, blob.chunks)

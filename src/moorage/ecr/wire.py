@@ -128,6 +128,7 @@ _TABLE: list[tuple[type[e.MoorageError], str]] = [
     (e.PullThroughRuleNotFoundError, "PullThroughCacheRuleNotFoundException"),
     (e.UnsupportedUpstreamError, "UnsupportedUpstreamRegistryException"),
     (e.SecretNotFoundError, "SecretNotFoundException"),
+    (e.UpstreamFailedError, "UnableToGetUpstreamImageException"),
     (e.AuthenticationError, "UnrecognizedClientException"),
     (e.InvalidRequestError, "InvalidParameterException"),
     (e.TooLargeError, "InvalidParameterException"),

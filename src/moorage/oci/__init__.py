@@ -41,6 +41,7 @@ from moorage.errors import (
 )
 from moorage.model import RegistryRef, RepositoryName, parse_repository_name
 from moorage.oci.errors import error_body, oci_error
+from moorage.pull_through import CachePulls
 from moorage.registry import Registry
 from moorage.uploads import Uploads
 
@@ -99,6 +100,7 @@ class OciContext:
     principal: Principal
     registry: Registry
     uploads: Uploads
+    pull_through: CachePulls | None = None
 
     @property
     def name(self) -> RepositoryName:
@@ -131,7 +133,12 @@ class OciApi:
     """ASGI app for `/v2/...`."""
 
     def __init__(
-        self, registry: Registry, uploads: Uploads, authenticator: RegistryAuthenticator, authorizer: Authorizer
+        self,
+        registry: Registry,
+        uploads: Uploads,
+        authenticator: RegistryAuthenticator,
+        authorizer: Authorizer,
+        pull_through: CachePulls | None = None,
     ) -> None:
         from moorage.oci import blobs, manifests  # the handler modules import this one
 
@@ -139,6 +146,7 @@ class OciApi:
         self._uploads = uploads
         self._auth = authenticator
         self._authz = authorizer
+        self._pull_through = pull_through
         self._handlers: dict[tuple[Kind, str], Handler] = {
             ("base", "GET"): _base,
             ("base", "HEAD"): _base,
@@ -170,7 +178,9 @@ class OciApi:
         except AccessDeniedError as exc:  # e.g. an expired token, or one of another region or account
             await _error(send, request, "DENIED", 403, exc.message)
             return
-        ctx = OciContext(request, send, path, registry_ref, principal, self._registry, self._uploads)
+        ctx = OciContext(
+            request, send, path, registry_ref, principal, self._registry, self._uploads, self._pull_through
+        )
         try:
             if path.kind != "base":
                 await self._authz.check_registry_api(

@@ -34,6 +34,7 @@ def _manifest_headers(image: Image) -> list[tuple[str, str]]:
 
 async def get_manifest(ctx: OciContext) -> None:
     head = ctx.request.method == "HEAD"
+    cache = await ctx.pull_through.prepare(ctx.registry_ref, ctx.name, ctx.reference) if ctx.pull_through else None
     image = await ctx.registry.get_manifest(ctx.registry_ref, ctx.name, ctx.reference, with_body=not head)
     if not head:  # a pull: lastRecordedPullTime (coalesced, written in the background)
         ctx.registry.pulls.note(image, ctx.principal.arn)
@@ -44,7 +45,10 @@ async def get_manifest(ctx: OciContext) -> None:
         if image.body is None:
             image = await ctx.registry.get_manifest(ctx.registry_ref, ctx.name, ctx.reference)
         image = convert_for(image, accept) or image
-    await ctx.reply(200, _manifest_headers(image), image.body or b"")
+    headers = _manifest_headers(image)
+    if cache is not None:
+        headers.append(("x-moorage-cache", cache))
+    await ctx.reply(200, headers, image.body or b"")
 
 
 async def put_manifest(ctx: OciContext) -> None:

@@ -1,0 +1,161 @@
+"""Pulls through the cache against the real server: skopeo from a Docker Hub-like token front end
+over the Debian docker-registry on loopback; a multi-arch index; the upstream down, answering
+429, the tag moved after the refresh interval (clock control); concurrent cold pulls."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import images
+from tests.support.live import LiveServer
+from tests.support.upstream import Distribution, TokenFront, push, put_manifest
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[tuple[Distribution, TokenFront]]:
+    registry = Distribution(tmp_path / "upstream").start()
+    front = TokenFront(registry).start()
+    yield registry, front
+    front.stop()
+    registry.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    live = LiveServer(
+        tmp_path / "data",
+        args=["--allow-clock-control"],
+        env={"MOORAGE_PULL_THROUGH_CACHE__ALLOW_HTTP_UPSTREAMS": "true"},
+    ).start()
+    yield live
+    live.stop()
+
+
+def _get(server: LiveServer, name: str, ref: str) -> httpx.Response:
+    accept = ", ".join((images.OCI_MANIFEST, images.OCI_INDEX))
+    return httpx.get(
+        f"{server.url}/v2/{name}/manifests/{ref}", auth=server.auth, headers={"accept": accept}, timeout=60
+    )
+
+
+def _skopeo_pull(server: LiveServer, ref: str, dest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--src-tls-verify=false",
+            "--preserve-digests",
+            "--src-creds",
+            server.creds,
+            f"docker://{server.address}/{ref}",
+            f"oci:{dest}:x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_skopeo_pull_through_cache_then_upstream_down(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront], tmp_path: Path
+) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:
+        manifest = push(c, "library/alpine", "3", layers=2, size=300_000)
+        push(c, "library/busybox", "1")
+    ecr = server.ecr()
+    ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="hub", upstreamRegistryUrl=front.url)
+
+    done = _skopeo_pull(server, "hub/library/alpine:3", tmp_path / "a")
+    assert done.returncode == 0, done.stderr
+    index = json.loads((tmp_path / "a" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == manifest.digest
+    repos = ecr.describe_repositories()["repositories"]
+    assert [r["repositoryName"] for r in repos] == ["hub/library/alpine"]
+    assert repos[0]["imageTagMutability"] == "MUTABLE"
+    assert _get(server, "hub/library/alpine", "3").headers["x-moorage-cache"] == "hit"
+
+    front.stop()  # the upstream is gone: the cached tag still pulls, an uncached one fails
+    done = _skopeo_pull(server, "hub/library/alpine:3", tmp_path / "b")
+    assert done.returncode == 0, done.stderr
+    missing = _get(server, "hub/library/busybox", "1")
+    assert missing.status_code == 503
+    assert images.error_codes(missing) == ["UNAVAILABLE"]
+
+
+def test_429_serves_stale_and_tag_moves_after_refresh_interval(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront]
+) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:
+        first = push(c, "team/app", "v1")
+    server.ecr().create_pull_through_cache_rule(ecrRepositoryPrefix="up", upstreamRegistryUrl=front.url)
+    cold = _get(server, "up/team/app", "v1")
+    assert cold.status_code == 200, cold.text
+    assert cold.headers["x-moorage-cache"] == "miss"
+    assert cold.headers["docker-content-digest"] == first.digest
+
+    with httpx.Client(base_url=registry.url) as c:
+        moved = push(c, "team/app", "v1")
+    assert _get(server, "up/team/app", "v1").headers["docker-content-digest"] == first.digest  # within 24h
+    httpx.post(f"{server.url}/_moorage/clock", json={"advance_seconds": 25 * 3600}, timeout=10).raise_for_status()
+    front.fail_with = 429
+    stale = _get(server, "up/team/app", "v1")
+    assert stale.status_code == 200
+    assert stale.headers["x-moorage-cache"] == "stale"
+    assert stale.headers["docker-content-digest"] == first.digest
+    uncached = _get(server, "up/team/other", "v1")
+    assert uncached.status_code == 429
+    assert images.error_codes(uncached) == ["TOOMANYREQUESTS"]
+    front.fail_with = None
+    time.sleep(1.1)  # the 429's back-off (Retry-After absent: 1 s)
+    refreshed = _get(server, "up/team/app", "v1")
+    assert refreshed.headers["x-moorage-cache"] == "miss"
+    assert refreshed.headers["docker-content-digest"] == moved.digest
+
+
+def test_multi_arch_index_imports_children(server: LiveServer, upstream: tuple[Distribution, TokenFront]) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:
+        children = [push(c, "multi/arch", f"c{i}") for i in range(2)]
+        index = images.oci_index(children)
+        put_manifest(c, "multi/arch", "latest", index)
+    server.ecr().create_pull_through_cache_rule(ecrRepositoryPrefix="mm", upstreamRegistryUrl=front.url)
+    got = _get(server, "mm/multi/arch", "latest")
+    assert got.status_code == 200, got.text
+    assert got.headers["docker-content-digest"] == index.digest
+    front.stop()
+    for child in children:  # children are cached with the index
+        assert _get(server, "mm/multi/arch", child.digest).status_code == 200
+
+
+def test_concurrent_cold_pulls_fetch_each_blob_once(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront]
+) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:
+        manifest = push(c, "big/image", "1", layers=3, size=2_000_000)
+    front.delay = 0.3
+    server.ecr().create_pull_through_cache_rule(ecrRepositoryPrefix="cc", upstreamRegistryUrl=front.url)
+    results: list[int] = []
+
+    def pull() -> None:
+        results.append(_get(server, "cc/big/image", "1").status_code)
+
+    threads = [threading.Thread(target=pull) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 4
+    for descriptor in json.loads(manifest.data)["layers"]:
+        assert front.blob_fetches(descriptor["digest"]) == 1
