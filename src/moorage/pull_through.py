@@ -303,9 +303,18 @@ class CachePulls:
         finally:
             del self._flights[key]
 
-    async def prepare(self, registry: RegistryRef, name: RepositoryName, reference: str) -> str | None:
+    async def prepare(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        reference: str,
+        allow: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> str | None:
         """Make `name:reference` pullable when a rule covers `name`: None (no rule), "hit",
-        "miss" (imported now) or "stale" (the upstream failed; the cached image is served)."""
+        "miss" (imported now) or "stale" (the upstream failed; the cached image is served).
+        `allow(action)` says whether the caller may `ecr:CreateRepository` (needed when the
+        repository is missing; else NAME_UNKNOWN) and `ecr:BatchImportUpstreamImage` (needed to
+        import; else "Requested image not found"), as ECR requires (§11.2)."""
         matched = match_rule(await self._cache.rules(registry), str(name))
         if matched is None:
             return None
@@ -316,6 +325,14 @@ class CachePulls:
             image = None
         is_digest = Digest.looks_like(reference)
         checked_key = f"ptc/checked/{registry.account_id}/{registry.region}/{name}:{reference}"
+        if image is None and allow is not None:
+            try:
+                await self._registry.get_repository(registry, name)
+            except RepositoryNotFoundError:
+                if not await allow("ecr:CreateRepository"):
+                    raise
+            if not await allow("ecr:BatchImportUpstreamImage"):
+                raise ManifestUnknownError("Requested image not found", reference)
         client = self._cache.client(rule)
         try:
             if image is not None:

@@ -4,8 +4,10 @@ over the Debian docker-registry on loopback; a multi-arch index; the upstream do
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -159,3 +161,45 @@ def test_concurrent_cold_pulls_fetch_each_blob_once(
     assert results == [200] * 4
     for descriptor in json.loads(manifest.data)["layers"]:
         assert front.blob_fetches(descriptor["digest"]) == 1
+
+
+def _admin(server: LiveServer, *args: str, stdin: str | None = None) -> str:
+    command = [sys.executable, "-m", "moorage", "admin", *args, "--data-dir", str(server.data_dir)]
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout
+
+
+def _user_password(server: LiveServer, name: str, actions: list[str]) -> tuple[str, str]:
+    _admin(server, "create-user", name)
+    out = _admin(server, "create-access-key", "--user", name)
+    values = dict(line.split("=", 1) for line in out.strip().splitlines() if "=" in line)
+    key_id, secret = values["AWS_ACCESS_KEY_ID"], values["AWS_SECRET_ACCESS_KEY"]
+    document = json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+    )
+    _admin(server, "attach-user-policy", name, "--name", "p", "--document", "-", stdin=document)
+    ecr = server.ecr(access_key_id=key_id, secret_access_key=secret)
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    return user, password
+
+
+def test_import_needs_create_repository_and_batch_import(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront]
+) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:
+        push(c, "team/app", "v1")
+    server.ecr().create_pull_through_cache_rule(ecrRepositoryPrefix="up", upstreamRegistryUrl=front.url)
+    pull_only = ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    reader = _user_password(server, "reader", pull_only)
+    importer = _user_password(server, "importer", [*pull_only, "ecr:CreateRepository", "ecr:BatchImportUpstreamImage"])
+    url = f"{server.url}/v2/up/team/app/manifests/v1"
+    accept = {"accept": images.OCI_MANIFEST}
+    refused = httpx.get(url, auth=reader, headers=accept, timeout=30)
+    assert refused.status_code == 404
+    assert images.error_codes(refused) == ["NAME_UNKNOWN"]
+    assert server.ecr().describe_repositories()["repositories"] == []
+    imported = httpx.get(url, auth=importer, headers=accept, timeout=30)
+    assert imported.status_code == 200, imported.text
+    assert httpx.get(url, auth=reader, headers=accept, timeout=30).status_code == 200  # cached now

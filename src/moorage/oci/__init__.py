@@ -29,7 +29,7 @@ from typing import Literal
 
 from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
 from moorage.auth import Principal, RegistryAuthenticator
-from moorage.authz import Authorizer, Origin
+from moorage.authz import Authorizer, Origin, on_repository
 from moorage.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -101,6 +101,15 @@ class OciContext:
     registry: Registry
     uploads: Uploads
     pull_through: CachePulls | None = None
+    authorizer: Authorizer | None = None
+
+    async def allowed(self, action: str) -> bool:
+        """Whether the caller may `action` on the addressed repository (pull-through imports)."""
+        if self.authorizer is None:
+            return True
+        need = on_repository(action, self.registry_ref, self.name)
+        outcome = await self.authorizer.evaluate(self.principal, Origin.of(self.request.scope), need)
+        return outcome.allowed
 
     @property
     def name(self) -> RepositoryName:
@@ -179,7 +188,7 @@ class OciApi:
             await _error(send, request, "DENIED", 403, exc.message)
             return
         ctx = OciContext(
-            request, send, path, registry_ref, principal, self._registry, self._uploads, self._pull_through
+            request, send, path, registry_ref, principal, self._registry, self._uploads, self._pull_through, self._authz
         )
         try:
             if path.kind != "base":

@@ -34,7 +34,9 @@ def _manifest_headers(image: Image) -> list[tuple[str, str]]:
 
 async def get_manifest(ctx: OciContext) -> None:
     head = ctx.request.method == "HEAD"
-    cache = await ctx.pull_through.prepare(ctx.registry_ref, ctx.name, ctx.reference) if ctx.pull_through else None
+    cache = None
+    if ctx.pull_through is not None:
+        cache = await ctx.pull_through.prepare(ctx.registry_ref, ctx.name, ctx.reference, ctx.allowed)
     image = await ctx.registry.get_manifest(ctx.registry_ref, ctx.name, ctx.reference, with_body=not head)
     if not head:  # a pull: lastRecordedPullTime (coalesced, written in the background)
         ctx.registry.pulls.note(image, ctx.principal.arn)
