@@ -38,12 +38,14 @@ __all__ = [
     "LIFECYCLE_ACTION",
     "MOORAGE_SOURCE",
     "REPLICATION_ACTION",
+    "PULL_THROUGH_CACHE_ACTION",
     "REPOSITORY_ACTION",
     "Event",
     "image_action",
     "image_deleted",
     "lifecycle_action",
     "replication_action",
+    "pull_through_cache_action",
     "repository_action",
     "repository_arn",
 ]
@@ -210,3 +212,34 @@ def replication_action(
         detail["failure-code"] = failure_code
     arn = repository_arn(destination, repository)
     return Event.create(REPLICATION_ACTION, ECR_SOURCE, destination, at, detail, repository=repository, resources=[arn])
+PULL_THROUGH_CACHE_ACTION = "ECR Pull Through Cache Action"
+
+
+def pull_through_cache_action(
+    registry: RegistryRef,
+    repository: str,
+    prefix: str,
+    upstream_url: str,
+    at: datetime,
+    *,
+    tag: str | None = None,
+    digest: str | None = None,
+    failure: tuple[str, str] | None = None,
+) -> Event:
+    """ECR's `ECR Pull Through Cache Action`: an image synced from the upstream into a cached
+    repository (`sync-status` SUCCESS), or a sync that failed (FAILED, with the failure code and
+    reason)."""
+    detail: dict[str, Any] = {
+        "rule-version": "1",
+        "sync-status": "FAILED" if failure else "SUCCESS",
+        "ecr-repository-prefix": prefix,
+        "repository-name": repository,
+        "upstream-registry-url": upstream_url,
+    }
+    if tag is not None:
+        detail["image-tag"] = tag
+    if digest is not None:
+        detail["image-digest"] = digest
+    if failure is not None:
+        detail["failure-code"], detail["failure-reason"] = failure
+    return Event.create(PULL_THROUGH_CACHE_ACTION, ECR_SOURCE, registry, at, detail, repository=repository)

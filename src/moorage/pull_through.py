@@ -35,6 +35,7 @@ from moorage.errors import (
     UpstreamTooManyRequestsError,
     UpstreamUnavailableError,
 )
+from moorage.events import Event, pull_through_cache_action
 from moorage.metadata import MetadataStore, PullThroughRule
 from moorage.model import Digest, RegistryRef, Repository, RepositoryName
 from moorage.registry import Registry
@@ -188,6 +189,10 @@ class PullThroughCache:
             raise PullThroughRuleNotFoundError(prefix, registry.account_id)
         return rule
 
+    async def record(self, event: Event) -> None:
+        async with self._metadata.transaction(write=True) as tx:
+            await tx.events.add([event])
+
     async def kv_get(self, key: str) -> str | None:
         async with self._metadata.transaction() as tx:
             return await tx.kv.get(key)
@@ -261,6 +266,14 @@ def match_rule(rules: Sequence[PullThroughRule], name: str) -> tuple[PullThrough
     if best.upstream_prefix != "ROOT":
         rest = f"{best.upstream_prefix}/{rest}"
     return best, rest
+
+
+_FAILURE_CODES = {
+    "too_many": "UpstreamTooManyRequests",
+    "denied": "UpstreamAccessDenied",
+    "unavailable": "UpstreamUnavailable",
+    "not_found": "ImageNotFound",
+}
 
 
 def _raise_for(exc: UpstreamError, reference: str) -> NoReturn:
@@ -366,7 +379,31 @@ class CachePulls:
                 if image is not None:
                     self.metrics["stale"] += 1
                     return "stale"
+                await self._cache.record(
+                    pull_through_cache_action(
+                        registry,
+                        str(name),
+                        rule.prefix,
+                        rule.upstream_url,
+                        self._clock.now(),
+                        tag=None if is_digest else reference,
+                        digest=reference if is_digest else None,
+                        failure=(_FAILURE_CODES.get(exc.kind, "UpstreamUnavailable"), exc.message),
+                    )
+                )
                 _raise_for(exc, reference)
+            imported = await self._registry.get_manifest(registry, name, reference, with_body=False)
+            await self._cache.record(
+                pull_through_cache_action(
+                    registry,
+                    str(name),
+                    rule.prefix,
+                    rule.upstream_url,
+                    self._clock.now(),
+                    tag=None if is_digest else reference,
+                    digest=str(imported.digest),
+                )
+            )
             if not is_digest:
                 await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
             self.metrics["miss"] += 1

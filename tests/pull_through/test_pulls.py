@@ -123,6 +123,16 @@ def test_429_serves_stale_and_tag_moves_after_refresh_interval(
     refreshed = _get(server, "up/team/app", "v1")
     assert refreshed.headers["x-moorage-cache"] == "miss"
     assert refreshed.headers["docker-content-digest"] == moved.digest
+    listed = subprocess.run(
+        [sys.executable, "-m", "moorage", "events", "list", "--data-dir", str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    actions = [line for line in listed.splitlines() if "ECR Pull Through Cache Action" in line]
+    assert sum("up/team/app" in line for line in actions) == 2  # the first import and the refresh
+    assert sum("up/team/other" in line for line in actions) == 1  # the failed sync
 
 
 def test_multi_arch_index_imports_children(server: LiveServer, upstream: tuple[Distribution, TokenFront]) -> None:
