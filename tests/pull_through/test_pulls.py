@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.conftest import _engine, login, make_image, run
 from tests.support import images
 from tests.support.live import LiveServer
 from tests.support.upstream import Distribution, TokenFront, push, put_manifest
@@ -213,3 +214,29 @@ def test_import_needs_create_repository_and_batch_import(
     imported = httpx.get(url, auth=importer, headers=accept, timeout=30)
     assert imported.status_code == 200, imported.text
     assert httpx.get(url, auth=reader, headers=accept, timeout=30).status_code == 200  # cached now
+
+
+def test_podman_pulls_a_multi_arch_image_through_the_cache(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront], tmp_path: Path
+) -> None:
+    registry, front = upstream
+    digest = make_image(tmp_path / "layout", "1", layers=2, layer_size_mb=0.2, platforms="linux/amd64,linux/arm64")
+    run(
+        [
+            "skopeo",
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            f"oci:{tmp_path / 'layout'}:1",
+            f"docker://{registry.host}/library/tool:1",
+        ]
+    )
+    server.ecr().create_pull_through_cache_rule(ecrRepositoryPrefix="hub", upstreamRegistryUrl=front.url)
+    login(server)
+    with _engine("podman", tmp_path / "podman") as podman:
+        podman("pull", "--tls-verify=false", "--arch", "arm64", f"{server.address}/hub/library/tool:1")
+        shown = podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    assert f"{server.address}/hub/library/tool:1" in shown
+    assert _get(server, "hub/library/tool", "1").headers["docker-content-digest"] == digest
+    assert _get(server, "hub/library/tool", "1").headers["x-moorage-cache"] == "hit"

@@ -47,6 +47,10 @@ class Distribution:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     def start(self) -> Distribution:
         binary = shutil.which("docker-registry")
         assert binary, "apt-get install docker-registry"
