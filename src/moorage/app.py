@@ -197,7 +197,8 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
 
     scanning = Scanning(metadata, blobs, registry, clock=clock)
     pull_through = PullThroughCache(metadata, clock, settings.pull_through_cache)
-    oci = OciApi(registry, uploads, registry_auth, authorizer, CachePulls(pull_through, registry, uploads, clock))
+    cache_pulls = CachePulls(pull_through, registry, uploads, clock)
+    oci = OciApi(registry, uploads, registry_auth, authorizer, cache_pulls)
     ecr = EcrApi(
         EcrServices(
             settings,
@@ -213,6 +214,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             replication=replication,
             scanning=scanning,
             pull_through=pull_through,
+            cache_pulls=cache_pulls,
         ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),

@@ -240,3 +240,20 @@ def test_podman_pulls_a_multi_arch_image_through_the_cache(
     assert f"{server.address}/hub/library/tool:1" in shown
     assert _get(server, "hub/library/tool", "1").headers["docker-content-digest"] == digest
     assert _get(server, "hub/library/tool", "1").headers["x-moorage-cache"] == "hit"
+
+
+def test_batch_get_image_imports_and_reports_upstream_failures(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront]
+) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:
+        manifest = push(c, "team/api", "2")
+    ecr = server.ecr()
+    ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="bg", upstreamRegistryUrl=front.url)
+    got = ecr.batch_get_image(repositoryName="bg/team/api", imageIds=[{"imageTag": "2"}])
+    assert [i["imageId"]["imageDigest"] for i in got["images"]] == [manifest.digest]
+    assert got["failures"] == []
+    front.fail_with = 503
+    failed = ecr.batch_get_image(repositoryName="bg/team/api", imageIds=[{"imageTag": "3"}, {"imageTag": "2"}])
+    assert [f["failureCode"] for f in failed["failures"]] == ["UpstreamUnavailable"]
+    assert [i["imageId"]["imageTag"] for i in failed["images"]] == ["2"]  # cached: served

@@ -31,7 +31,7 @@ from moorage.identity import Identities
 from moorage.images import Images
 from moorage.lifecycle_job import Lifecycle
 from moorage.model import RegistryRef, Repository, RepositoryName
-from moorage.pull_through import PullThroughCache
+from moorage.pull_through import CachePulls, PullThroughCache
 from moorage.registry import Registry
 from moorage.replication import Replication
 from moorage.scanning.service import Scanning
@@ -71,6 +71,7 @@ class EcrServices:
     replication: Replication | None = None
     scanning: Scanning | None = None
     pull_through: PullThroughCache | None = None
+    cache_pulls: CachePulls | None = None
 
 
 @dataclass(slots=True)

@@ -8,9 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from moorage import manifests as mf
+from moorage.authz import on_repository
 from moorage.ecr import EcrContext, Handler
 from moorage.ecr.wire import EcrError, epoch, next_token, page_request
-from moorage.errors import DigestInvalidError, ManifestBlobUnknownError, ManifestUnknownError
+from moorage.errors import (
+    DigestInvalidError,
+    ManifestBlobUnknownError,
+    ManifestUnknownError,
+    RepositoryNotFoundError,
+    UpstreamFailedError,
+)
 from moorage.images import ImageFailure, ImageRef
 from moorage.model import Digest, Image, RegistryRef
 
@@ -113,15 +120,48 @@ def _digest_mismatch(params: dict[str, Any], text: str) -> str:
     )
 
 
+async def _through_cache(ctx: EcrContext, params: dict[str, Any]) -> tuple[list[ImageRef], list[dict[str, Any]]]:
+    """Import what the pull-through cache covers and has not cached (as a /v2/ pull does); the
+    references left to read, and a failure per image the upstream could not give."""
+    refs = _refs(params)
+    cache = ctx.services.cache_pulls
+    if cache is None:
+        return refs, []
+    registry, name = ctx.target(params)
+    left: list[ImageRef] = []
+    failures: list[dict[str, Any]] = []
+
+    async def allow(action: str) -> bool:
+        need = on_repository(action, registry, name)
+        return (await ctx.services.authorizer.evaluate(ctx.caller.principal, ctx.origin, need)).allowed
+
+    for ref in refs:
+        reference = ref.tag or ref.digest
+        if reference is not None:
+            try:
+                await cache.prepare(registry, name, reference, allow)
+            except UpstreamFailedError as exc:
+                code = {"too_many": "UpstreamTooManyRequests", "denied": "UpstreamAccessDenied"}.get(
+                    exc.kind, "UpstreamUnavailable"
+                )
+                failures.append({"imageId": _image_id(ref), "failureCode": code, "failureReason": exc.message})
+                continue
+            except (ManifestUnknownError, RepositoryNotFoundError):
+                pass  # answered by batch_get as for any repository
+        left.append(ref)
+    return left, failures
+
+
 async def batch_get_image(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
     registry, name = ctx.target(params)
     accepted = params.get("acceptedMediaTypes") or []
+    refs, upstream_failures = await _through_cache(ctx, params)
     found, failures = await ctx.services.images.batch_get(
-        registry, name, _refs(params), accepted, principal_arn=ctx.caller.principal.arn
+        registry, name, refs, accepted, principal_arn=ctx.caller.principal.arn
     )
     return {
         "images": [_image(registry, image, ref.tag) for ref, image in found],
-        "failures": [_failure(f) for f in failures],
+        "failures": [*upstream_failures, *(_failure(f) for f in failures)],
     }
 
 
