@@ -5,6 +5,7 @@ over the Debian docker-registry on loopback; a multi-arch index; the upstream do
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import sys
@@ -257,3 +258,35 @@ def test_batch_get_image_imports_and_reports_upstream_failures(
     failed = ecr.batch_get_image(repositoryName="bg/team/api", imageIds=[{"imageTag": "3"}, {"imageTag": "2"}])
     assert [f["failureCode"] for f in failed["failures"]] == ["UpstreamUnavailable"]
     assert [i["imageId"]["imageTag"] for i in failed["images"]] == ["2"]  # cached: served
+
+
+def test_kill_9_mid_import_then_the_next_pull_completes(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront]
+) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:
+        manifest = push(c, "slow/image", "1", layers=3, size=500_000)
+    server.ecr().create_pull_through_cache_rule(ecrRepositoryPrefix="kk", upstreamRegistryUrl=front.url)
+    front.delay = 1.0
+
+    def pull() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            _get(server, "kk/slow/image", "1")
+
+    worker = threading.Thread(target=pull)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while front.blob_fetches(json.loads(manifest.data)["config"]["digest"]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    server.kill()
+    worker.join()
+    server.start()
+    # nothing half-written is visible: the tag is not there until its import completes
+    listed = server.ecr().describe_images(repositoryName="kk/slow/image").get("imageDetails", [])
+    assert listed == []
+    front.delay = 0.0
+    again = _get(server, "kk/slow/image", "1")
+    assert again.status_code == 200, again.text
+    assert again.headers["docker-content-digest"] == manifest.digest
+    assert again.headers["x-moorage-cache"] == "miss"
