@@ -37,15 +37,15 @@ __all__ = [
     "IMAGE_ACTION",
     "LIFECYCLE_ACTION",
     "MOORAGE_SOURCE",
-    "REPLICATION_ACTION",
     "PULL_THROUGH_CACHE_ACTION",
+    "REPLICATION_ACTION",
     "REPOSITORY_ACTION",
     "Event",
     "image_action",
     "image_deleted",
     "lifecycle_action",
-    "replication_action",
     "pull_through_cache_action",
+    "replication_action",
     "repository_action",
     "repository_arn",
 ]
@@ -212,6 +212,8 @@ def replication_action(
         detail["failure-code"] = failure_code
     arn = repository_arn(destination, repository)
     return Event.create(REPLICATION_ACTION, ECR_SOURCE, destination, at, detail, repository=repository, resources=[arn])
+
+
 PULL_THROUGH_CACHE_ACTION = "ECR Pull Through Cache Action"
 
 

@@ -36,10 +36,10 @@ from datetime import datetime
 from typing import Protocol
 
 from moorage.metadata.outbox import EventTable
+from moorage.metadata.pull_through import PullThroughRule, PullThroughRuleTable
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
 from moorage.metadata.scans import ScanTable
 from moorage.metadata.vulndb import VulnDbTable
-from moorage.metadata.pull_through import PullThroughRule, PullThroughRuleTable
 from moorage.model import (
     BlobInfo,
     Digest,

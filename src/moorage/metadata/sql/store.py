@@ -52,8 +52,8 @@ from moorage.metadata.sql.identities import SqlIdentities, SqlPolicies, SqlPullE
 from moorage.metadata.sql.images import SqlImages
 from moorage.metadata.sql.jobs import SqlKv, SqlLeases
 from moorage.metadata.sql.lifecycle import SqlLifecycle
-from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuses, SqlTemplates
 from moorage.metadata.sql.pull_through import SqlPullThroughRules
+from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuses, SqlTemplates
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
 from moorage.metadata.sql.scans import SqlScans
 from moorage.metadata.sql.vulndb import SqlVulnDb

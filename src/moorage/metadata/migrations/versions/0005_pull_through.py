@@ -1,7 +1,7 @@
 """pull-through cache rules: pull_through_rules
 
-Revision ID: 0003_pull_through
-Revises: 0002
+Revision ID: 0005_pull_through
+Revises: 0004_scanning
 Create Date: 2026-12-02 15:40:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_pull_through"
-down_revision: str | None = "0002"
+revision: str = "0005_pull_through"
+down_revision: str | None = "0004_scanning"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
