@@ -151,6 +151,9 @@ class FuzzClient:
             images = self.ecr("DescribeImages", {"repositoryName": repo, "maxResults": 1000})
             for detail in images.get("imageDetails", []):
                 detail.pop("lastRecordedPullTime", None)  # pulls are recorded in the background
+                # A scan a valid StartImageScan began finishes in the background, later.
+                detail.pop("imageScanStatus", None)
+                detail.pop("imageScanFindingsSummary", None)
             state[repo] = {
                 "images": images,
                 "tags": self.ecr("ListTagsForResource", {"resourceArn": arn}),
