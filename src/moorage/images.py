@@ -293,26 +293,13 @@ class Images:
         image_status: StatusFilter = "ACTIVE",
     ) -> Page[tuple[Digest, str | None]]:
         """One (digest, tag) entry per tag and one (digest, None) per untagged image, ordered by
-        digest then tag; the page cursor is `digest` or `digest tag` of the last entry."""
-        cursor_digest, _, cursor_tag = (page.after or "").partition(" ")
-        entries: list[tuple[Digest, str | None]] = []
+        digest then tag; the page cursor is `digest` or `digest tag` of the last entry. The page
+        is read from the metadata store as a page (ImageTable.list_ids), whatever the repository's size."""
         async with self._metadata.transaction() as tx:
             repo = await self._repo(tx, registry, name)
-            after = None
-            if cursor_digest:
-                after = cursor_digest[:-1] + chr(ord(cursor_digest[-1]) - 1) + "\U0010ffff"
-            images = await self._scan(tx, repo.id, tag_status, PageRequest(None, after), image_status)
-        for image in images.items:
-            rows: list[tuple[Digest, str | None]] = [(image.digest, t) for t in image.tags] or [(image.digest, None)]
-            for digest, tag in rows:
-                if cursor_digest and (str(digest), tag or "") <= (cursor_digest, cursor_tag):
-                    continue
-                entries.append((digest, tag))
-        limit = page.limit
-        if limit is not None and len(entries) > limit:
-            last = entries[limit - 1]
-            return Page(entries[:limit], f"{last[0]} {last[1]}" if last[1] else str(last[0]))
-        return Page(entries, None)
+            return await tx.images.list_ids(
+                repo.id, page, tag_status=tag_status, image_status=image_status, now=self._clock.now()
+            )
 
     async def update_storage_class(
         self, registry: RegistryRef, name: RepositoryName, ref: ImageRef, target: Literal["STANDARD", "ARCHIVE"]

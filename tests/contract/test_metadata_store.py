@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from moorage.errors import RepositoryAlreadyExistsError
+from moorage.images import StatusFilter, TagStatus
 from moorage.metadata import AccessKeyRecord, ManifestRef, MetadataStore
 from moorage.model import (
     BlobInfo,
@@ -416,6 +417,101 @@ async def test_image_list_page_is_in_digest_order_without_bodies(metadata_store:
     assert all(i.body is None for i in listed)
     expected_tags = {img.digest: (f"t{i}",) for i, img in enumerate(pushed)}
     assert all(got.tags == expected_tags[got.digest] for got in listed)
+
+
+async def _listed_ids(
+    store: MetadataStore,
+    repo: Repository,
+    limit: int | None,
+    tag_status: TagStatus,
+    image_status: StatusFilter,
+    at: datetime,
+) -> list[tuple[Digest, str | None]]:
+    """Every ListImages entry, page by page, checking each cursor names the page's last entry."""
+    out: list[tuple[Digest, str | None]] = []
+    after: str | None = None
+    while True:
+        async with store.transaction() as tx:
+            page = await tx.images.list_ids(
+                repo.id,
+                PageRequest(limit=limit, after=after),
+                tag_status=tag_status,
+                image_status=image_status,
+                now=at,
+            )
+        out.extend(page.items)
+        if page.next_after is None:
+            return out
+        assert limit is not None
+        assert len(page.items) == limit
+        last_digest, last_tag = page.items[-1]
+        assert page.next_after == (f"{last_digest} {last_tag}" if last_tag else str(last_digest))
+        after = page.next_after
+
+
+async def test_list_ids_pages_one_entry_per_tag_and_per_untagged_image(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    await push(metadata_store, other, b"elsewhere", tags=["zz"])
+    tagged = await push(metadata_store, repo, b"tagged", tags=["v2", "latest", "v1"])
+    single = await push(metadata_store, repo, b"single", tags=["one"])
+    bare = [await push(metadata_store, repo, f"bare{i}".encode()) for i in range(3)]
+    archived = await push(metadata_store, repo, b"archived", tags=["old"])
+    activating = await push(metadata_store, repo, b"activating")
+    restored = await push(metadata_store, repo, b"restored", tags=["back"])
+    at = now()
+    async with metadata_store.transaction(write=True) as tx:
+        await tx.images.set_storage_class(repo.id, archived.digest, "ARCHIVE", archived_at=at)
+        await tx.images.set_storage_class(repo.id, activating.digest, "STANDARD", activated_at=at + timedelta(hours=1))
+        await tx.images.set_storage_class(repo.id, restored.digest, "STANDARD", activated_at=at - timedelta(hours=1))
+    status = {archived.digest: "ARCHIVED", activating.digest: "ACTIVATING"}
+    tags = {
+        tagged.digest: ["latest", "v1", "v2"],
+        single.digest: ["one"],
+        archived.digest: ["old"],
+        restored.digest: ["back"],
+    }
+    everything = [tagged, single, *bare, archived, activating, restored]
+    tag_statuses: tuple[TagStatus, ...] = ("TAGGED", "UNTAGGED", "ANY")
+    image_statuses: tuple[StatusFilter, ...] = ("ACTIVE", "ARCHIVED", "ACTIVATING", "ANY")
+    for tag_status in tag_statuses:
+        for image_status in image_statuses:
+            expected: list[tuple[Digest, str | None]] = []
+            for img in sorted(everything, key=lambda i: str(i.digest)):
+                if image_status not in ("ANY", status.get(img.digest, "ACTIVE")):
+                    continue
+                names = tags.get(img.digest, [])
+                if names and tag_status != "UNTAGGED":
+                    expected += [(img.digest, name) for name in names]
+                elif not names and tag_status != "TAGGED":
+                    expected.append((img.digest, None))
+            for limit in (1, 2, 3, 100, None):
+                got = await _listed_ids(metadata_store, repo, limit, tag_status, image_status, at)
+                assert got == expected, (tag_status, image_status, limit)
+
+
+async def test_list_ids_exact_fit_has_no_next_page_and_resumes_after_a_cursor(
+    metadata_store: MetadataStore,
+) -> None:
+    repo = await create(metadata_store, "app")
+    img = await push(metadata_store, repo, b"m", tags=["a", "b"])
+    bare = await push(metadata_store, repo, b"n")
+    first, second = sorted([img, bare], key=lambda i: str(i.digest))
+    async with metadata_store.transaction() as tx:
+        whole = await tx.images.list_ids(repo.id, PageRequest(limit=3), now=now())
+        assert len(whole.items) == 3
+        assert whole.next_after is None
+        # `digest tag` resumes after that tag of that image; `digest` after the (untagged) image.
+        if first is img:
+            rest = await tx.images.list_ids(repo.id, PageRequest(limit=5, after=f"{img.digest} a"), now=now())
+            assert list(rest.items) == [(img.digest, "b"), (bare.digest, None)]
+        else:
+            rest = await tx.images.list_ids(repo.id, PageRequest(limit=5, after=str(bare.digest)), now=now())
+            assert list(rest.items) == [(img.digest, "a"), (img.digest, "b")]
+        assert rest.next_after is None
+        assert (
+            list((await tx.images.list_ids(repo.id, PageRequest(after=f"{second.digest} zz"), now=now())).items) == []
+        )
 
 
 async def test_delete_returns_the_removed_tags_and_drops_references(metadata_store: MetadataStore) -> None:

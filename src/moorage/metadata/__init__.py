@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from moorage.metadata.outbox import EventTable
 from moorage.metadata.pull_through import PullThroughRule, PullThroughRuleTable
@@ -128,6 +128,22 @@ class ImageTable(Protocol):
 
     async def list_page(self, repo_id: int, page: PageRequest) -> Page[Image]:
         """Manifests of a repository in digest order, without bodies."""
+        ...
+
+    async def list_ids(
+        self,
+        repo_id: int,
+        page: PageRequest,
+        *,
+        tag_status: Literal["TAGGED", "UNTAGGED", "ANY"] = "ANY",
+        image_status: Literal["ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"] = "ANY",
+        now: datetime,
+    ) -> Page[tuple[Digest, str | None]]:
+        """ListImages entries: one (digest, tag) per tag of a manifest and one (digest, None) per
+        untagged manifest (TAGGED: only the former, UNTAGGED: only the latter), of manifests whose
+        status at `now` is `image_status` (see Image.status), ordered by digest then tag. The
+        cursor (`page.after`, `next_after`) is the last entry's `digest` or `digest tag`; a next
+        page is announced only when one more entry exists."""
         ...
 
     async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, delete, exists, func, literal, or_, select, update
 from sqlalchemy.engine import Row
 
 from moorage.metadata import ManifestRef
@@ -59,6 +59,52 @@ _TAGS_OF_MANY = select(t.tags.c.digest, t.tags.c.name).where(
     t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest.in_(bindparam("digests", expanding=True))
 )
 _IMAGE_BY_TAG = {flag: _image_by_tag(flag) for flag in (False, True)}
+
+
+def _list_ids(tag_status: str, image_status: str, cursor: bool, limit: bool) -> Select[Any]:
+    """ListImages entries as rows (digest, tag or NULL) in (digest, tag) order: manifests joined to
+    their tags (outer for ANY, inner for TAGGED; UNTAGGED keeps manifests without any), walked along
+    the (repo_id, digest) primary key from the cursor so a page reads about a page of rows."""
+    m, tg = t.manifests, t.tags
+    on = and_(tg.c.repo_id == m.c.repo_id, tg.c.digest == m.c.digest)
+    key: ColumnElement[str]
+    if tag_status == "UNTAGGED":
+        stmt = select(m.c.digest, literal(None, tg.c.name.type).label("name")).where(~exists().where(on))
+        key = literal("", tg.c.name.type)
+    elif tag_status == "TAGGED":
+        stmt = select(m.c.digest, tg.c.name).select_from(m.join(tg, on))
+        key = tg.c.name
+    else:
+        stmt = select(m.c.digest, tg.c.name).select_from(m.outerjoin(tg, on))
+        key = func.coalesce(tg.c.name, "")
+    stmt = stmt.where(m.c.repo_id == bindparam("repo"))
+    if cursor:
+        # The range on the key's first column is what lets the index start at the cursor.
+        after_digest: ColumnElement[str] = bindparam("after_digest")
+        if tag_status == "UNTAGGED":
+            stmt = stmt.where(m.c.digest > after_digest)
+        else:
+            stmt = stmt.where(m.c.digest >= after_digest, or_(m.c.digest > after_digest, key > bindparam("after_tag")))
+    if image_status != "ANY":
+        archived = m.c.storage_class == "ARCHIVE"
+        activating = and_(m.c.last_activated_at.is_not(None), m.c.last_activated_at > bindparam("now"))
+        stmt = stmt.where(
+            archived
+            if image_status == "ARCHIVED"
+            else and_(~archived, activating if image_status == "ACTIVATING" else ~activating)
+        )
+    stmt = stmt.order_by(m.c.digest) if tag_status == "UNTAGGED" else stmt.order_by(m.c.digest, key)
+    return stmt.limit(bindparam("limit")) if limit else stmt
+
+
+# Every combination is small and ListImages is a listing users page through: built once at import.
+_LIST_IDS = {
+    (tag_status, image_status, cursor, limit): _list_ids(tag_status, image_status, cursor, limit)
+    for tag_status in ("TAGGED", "UNTAGGED", "ANY")
+    for image_status in ("ACTIVE", "ARCHIVED", "ACTIVATING", "ANY")
+    for cursor in (False, True)
+    for limit in (False, True)
+}
 
 
 class SqlImages(SqlTable):
@@ -175,6 +221,26 @@ class SqlImages(SqlTable):
             for row in rows
         ]
         return paged(images, page.limit, lambda image: str(image.digest))
+
+    async def list_ids(
+        self,
+        repo_id: int,
+        page: PageRequest,
+        *,
+        tag_status: Literal["TAGGED", "UNTAGGED", "ANY"] = "ANY",
+        image_status: Literal["ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"] = "ANY",
+        now: datetime,
+    ) -> Page[tuple[Digest, str | None]]:
+        after_digest, _, after_tag = (page.after or "").partition(" ")
+        params: dict[str, Any] = {"repo": repo_id, "now": ts(now)}
+        if after_digest:
+            params.update(after_digest=after_digest, after_tag=after_tag)
+        if page.limit is not None:
+            params["limit"] = page.limit + 1
+        stmt = _LIST_IDS[tag_status, image_status, bool(after_digest), page.limit is not None]
+        parse = Digest.parse
+        entries = [(parse(digest), tag) for digest, tag in await self._c.execute(stmt, params)]
+        return paged(entries, page.limit, lambda entry: f"{entry[0]} {entry[1]}" if entry[1] else str(entry[0]))
 
     async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:
         # The OCI spec's lexical order is case-insensitive; the exact name breaks ties ("A" < "a").
