@@ -17,6 +17,7 @@ from moorage.errors import TooLargeError
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
+    "DRAIN_LIMIT",
     "ClientDisconnectedError",
     "Receive",
     "Request",
@@ -35,6 +36,13 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = Iterable[tuple[str, str]]
 
 _FILE_CHUNK = 1024 * 1024
+
+# A body refused for its size is still read to its end and discarded when the whole body is at
+# most this many bytes, before the error goes out. Answering while the client is still sending
+# and then closing the connection makes most clients (httpx, docker, skopeo) see a reset instead
+# of the 413. Past this size the answer goes at once: reading gigabytes only to refuse them costs
+# more than a client that sees a reset.
+DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 CLIENT_CLOSED_REQUEST = 499
@@ -104,18 +112,37 @@ class Request:
                 self.scope[_DISCONNECTED] = True
                 raise ClientDisconnectedError
             chunk: bytes = message.get("body", b"")
+            more = bool(message.get("more_body", False))
             if chunk:
                 total += len(chunk)
                 if limit is not None and total > limit:
+                    if more:
+                        await self._drain(DRAIN_LIMIT - total)
                     raise TooLargeError("request body", limit)
                 yield chunk
+            if not more:
+                return
+
+    async def _drain(self, budget: int) -> None:
+        """Read and discard the rest of the body while at most `budget` more bytes arrive (stops
+        at once when `budget` is negative, past it, or when the client goes away)."""
+        while budget >= 0:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.scope[_DISCONNECTED] = True
+                return
+            budget -= len(message.get("body", b""))
             if not message.get("more_body", False):
                 return
 
     async def read(self, limit: int) -> bytes:
-        """The whole body (small bodies only: manifests, JSON); TooLargeError past `limit`."""
+        """The whole body (small bodies only: manifests, JSON); TooLargeError past `limit`. A body
+        declared (Content-Length) or found larger than `limit` is drained first when the whole body
+        is at most DRAIN_LIMIT bytes, so that the client reads the answer."""
         declared = self.header("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            if int(declared) <= DRAIN_LIMIT:
+                await self._drain(int(declared))
             raise TooLargeError("request body", limit)
         parts = [chunk async for chunk in self.stream(limit)]
         return b"".join(parts)

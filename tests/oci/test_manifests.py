@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import socket
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -12,6 +15,7 @@ import pytest
 
 from tests.support import images as im
 from tests.support.images import Content, error_codes, push_blob, push_image, push_manifest
+from tests.support.live import LiveServer
 
 Builder = Callable[[httpx.Client, str], Content]
 
@@ -316,6 +320,45 @@ def test_manifest_too_large_streamed_without_length(client: httpx.Client, repo: 
 
     assert response.status_code == 413
     assert_not_stored(client, repo, im.blob(body, im.OCI_MANIFEST))
+
+
+def test_manifest_too_large_is_answered_after_the_body_so_the_client_reads_the_413(
+    client: httpx.Client, server: LiveServer, repo: str
+) -> None:
+    # Sent slowly over a raw socket: a server answering right after the headers and closing would
+    # make the later sends fail (reset / broken pipe) instead of the 413 being read. Five times.
+    push_blob(client, repo, im.empty_config().data)
+    body = _padded_manifest(4 * MIB + 1)
+    authorization = base64.b64encode(f"AWS:{server.password()}".encode()).decode()
+    host, port = server.url.removeprefix("http://").split(":")
+    for attempt in range(5):
+        head = (
+            f"PUT /v2/{repo}/manifests/big{attempt} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Basic {authorization}\r\nContent-Type: {im.OCI_MANIFEST}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(head.encode())
+            for start in range(0, len(body), 512 * 1024):
+                time.sleep(0.02)
+                sock.sendall(body[start : start + 512 * 1024])
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                received = sock.recv(65536)
+                assert received, f"connection closed before the answer (attempt {attempt})"
+                answer += received
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert_not_stored(client, repo, im.blob(body, im.OCI_MANIFEST))
+
+
+def test_manifest_too_large_repeated_with_httpx_reads_the_413(client: httpx.Client, repo: str) -> None:
+    push_blob(client, repo, im.empty_config().data)
+    body = _padded_manifest(4 * MIB + 1)
+    for _ in range(5):
+        response = client.put(f"/v2/{repo}/manifests/v1", content=body, headers={"content-type": im.OCI_MANIFEST})
+        assert response.status_code == 413
+        # The connection is still usable afterwards.
+        assert client.get("/v2/").status_code == 200
 
 
 @pytest.mark.parametrize("tag", ["-leading-dash", ".leading-dot", "x" * 129, "with!bang", "a+b"])
