@@ -30,11 +30,21 @@ client is not the bottleneck.
 Server CPU is utime+stime from /proc/<pid>/stat of the server process and all its descendants
 (granian's workers). Clients and servers share the machine's cores: compare ratios and CPU per
 call. `--quick` runs one round of 2 s load runs.
+
+    python bench/ecr.py --growth [--quick] [--rounds 3] [--duration 5]
+
+The growth series instead (Moorage only, embedded store): two servers, one over a store seeded
+with 200 repositories and 200 images in one of them, one with 40,000 repositories and 100,000
+images in one, both filled directly through the metadata store (not through HTTP). A full page
+(100 items) of DescribeRepositories, DescribeImages and ListImages, the first page and the page
+after half of the listing, each requested back to back; one table of median ms per page on each,
+their ratio (large / small) and server CPU-ms per page.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -886,6 +896,9 @@ class Options:
     keep_tmp: bool
     moorage_src: Path
     moto_binary: str
+    growth: bool = False
+    growth_small: tuple[int, int] = (200, 200)
+    growth_large: tuple[int, int] = (40_000, 100_000)
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -906,6 +919,11 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser.add_argument("--moto-binary", default="moto_server")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server logs, data)")
     parser.add_argument("--quick", action="store_true", help="one round of 2 s load runs")
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="instead: the growth series, a full page at 200 vs 40,000 repositories / 200 vs 100,000 images",
+    )
     args = parser.parse_args(argv)
     quick: bool = args.quick
     options = Options(
@@ -920,6 +938,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         keep_tmp=args.keep_tmp,
         moorage_src=args.moorage_src.resolve(),
         moto_binary=args.moto_binary,
+        growth=args.growth,
     )
     if not (options.moorage_src / "moorage" / "__init__.py").is_file():
         parser.error(f"--moorage-src {options.moorage_src}: no moorage package there")
@@ -1048,12 +1067,232 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
     return results
 
 
+# --------------------------------------------------------------------------------------------------
+# The growth series: a full page at a small and at a large registry (`--growth`)
+# --------------------------------------------------------------------------------------------------
+
+GROWTH_IMAGES_REPO = "growth/images"
+
+
+@dataclass(frozen=True)
+class GrowthScale:
+    key: str
+    repositories: int  # including GROWTH_IMAGES_REPO
+    images: int  # in GROWTH_IMAGES_REPO
+
+
+@dataclass(frozen=True)
+class GrowthCase:
+    label: str
+    operation: str
+    params: Mapping[str, Any]
+    items: str  # the response's list of items
+
+
+GROWTH_CASES = (
+    GrowthCase("DescribeRepositories", "DescribeRepositories", {}, "repositories"),
+    GrowthCase("DescribeImages", "DescribeImages", {"repositoryName": GROWTH_IMAGES_REPO}, "imageDetails"),
+    GrowthCase("ListImages", "ListImages", {"repositoryName": GROWTH_IMAGES_REPO}, "imageIds"),
+)
+
+
+def seed_growth(data_dir: Path, source: Path, scale: GrowthScale) -> float:
+    """Migrate a fresh embedded store in `data_dir` and fill it through the metadata store itself
+    (not 100,000 HTTP calls): `scale.repositories` repositories, one of them holding `scale.images`
+    images, four in five with one tag. Returns the seconds it took."""
+    if str(source) not in sys.path:
+        sys.path.insert(0, str(source))
+    began = time.perf_counter()
+    asyncio.run(_seed_growth(data_dir, scale))
+    return time.perf_counter() - began
+
+
+async def _seed_growth(data_dir: Path, scale: GrowthScale) -> None:
+    from datetime import UTC, datetime
+
+    from moorage.config import MetadataSettings
+    from moorage.metadata.migrate import upgrade
+    from moorage.metadata.sql import SqlMetadataStore
+    from moorage.model import Digest, Image, RegistryRef, Repository, RepositoryName
+
+    url = MetadataSettings().effective_url(data_dir)
+    await upgrade(url)
+    store = SqlMetadataStore.open(url)
+    registry = RegistryRef(ACCOUNT, REGION)
+    now = datetime.now(UTC)
+    batch = 2000
+    try:
+        names = [GROWTH_IMAGES_REPO] + [f"growth/r{i:06d}" for i in range(scale.repositories - 1)]
+        repo_id = 0
+        for start in range(0, len(names), batch):
+            async with store.transaction(write=True) as tx:
+                for name in names[start : start + batch]:
+                    repo = await tx.repositories.create(Repository(registry, RepositoryName(name), now))
+                    repo_id = repo_id or repo.id
+        blobs = ImageBlobs.make()
+        for start in range(0, scale.images, batch):
+            async with store.transaction(write=True) as tx:
+                for i in range(start, min(start + batch, scale.images)):
+                    body = blobs.manifest(f"growth-{i}").encode()
+                    image = Image(
+                        registry,
+                        RepositoryName(GROWTH_IMAGES_REPO),
+                        Digest.parse(_sha(body)),
+                        OCI_MANIFEST,
+                        len(body),
+                        now,
+                        config_media_type=OCI_CONFIG,
+                        image_size=len(blobs.config) + len(blobs.layer),
+                    )
+                    await tx.images.put(repo_id, image, body, [])
+                    if i % 5:
+                        await tx.images.set_tag(repo_id, f"t{i:06d}", image.digest, now)
+    finally:
+        await store.close()
+
+
+@dataclass
+class GrowthTiming:
+    ms: float  # median wall time of one page
+    cpu_ms: float  # server CPU per page
+
+
+def _growth_params(client: SignedClient, case: GrowthCase, skip: int) -> dict[str, Any]:
+    """The request for a full page starting after the first `skip` items (walked to in pages of
+    1,000: page tokens are signed, so the only way to a page deep in a listing is to walk there)."""
+    params = dict(case.params)
+    walked = 0
+    while walked < skip:
+        answer = client.call_json(case.operation, {**params, "maxResults": min(1000, skip - walked)})
+        walked += len(answer[case.items])
+        if "nextToken" not in answer:
+            raise BenchError(f"{case.operation}: the listing ended after {walked} items, wanted {skip}")
+        params["nextToken"] = answer["nextToken"]
+    return {**params, "maxResults": PAGE_SIZE}
+
+
+def time_growth_page(
+    server: Server, client: SignedClient, case: GrowthCase, params: Mapping[str, Any], duration: float
+) -> GrowthTiming:
+    """The same page requested back to back for `duration` seconds (at least 10 calls)."""
+    server.check_alive()
+    times: list[float] = []
+    before = cpu_snapshot(server.pid)
+    began = time.perf_counter()
+    while len(times) < 10 or time.perf_counter() - began < duration:
+        start = time.perf_counter()
+        status, data = client.call(case.operation, params)
+        times.append(time.perf_counter() - start)
+        if status != 200:
+            raise BenchError(f"{case.operation}: HTTP {status}: {data[:300]!r}")
+        if len(times) == 1 and len(json.loads(data)[case.items]) != PAGE_SIZE:
+            raise BenchError(f"{case.operation}: a page of {len(json.loads(data)[case.items])} items, not {PAGE_SIZE}")
+    cpu = cpu_seconds(before, cpu_snapshot(server.pid))
+    return GrowthTiming(statistics.median(times) * 1000, cpu * 1000 / len(times))
+
+
+def run_growth(options: Options, workdir: Path) -> int:
+    scales = (
+        GrowthScale("small", options.growth_small[0], options.growth_small[1]),
+        GrowthScale("large", options.growth_large[0], options.growth_large[1]),
+    )
+    servers: dict[str, Server] = {}
+    try:
+        for scale in scales:
+            data_dir = workdir / scale.key / "moorage-data"
+            _log(f"seeding {scale.key}: {scale.repositories:,} repositories, {scale.images:,} images in one")
+            took = seed_growth(data_dir, options.moorage_src, scale)
+            _log(f"  seeded in {took:.1f} s")
+            servers[scale.key] = start_moorage(workdir / scale.key, options.workers, options.moorage_src)
+        clients = {key: SignedClient(server.port) for key, server in servers.items()}
+        # Pages: the first, and one in the middle of the listing (after half of the items).
+        rows: list[tuple[str, str, dict[str, Any]]] = []
+        for case in GROWTH_CASES:
+            for where in ("first", "middle"):
+                params: dict[str, Any] = {}
+                for scale in scales:
+                    total = scale.repositories if case.operation == "DescribeRepositories" else scale.images
+                    skip = 0 if where == "first" else total // 2
+                    params[scale.key] = _growth_params(clients[scale.key], case, skip)
+                rows.append((case.label, where, params))
+        for label, _, params in rows:  # warm-up: caches, statement compilation
+            case = next(c for c in GROWTH_CASES if c.label == label)
+            for scale in scales:
+                time_growth_page(servers[scale.key], clients[scale.key], case, params[scale.key], 0.2)
+        timings: dict[tuple[str, str, str], list[GrowthTiming]] = {}
+        for round_index in range(options.rounds):
+            order = scales if round_index % 2 == 0 else scales[::-1]
+            _log(f"growth round {round_index + 1}/{options.rounds} (first: {order[0].key})")
+            for label, where, params in rows:
+                case = next(c for c in GROWTH_CASES if c.label == label)
+                for scale in order:
+                    timing = time_growth_page(
+                        servers[scale.key], clients[scale.key], case, params[scale.key], options.duration
+                    )
+                    timings.setdefault((label, where, scale.key), []).append(timing)
+        small, large = scales
+        print()
+        print(
+            f"moorage ({source_revision(options.moorage_src)}, --workers {options.workers}, sigv4, embedded store) — "
+            f"a full page ({PAGE_SIZE} items) as the registry grows; {options.rounds} round(s) of "
+            f"{options.duration:g} s per page, one client, medians"
+        )
+        header = (
+            f"{'operation':22} {'page':7} {'ms/page at ' + small.key:>17} {'ms/page at ' + large.key:>17} "
+            f"{'ratio':>7} {'CPU-ms ' + small.key:>15} {'CPU-ms ' + large.key:>15}"
+        )
+        print(header)
+        print("-" * len(header))
+        document: list[dict[str, Any]] = []
+        for label, where, _ in rows:
+            ms = {s.key: statistics.median(t.ms for t in timings[label, where, s.key]) for s in scales}
+            cpu = {s.key: statistics.median(t.cpu_ms for t in timings[label, where, s.key]) for s in scales}
+            ratio = ms[large.key] / ms[small.key]
+            print(
+                f"{label:22} {where:7} {ms[small.key]:17.2f} {ms[large.key]:17.2f} {ratio:6.2f}x "
+                f"{cpu[small.key]:15.2f} {cpu[large.key]:15.2f}"
+            )
+            document.append({"operation": label, "page": where, "ms": ms, "server_cpu_ms": cpu, "ratio": ratio})
+        print(
+            f"small = {small.repositories:,} repositories / {small.images:,} images in {GROWTH_IMAGES_REPO}; "
+            f"large = {large.repositories:,} / {large.images:,}; ratio = large / small (target ≤ 1.5x); "
+            "'middle' = the page after half of the listing; four in five images carry one tag"
+        )
+        if options.json_path is not None:
+            options.json_path.write_text(json.dumps({"growth": document}, indent=2) + "\n")
+            _log(f"wrote {options.json_path}")
+        for client in clients.values():
+            client.close()
+        return 0
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        for server in servers.values():
+            tail = server.log_tail(40)
+            if tail:
+                print(f"--- {server.title} log tail ({server.log_path}) ---\n{tail}", file=sys.stderr)
+        return 1
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(list(sys.argv[1:] if argv is None else argv))
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
 
     workdir = Path(tempfile.mkdtemp(prefix="moorage-bench-ecr-", dir=options.tmp_dir))
+    if options.growth:
+        try:
+            return run_growth(options, workdir)
+        except KeyboardInterrupt:
+            print("interrupted; stopping the servers", file=sys.stderr)
+            return 130
+        finally:
+            if options.keep_tmp:
+                _log(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
     servers: list[Server] = []
     pool: ClientPool | None = None
     try:

@@ -270,7 +270,8 @@ class Images:
         out: list[Image] = []
         now = self._clock.now()
         while True:
-            batch = await tx.images.list_page(repo_id, PageRequest(limit=max(wanted or 0, 100), after=after))
+            # One row past the page in the same query: no second query just to learn a next page exists.
+            batch = await tx.images.list_page(repo_id, PageRequest(limit=max(wanted or 0, 100) + 1, after=after))
             for image in batch.items:
                 if (tag_status == "TAGGED" and not image.tags) or (tag_status == "UNTAGGED" and image.tags):
                     continue
