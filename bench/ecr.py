@@ -1160,6 +1160,7 @@ class GrowthTiming:
 def _growth_params(client: SignedClient, case: GrowthCase, skip: int) -> dict[str, Any]:
     """The request for a full page starting after the first `skip` items (walked to in pages of
     1,000: page tokens are signed, so the only way to a page deep in a listing is to walk there)."""
+    client.close()  # a fresh connection: the server may have closed an idle one
     params = dict(case.params)
     walked = 0
     while walked < skip:
@@ -1176,6 +1177,8 @@ def time_growth_page(
 ) -> GrowthTiming:
     """The same page requested back to back for `duration` seconds (at least 10 calls)."""
     server.check_alive()
+    client.close()  # a fresh connection: the server may have closed an idle one (not timed below)
+    client.connect()
     times: list[float] = []
     before = cpu_snapshot(server.pid)
     began = time.perf_counter()
