@@ -15,95 +15,21 @@ push exactly once.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
-import json
-import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procstat import cpu_seconds, cpu_snapshot
 from registry import MOORAGE, Server, start_moorage
+from webhooks import EventReceiver, push_image
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-class Receiver:
-    """Records (event digest, arrival time) for every ECR Image Action PUSH it is sent."""
-
-    def __init__(self) -> None:
-        self.arrivals: dict[str, list[float]] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                now = time.perf_counter()
-                event = json.loads(body)
-                if event.get("detail-type") == "ECR Image Action" and event["detail"]["action-type"] == "PUSH":
-                    with receiver.lock:
-                        receiver.arrivals.setdefault(event["detail"]["image-digest"], []).append(now)
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
-    conn.request(method, path, body=body, headers=headers)
-    response = conn.getresponse()
-    response.read()
-    return response.status
-
-
-def push_one(port: int, repo: str, n: int, acked: dict[str, float]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        config = json.dumps({"architecture": "amd64", "os": "linux", "n": n, "salt": os.urandom(8).hex()}).encode()
-        layer = os.urandom(4096)
-        for blob in (config, layer):
-            status = _request(conn, "POST", f"/v2/{repo}/blobs/uploads/?digest={_sha(blob)}", blob, {})
-            assert status == 201, status
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": _sha(config), "size": len(config)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": _sha(layer), "size": len(layer)}],
-            }
-        ).encode()
-        status = _request(conn, "PUT", f"/v2/{repo}/manifests/t{n}", manifest, {"content-type": OCI_MANIFEST})
-        acked[_sha(manifest)] = time.perf_counter()
-        assert status == 201, status
-    finally:
-        conn.close()
 
 
 def run_round(
@@ -111,12 +37,13 @@ def run_round(
 ) -> tuple[float, float]:
     """(pushes per second, server CPU-ms per push, deliveries included once they are done)."""
     repo = f"bench/events-{round_no}"
-    push_one(server.port, repo, -1, {})  # creates the repository outside the timed part
+    push_image(server.port, repo, -1)  # creates the repository outside the timed part
     time.sleep(1.5)  # its events are delivered and the positions saved before the count starts
     cpu = cpu_snapshot(server.pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(lambda n: push_one(server.port, repo, n, acked), range(pushes)))
+        for digest, at in pool.map(lambda n: push_image(server.port, repo, n), range(pushes)):
+            acked[digest] = at
     rate = pushes / (time.perf_counter() - started)
     time.sleep(1.5)  # the last deliveries and position saves land in this round's CPU
     return rate, cpu_seconds(cpu, cpu_snapshot(server.pid)) * 1000 / pushes
@@ -134,7 +61,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     source = Path(__file__).resolve().parents[1] / "src"
-    receivers = [Receiver() for _ in range(3)]
+    receivers = [EventReceiver("ECR Image Action", "PUSH") for _ in range(3)]
     with tempfile.TemporaryDirectory(prefix="moorage-bench-events-") as tmp:
         work = Path(tmp)
         (work / "plain").mkdir()
@@ -169,7 +96,10 @@ def main() -> int:
             plain.stop()
             hooked.stop()
     delays = [
-        (times[0] - acked[digest]) * 1000 for r in receivers for digest, times in r.arrivals.items() if digest in acked
+        (times[0][0] - acked[digest]) * 1000
+        for r in receivers
+        for digest, times in r.arrivals.items()
+        if digest in acked
     ]
     once = all(len(times) == 1 for r in receivers for times in r.arrivals.values())
     complete = all(set(acked) <= set(r.arrivals) for r in receivers)

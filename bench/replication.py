@@ -15,97 +15,21 @@ Target: p50 under 1 s.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
-import json
-import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registry import MOORAGE, start_moorage
+from webhooks import EventReceiver, push_image
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-class Receiver:
-    """Records (image digest → arrival time, result) of every ECR Replication Action."""
-
-    def __init__(self) -> None:
-        self.arrivals: dict[str, tuple[float, str]] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                now = time.perf_counter()
-                event = json.loads(body)
-                if event.get("detail-type") == "ECR Replication Action":
-                    with receiver.lock:
-                        receiver.arrivals[event["detail"]["image-digest"]] = (now, event["detail"]["result"])
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
-    conn.request(method, path, body=body, headers=headers)
-    response = conn.getresponse()
-    response.read()
-    return response.status
-
-
-def push_one(port: int, repo: str, n: int, layers: int) -> tuple[str, float]:
-    """Push one image; returns its digest and the time the manifest PUT was acknowledged."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        config = json.dumps({"architecture": "amd64", "os": "linux", "n": n, "salt": os.urandom(8).hex()}).encode()
-        blobs = [os.urandom(4096) for _ in range(layers)]
-        for blob in (config, *blobs):
-            status = _request(conn, "POST", f"/v2/{repo}/blobs/uploads/?digest={_sha(blob)}", blob, {})
-            assert status == 201, status
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": _sha(config), "size": len(config)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": _sha(b), "size": len(b)} for b in blobs],
-            }
-        ).encode()
-        status = _request(conn, "PUT", f"/v2/{repo}/manifests/t{n}", manifest, {"content-type": OCI_MANIFEST})
-        acked = time.perf_counter()
-        assert status == 201, status
-        return _sha(manifest), acked
-    finally:
-        conn.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -119,7 +43,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=10)
     args = parser.parse_args()
     source = Path(__file__).resolve().parents[1] / "src"
-    receiver = Receiver()
+    receiver = EventReceiver("ECR Replication Action")
     with tempfile.TemporaryDirectory(prefix="moorage-bench-replication-") as tmp:
         work = Path(tmp)
         hooks = work / "hooks.toml"
@@ -146,19 +70,21 @@ def main() -> int:
                     ]
                 }
             )
-            push_one(server.port, "bench/warm", -1, args.layers)  # first repository creations, imports
+            push_image(server.port, "bench/warm", -1, layers=args.layers)  # first repository creations, imports
             time.sleep(1.0)
             acked: dict[str, float] = {}
             for n in range(args.pushes):
-                digest, at = push_one(server.port, "bench/app", n, args.layers)
+                digest, at = push_image(server.port, "bench/app", n, layers=args.layers)
                 acked[digest] = at
                 deadline = time.monotonic() + 30
                 while digest not in receiver.arrivals and time.monotonic() < deadline:
                     time.sleep(0.002)
         finally:
             server.stop()
-    latencies = [(receiver.arrivals[d][0] - t) * 1000 for d, t in acked.items() if d in receiver.arrivals]
-    complete = all(receiver.arrivals.get(d, (0.0, ""))[1] == "SUCCESS" for d in acked)
+    latencies = [(receiver.arrivals[d][0][0] - t) * 1000 for d, t in acked.items() if d in receiver.arrivals]
+    complete = all(
+        d in receiver.arrivals and receiver.arrivals[d][0][1]["detail"]["result"] == "SUCCESS" for d in acked
+    )
     print(
         f"replication latency, push acknowledged -> destination COMPLETE ({args.layers}-layer image, same deployment)"
     )
