@@ -19,6 +19,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import HealthCheck, Phase, settings
 
 from tests.support.live import ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, LiveServer
 
@@ -165,6 +166,27 @@ class FuzzClient:
         state["registry_policy"] = self.ecr("GetRegistryPolicy")
         state["catalog"] = self.v2("GET", "/v2/_catalog").body
         return state
+
+
+def fuzz_settings(max_examples: int) -> settings:
+    """Hypothesis settings of every fuzz test: derandomized (the same requests on every run), no
+    example database, no deadline, and no shrinking, so a failure reports the request as sent."""
+    return settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    )
+
+
+class Baseline:
+    """The last snapshot of the visible state, refreshed after a request that may have changed it."""
+
+    def __init__(self, client: FuzzClient) -> None:
+        self.client = client
+        self.state = client.snapshot()
 
 
 def restore_fixture(client: FuzzClient) -> None:

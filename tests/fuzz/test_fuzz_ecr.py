@@ -19,32 +19,25 @@ from typing import Any
 
 import botocore.session
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import TARGET_PREFIX, Answer, FuzzClient, is_read_only, restore_fixture
+from tests.fuzz.conftest import (
+    TARGET_PREFIX,
+    Answer,
+    Baseline,
+    FuzzClient,
+    fuzz_settings,
+    is_read_only,
+    restore_fixture,
+)
 from tests.fuzz.strategies import Body, body_for, dumps, nested
 
 MODEL = botocore.session.get_session().get_service_model("ecr")
 OPERATIONS = sorted(MODEL.operation_names)
 EXAMPLES_PER_OPERATION = 8
 
-FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES_PER_OPERATION,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    phases=(Phase.explicit, Phase.generate),  # no shrinking: a failure reports the request as sent
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
-)
-
-
-class Baseline:
-    """The last snapshot of the visible state, refreshed after a request that may have changed it."""
-
-    def __init__(self, client: FuzzClient) -> None:
-        self.client = client
-        self.state = client.snapshot()
+FUZZ_SETTINGS = fuzz_settings(EXAMPLES_PER_OPERATION)
 
 
 @pytest.fixture(scope="module")

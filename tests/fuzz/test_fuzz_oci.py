@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.conftest import (
@@ -32,7 +32,9 @@ from tests.fuzz.conftest import (
     MANIFEST_DIGEST,
     OTHER_REPO,
     Answer,
+    Baseline,
     FuzzClient,
+    fuzz_settings,
     restore_fixture,
     sha256,
 )
@@ -332,20 +334,7 @@ BODIES = st.one_of(
     st.binary(max_size=64),
 ).map(Body)
 
-FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    phases=(Phase.explicit, Phase.generate),  # no shrinking: a failure reports the request as sent
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
-)
-
-
-class Baseline:
-    def __init__(self, client: FuzzClient) -> None:
-        self.client = client
-        self.state = client.snapshot()
+FUZZ_SETTINGS = fuzz_settings(EXAMPLES)
 
 
 @pytest.fixture(scope="module")
