@@ -84,6 +84,20 @@ def login(server: LiveServer) -> LiveServer:
     return server
 
 
+def moorage_cli(live: LiveServer, *args: str) -> str:
+    """Run `moorage <args> --data-dir <the server's>` (as an operator would beside the server);
+    its stdout, asserting exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "moorage", *args, "--data-dir", str(live.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"moorage {' '.join(args)}: {done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
 def need(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:

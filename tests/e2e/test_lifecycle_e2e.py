@@ -9,8 +9,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import login, need, push, skopeo
+from tests.e2e.conftest import moorage_cli as moorage
 from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.e2e
@@ -126,18 +125,6 @@ class Layout:
 def blob_bytes(live: LiveServer) -> int:
     root = live.data_dir / "blobs" / "blobs"
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
-def moorage(live: LiveServer, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "moorage", *args, "--data-dir", str(live.data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"moorage {' '.join(args)}: {done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def test_policy_expires_the_right_images_and_gc_reclaims_exactly_their_bytes(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import login, need, push
+from tests.e2e.conftest import moorage_cli as moorage
 from tests.scanning.helpers import DATA, base_layer, tar_layer
 from tests.support.ecr import aws_cli
 from tests.support.live import ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, LiveServer
@@ -99,18 +99,6 @@ class Layout:
         )
         (self.root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": self.refs}))
         return digest
-
-
-def moorage(live: LiveServer, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "moorage", *args, "--data-dir", str(live.data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"moorage {' '.join(args)}: {done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def aws(live: LiveServer, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
