@@ -33,6 +33,7 @@ from moorage.asgi import (
     Scope,
     Send,
     answer_disconnected,
+    guard_unread_body,
     send_bytes,
     send_file,
     send_stream,
@@ -320,7 +321,7 @@ class RootApp:
         moorage = self._moorage or await self.services()
         if self._metered is None:
             self._metered = MeteredApp(self._route, moorage.metrics, self._classify)
-        await self._metered(scope, receive, send)
+        await guard_unread_body(self._metered, scope, receive, send)
 
     def _classify(self, scope: Scope) -> tuple[str, str]:
         """(face, operation) of a request for the metrics: never a repository name or digest."""

@@ -18,12 +18,14 @@ from moorage.errors import TooLargeError
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
     "DRAIN_LIMIT",
+    "UNREAD_DRAIN_LIMIT",
     "ClientDisconnectedError",
     "Receive",
     "Request",
     "Scope",
     "Send",
     "answer_disconnected",
+    "guard_unread_body",
     "send_bytes",
     "send_file",
     "send_stream",
@@ -49,6 +51,62 @@ CLIENT_CLOSED_REQUEST = 499
 """The status recorded for a request whose client went away before it was answered (nginx's
 "client closed request"): a client's doing, never a server error."""
 _DISCONNECTED = "moorage.client_disconnected"  # scope key: the body stream saw http.disconnect
+
+
+# A request answered before its body was read (a 404, 405, 401 or 400 that needs no body) has the
+# rest of its body read and discarded before the answer goes out when at most this many bytes
+# remain; past that the answer says `Connection: close`. Either way the client knows where the
+# connection stands: answering with body bytes still unread and no `Connection: close` makes the
+# server close the connection after the answer, and a client that sends its next request on it
+# meanwhile sees the connection dropped without an answer.
+UNREAD_DRAIN_LIMIT = 8 * 1024 * 1024
+
+
+def _has_body(scope: Scope) -> int | None:
+    """The declared body length (-1 for a chunked body), or None when the request has no body."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return int(value) if value.isdigit() and value != b"0" else None
+        if key == b"transfer-encoding":
+            return -1
+    return None
+
+
+async def guard_unread_body(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Run `app` on an HTTP request so that it never answers with request body bytes unread
+    without telling the client (see UNREAD_DRAIN_LIMIT). Requests without a body go straight
+    through."""
+    declared = _has_body(scope)
+    if declared is None:
+        await app(scope, receive, send)
+        return
+    received = 0
+    complete = False
+
+    async def tracked_receive() -> Message:
+        nonlocal received, complete
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            complete = not message.get("more_body", False)
+        else:
+            complete = True  # a disconnect: nothing more will come
+        return message
+
+    async def guarded_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and not complete:
+            remaining = declared - received if declared >= 0 else 0
+            started = received
+            while not complete and remaining <= UNREAD_DRAIN_LIMIT and received - started <= UNREAD_DRAIN_LIMIT:
+                await tracked_receive()
+            if not complete:
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+        await send(message)
+
+    await app(scope, tracked_receive, guarded_send)
 
 
 class ClientDisconnectedError(Exception):
