@@ -41,9 +41,7 @@ def test_a_large_unread_body_is_answered_with_connection_close(server: LiveServe
     size = 64 * MIB
     host, port = server.address.split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(
-            f"POST /v2/_catalog HTTP/1.1\r\nHost: {server.address}\r\nContent-Length: {size}\r\n\r\n".encode()
-        )
+        sock.sendall(f"POST /v2/_catalog HTTP/1.1\r\nHost: {server.address}\r\nContent-Length: {size}\r\n\r\n".encode())
         sock.sendall(b"x" * MIB)  # the rest never comes: the answer must not wait for it
         answer = b""
         while b"\r\n\r\n" not in answer:
