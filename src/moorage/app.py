@@ -67,6 +67,9 @@ from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
 from moorage.replication import BackfillJob, Replication, ReplicationSink
 from moorage.scanning.service import ScanJob, Scanning
+from moorage.secrets import Secrets
+from moorage.secretsmanager import TARGET_PREFIX as SECRETSMANAGER_TARGET_PREFIX
+from moorage.secretsmanager import SecretsManagerApi
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
 from moorage.templates import Templates
@@ -100,6 +103,7 @@ class Moorage:
     metrics: Metrics
     backfills: Job | None = None
     scanning: Scanning | None = None
+    secretsmanager: SecretsManagerApi | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -197,7 +201,8 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         return (await authorizer.evaluate(Principal.root(source.account_id), Origin(), need)).allowed
 
     scanning = Scanning(metadata, blobs, registry, clock=clock)
-    pull_through = PullThroughCache(metadata, clock, settings.pull_through_cache)
+    secrets = Secrets(metadata, identities.sealer, clock=clock)
+    pull_through = PullThroughCache(metadata, clock, settings.pull_through_cache, credentials=secrets)
     cache_pulls = CachePulls(pull_through, registry, uploads, clock)
     oci = OciApi(registry, uploads, registry_auth, authorizer, cache_pulls)
     ecr = EcrApi(
@@ -271,6 +276,13 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         metrics,
         backfills=BackfillJob(metadata, replication_sink, replication),
         scanning=scanning,
+        secretsmanager=SecretsManagerApi(
+            secrets,
+            ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
+            authorizer,
+            tokens,
+            max_body=settings.limits.max_json_body_bytes,
+        ),
     )
 
 
@@ -294,6 +306,7 @@ class RootApp:
         self._jobs: asyncio.Task[None] | None = None
         self._metered: MeteredApp | None = None
         self._operations = operation_names()
+        self._secretsmanager_operations = operation_names("secretsmanager")
 
     async def services(self) -> Moorage:
         if self._moorage is None:
@@ -333,6 +346,9 @@ class RootApp:
             except MoorageError:
                 return "oci", "invalid"
             return ("oci", f"{route.kind}_{method.lower()}") if route is not None else ("oci", "unknown")
+        if path == "/" and method == "POST" and _target(scope).startswith(SECRETSMANAGER_TARGET_PREFIX):
+            operation = _target(scope)[len(SECRETSMANAGER_TARGET_PREFIX) :]
+            return "secretsmanager", operation if operation in self._secretsmanager_operations else "unknown"
         if path == "/" and method == "POST":
             for key, value in scope["headers"]:
                 if key == b"x-amz-target":
@@ -353,6 +369,9 @@ class RootApp:
         try:
             if path.startswith("/v2"):
                 await moorage.oci(scope, receive, send)
+            elif path == "/" and scope["method"] == "POST" and _target(scope).startswith(SECRETSMANAGER_TARGET_PREFIX):
+                assert moorage.secretsmanager is not None
+                await moorage.secretsmanager(scope, receive, send)
             elif path == "/" and scope["method"] == "POST":
                 await moorage.ecr(scope, receive, send)
             elif path.startswith("/_moorage/layers/"):
@@ -482,6 +501,14 @@ class RootApp:
             problems.append(f"storage: {type(exc).__name__}")
         status, body = (503, "\n".join(problems) + "\n") if problems else (200, "ok\n")
         await send_bytes(send, status, [("content-type", "text/plain")], body.encode(), head=head)
+
+
+def _target(scope: Scope) -> str:
+    """The request's X-Amz-Target ("" without one)."""
+    for key, value in scope["headers"]:
+        if key == b"x-amz-target":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> RootApp:

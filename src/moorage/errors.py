@@ -355,3 +355,19 @@ class UpstreamUnavailableError(UpstreamFailedError):
 
 class UpstreamAccessDeniedError(UpstreamFailedError):
     pass
+
+
+# -- Secrets Manager ------------------------------------------------------------------------------
+
+
+class SecretExistsError(ConflictError):
+    """A secret of that name exists, or a version id is taken with another value."""
+
+
+class SecretStateError(InvalidRequestError):
+    """The secret's state forbids the operation (e.g. it is scheduled for deletion); other
+    InvalidRequestErrors of the secrets service are bad parameters."""
+
+
+class SecretDecryptionError(MoorageError):
+    """A stored secret value does not open under the master key."""

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import NoReturn
+from typing import NoReturn, Protocol
 from urllib.parse import urlsplit
 
 from moorage import manifests as mf
@@ -26,10 +26,12 @@ from moorage.errors import (
     InvalidRequestError,
     LimitExceededError,
     ManifestUnknownError,
+    MoorageError,
     PullThroughRuleExistsError,
     PullThroughRuleNotFoundError,
     RepositoryAlreadyExistsError,
     RepositoryNotFoundError,
+    SecretNotFoundError,
     UnsupportedUpstreamError,
     UpstreamAccessDeniedError,
     UpstreamTooManyRequestsError,
@@ -40,7 +42,7 @@ from moorage.metadata import MetadataStore, PullThroughRule
 from moorage.model import Digest, RegistryRef, Repository, RepositoryName
 from moorage.registry import Registry
 from moorage.uploads import Uploads
-from moorage.upstream import UpstreamClient, UpstreamError, UpstreamManifest
+from moorage.upstream import Credentials, UpstreamClient, UpstreamError, UpstreamManifest
 
 __all__ = ["MAX_RULES", "CachePulls", "PullThroughCache", "cached_repository", "known_upstream", "match_rule"]
 
@@ -70,11 +72,43 @@ def known_upstream(host: str) -> str | None:
     return None
 
 
+class RuleCredentials(Protocol):
+    """What a rule's `credentialArn` holds: `username` and `accessToken` (and, for `ecr`
+    upstreams, `access_key_id` / `secret_access_key`, carried but not used: no SigV4 upstream yet)."""
+
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def access_token(self) -> str | None: ...
+    @property
+    def access_key_id(self) -> str | None: ...
+    @property
+    def secret_access_key(self) -> str | None: ...
+
+
+class CredentialSource(Protocol):
+    """Where rules' credentials are read (`secrets.Secrets`: the Secrets Manager face's store)."""
+
+    async def exists(self, registry: RegistryRef, arn: str) -> bool: ...
+
+    async def pull_through_credentials(self, registry: RegistryRef, arn: str) -> RuleCredentials:
+        """Raises MoorageError when the secret is missing or holds no credentials."""
+        ...
+
+
 class PullThroughCache:
-    def __init__(self, metadata: MetadataStore, clock: Clock, settings: PullThroughCacheSettings) -> None:
+    def __init__(
+        self,
+        metadata: MetadataStore,
+        clock: Clock,
+        settings: PullThroughCacheSettings,
+        *,
+        credentials: CredentialSource | None = None,
+    ) -> None:
         self._metadata = metadata
         self._clock = clock
         self._settings = settings
+        self._credentials = credentials
 
     @property
     def settings(self) -> PullThroughCacheSettings:
@@ -120,6 +154,7 @@ class PullThroughCache:
             )
         if credential_arn is not None:
             _check_secret_region(credential_arn, registry)
+            await self._check_secret(registry, credential_arn)
         rule = PullThroughRule(
             registry,
             prefix,
@@ -168,6 +203,7 @@ class PullThroughCache:
     ) -> PullThroughRule:
         if credential_arn is not None:
             _check_secret_region(credential_arn, registry)
+            await self._check_secret(registry, credential_arn)
         async with self._metadata.transaction(write=True) as tx:
             current = next((r for r in await tx.pull_through.list(registry) if r.prefix == _normal(prefix)), None)
             if current is None:
@@ -202,7 +238,37 @@ class PullThroughCache:
             await tx.kv.put(key, value)
 
     def client(self, rule: PullThroughRule) -> UpstreamClient:
-        return UpstreamClient(self.base_url(rule.upstream_url), timeout=self._settings.upstream_timeout.total_seconds())
+        """A client of the rule's upstream; the rule's secret is read when the upstream first
+        asks for credentials (so a changed secret takes effect at the next fetch)."""
+        return UpstreamClient(
+            self.base_url(rule.upstream_url),
+            self._credential_provider(rule),
+            timeout=self._settings.upstream_timeout.total_seconds(),
+        )
+
+    # -- credentials (credentialArn → the secret's username / accessToken) -------------------
+
+    async def _check_secret(self, registry: RegistryRef, arn: str) -> None:
+        if self._credentials is not None and not await self._credentials.exists(registry, arn):
+            raise SecretNotFoundError(f"The secret '{arn}' in credentialArn does not exist")
+
+    def _credential_provider(self, rule: PullThroughRule) -> Callable[[], Awaitable[Credentials | None]] | None:
+        source, arn = self._credentials, rule.credential_arn
+        if source is None or arn is None:
+            return None
+
+        async def provide() -> Credentials | None:
+            try:
+                found = await source.pull_through_credentials(rule.registry, arn)
+            except MoorageError as exc:
+                raise UpstreamError("denied", f"the credentials of the rule cannot be read: {exc.message}") from None
+            if found.username is None or found.access_token is None:
+                if found.access_key_id is not None:
+                    return None  # an access key (ecr upstreams) is no Basic credential
+                raise UpstreamError("denied", "the rule's secret has no username and accessToken")
+            return Credentials(found.username, found.access_token)
+
+        return provide
 
     async def validate(self, registry: RegistryRef, prefix: str) -> tuple[PullThroughRule, str | None]:
         """Reach the rule's upstream and authenticate: (rule, None) when that works, else the

@@ -18,7 +18,7 @@ import base64
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ import httpx
 
 __all__ = [
     "MANIFEST_ACCEPT",
+    "CredentialProvider",
     "Credentials",
     "UpstreamBlob",
     "UpstreamClient",
@@ -68,6 +69,11 @@ class Credentials:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
 
+CredentialProvider = Callable[[], Awaitable["Credentials | None"]]
+"""Credentials looked up when the upstream first asks for them (a pull-through rule's secret,
+read at fetch time); it raises UpstreamError when they cannot be had."""
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamManifest:
     digest: str
@@ -107,7 +113,7 @@ class UpstreamClient:
     def __init__(
         self,
         base_url: str,
-        credentials: Credentials | None = None,
+        credentials: Credentials | CredentialProvider | None = None,
         *,
         timeout: float = 30.0,
         client: httpx.AsyncClient | None = None,
@@ -116,7 +122,8 @@ class UpstreamClient:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._path_prefix = parts.path.strip("/")
         self._host = parts.netloc
-        self._credentials = credentials
+        self._provider = None if credentials is None or isinstance(credentials, Credentials) else credentials
+        self._credentials = credentials if isinstance(credentials, Credentials) else None
         self._timeout = timeout
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
         self._owns_client = client is None
@@ -146,6 +153,9 @@ class UpstreamClient:
 
     async def _answer_challenge(self, header: str, scope: str) -> bool:
         """Obtain what the challenge asks for; False when there is nothing new to try."""
+        if self._provider is not None:  # first challenge: look the credentials up now
+            provider, self._provider = self._provider, None
+            self._credentials = await provider()
         scheme, params = parse_challenge(header)
         if scheme == "basic":
             if self._credentials is None or self._basic:

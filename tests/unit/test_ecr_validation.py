@@ -1,4 +1,4 @@
-"""Unit tests for moorage.ecr.validation: every ECR operation accepts model-generated valid input,
+"""Unit tests for moorage.validation (with the ECR model): every ECR operation accepts model-generated valid input,
 and each rule kind is rejected with the exact code and message."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import botocore.session
 import pytest
 from botocore.model import ServiceModel, Shape
 
-from moorage.ecr.validation import (
+from moorage.validation import (
     INVALID_PARAMETER,
     SERIALIZATION,
     VALIDATION,

@@ -71,6 +71,8 @@ __all__ = [
     "repositories",
     "repository_policies",
     "resource_tags",
+    "secret_versions",
+    "secrets",
     "tags",
     "uploads",
     "user_policies",
@@ -495,4 +497,35 @@ pull_through_rules = Table(
     Column("custom_role_arn", String(2048), nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=True),
+)
+
+
+# Secrets Manager: values are sealed with the master key before they reach these tables.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("arn", String(2048), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("kms_key_id", String(2048), nullable=True),
+    Column("tags", Text, nullable=False),  # JSON [[key, value], ...]
+    Column("created_at", Float, nullable=False),
+    Column("last_changed_at", Float, nullable=False),
+    Column("last_accessed_at", Float, nullable=True),
+    Column("deleted_at", Float, nullable=True),
+    Column("deletion_at", Float, nullable=True),
+    UniqueConstraint("account_id", "region", "name"),
+)
+
+secret_versions = Table(
+    "secret_versions",
+    metadata,
+    Column("arn", String(2048), ForeignKey("secrets.arn", ondelete="CASCADE"), primary_key=True),
+    Column("version_id", String(64), primary_key=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("binary", Boolean, nullable=False),
+    Column("stages", Text, nullable=False),  # JSON [stage, ...]
+    Column("created_at", Float, nullable=False),
 )

@@ -39,6 +39,7 @@ from moorage.metadata import (
     RepositoryTable,
     ResourceTagTable,
     ScanTable,
+    SecretTable,
     Transaction,
     UploadTable,
     VulnDbTable,
@@ -56,6 +57,7 @@ from moorage.metadata.sql.pull_through import SqlPullThroughRules
 from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuses, SqlTemplates
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
 from moorage.metadata.sql.scans import SqlScans
+from moorage.metadata.sql.secrets import SqlSecrets
 from moorage.metadata.sql.vulndb import SqlVulnDb
 from moorage.model import RegistryRef
 
@@ -111,6 +113,7 @@ class SqlTransaction:
         self.vulndb: VulnDbTable = SqlVulnDb(conn, dialect)
         self.scans: ScanTable = SqlScans(conn, dialect)
         self.pull_through: PullThroughRuleTable = SqlPullThroughRules(conn, dialect)
+        self.secrets: SecretTable = SqlSecrets(conn, dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -264,6 +267,8 @@ class SqlMetadataStore:
                     t.lifecycle_previews,
                     t.lifecycle_events,
                     t.pull_through_rules,
+                    t.secret_versions,
+                    t.secrets,
                     t.event_failures,
                     t.events,
                     t.creation_templates,
