@@ -83,6 +83,22 @@ class LiveServer:
             aws_secret_access_key=secret_access_key,
         )
 
+    def secretsmanager(
+        self,
+        region: str = "us-east-1",
+        *,
+        access_key_id: str = ROOT_ACCESS_KEY_ID,
+        secret_access_key: str = ROOT_SECRET_ACCESS_KEY,
+    ) -> Any:
+        """A boto3 Secrets Manager client for this server (same port as ECR)."""
+        return boto3.client(
+            "secretsmanager",
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+        )
+
     def password(self, region: str = "us-east-1") -> str:
         if region not in self._passwords:
             data = self.ecr(region).get_authorization_token()["authorizationData"][0]
