@@ -13,8 +13,6 @@ import pytest
 from tests.support.live import LiveServer
 from tests.support.upstream import Distribution, TokenFront, push
 
-ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/hub-AbCdEf"
-
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
@@ -45,14 +43,18 @@ def _code(info: pytest.ExceptionInfo[Exception]) -> str:
     return str(info.value.response["Error"]["Code"])  # type: ignore[attr-defined]
 
 
-def test_create_describe_update_delete(ecr: Any) -> None:
+def test_create_describe_update_delete(ecr: Any, server: LiveServer) -> None:
+    # credentialArn must name an existing secret (SecretNotFoundException otherwise)
+    secrets = server.secretsmanager()
+    arn = secrets.create_secret(Name="ecr-pullthroughcache/hub", SecretString="{}")["ARN"]
+    new_arn = secrets.create_secret(Name="ecr-pullthroughcache/hub2", SecretString="{}")["ARN"]
     created = ecr.create_pull_through_cache_rule(
-        ecrRepositoryPrefix="docker-hub", upstreamRegistryUrl="registry-1.docker.io", credentialArn=ARN
+        ecrRepositoryPrefix="docker-hub", upstreamRegistryUrl="registry-1.docker.io", credentialArn=arn
     )
     assert created["ecrRepositoryPrefix"] == "docker-hub"
     assert created["upstreamRegistry"] == "docker-hub"  # inferred from the known host, and echoed
     assert created["registryId"] == "123456789012"
-    assert created["credentialArn"] == ARN
+    assert created["credentialArn"] == arn
     ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="mirror/", upstreamRegistryUrl="https://mirror.corp:5000/v")
     rules = ecr.describe_pull_through_cache_rules()["pullThroughCacheRules"]
     assert [r["ecrRepositoryPrefix"] for r in rules] == ["docker-hub", "mirror"]
@@ -63,7 +65,6 @@ def test_create_describe_update_delete(ecr: Any) -> None:
     assert rest["pullThroughCacheRules"][0]["ecrRepositoryPrefix"] == "mirror"
     assert "nextToken" not in rest
 
-    new_arn = ARN.replace("hub-AbCdEf", "hub2-AbCdEf")
     updated = ecr.update_pull_through_cache_rule(ecrRepositoryPrefix="docker-hub", credentialArn=new_arn)
     assert updated["credentialArn"] == new_arn
     assert "updatedAt" in updated
