@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -208,11 +208,12 @@ def test_delete_with_recovery_window_restore_and_force(sm: Any, server: LiveServ
     with pytest.raises(sm.exceptions.InvalidRequestException) as info:
         sm.get_secret_value(SecretId=name)
     assert _message(info) == "You can't perform this operation on the secret because it was marked for deletion."
-    for change in (
+    changes: list[Callable[[], Any]] = [
         lambda: sm.put_secret_value(SecretId=name, SecretString="x"),
         lambda: sm.update_secret(SecretId=name, Description="x"),
         lambda: sm.delete_secret(SecretId=name),
-    ):
+    ]
+    for change in changes:
         with pytest.raises(sm.exceptions.InvalidRequestException):
             change()
     with pytest.raises(sm.exceptions.InvalidRequestException):
@@ -376,12 +377,13 @@ def test_a_restricted_user_is_authorized_per_secret(sm: Any, server: LiveServer,
         f"User: {user} is not authorized to perform: secretsmanager:GetSecretValue on resource: "
         f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:ops/root-"
     )
-    for call in (
+    calls: list[Callable[[], Any]] = [
         lambda: reader.put_secret_value(SecretId="app/db", SecretString="changed"),
         lambda: reader.create_secret(Name="app/new", SecretString="x"),
         lambda: reader.list_secrets(),
         lambda: reader.delete_secret(SecretId="app/db"),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(reader.exceptions.ClientError) as info:
             call()
         assert _code(info) == "AccessDeniedException"
