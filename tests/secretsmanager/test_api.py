@@ -388,3 +388,30 @@ def test_a_restricted_user_is_authorized_per_secret(sm: Any, server: LiveServer,
             call()
         assert _code(info) == "AccessDeniedException"
     assert sm.get_secret_value(SecretId="app/db")["SecretString"] == "app-password"  # nothing changed
+
+
+def test_error_bodies_have_the_services_shape(server: LiveServer) -> None:
+    missing = _signed(server, "secretsmanager", "secretsmanager.DescribeSecret", {"SecretId": "absent"})
+    assert missing.status_code == 400
+    assert missing.headers["content-type"] == "application/x-amz-json-1.1"
+    assert missing.headers["x-amzn-errortype"] == "ResourceNotFoundException"
+    assert missing.json() == {
+        "__type": "ResourceNotFoundException",
+        "Message": "Secrets Manager can't find the specified secret.",
+    }
+    unknown = _signed(server, "secretsmanager", "secretsmanager.NoSuchOperation", {})
+    assert (unknown.status_code, unknown.json()["__type"]) == (400, "UnknownOperationException")
+    body = _signed(server, "secretsmanager", "secretsmanager.GetSecretValue", {"SecretId": 7})
+    assert body.status_code == 400
+    assert body.json()["__type"] == "SerializationException"
+
+
+def test_open_mode_takes_any_key(tmp_path: Path) -> None:
+    with LiveServer(tmp_path / "data", args=["--auth", "open"]) as live:
+        anyone = live.secretsmanager(access_key_id="anything", secret_access_key="at-all")
+        arn = anyone.create_secret(Name="open/one", SecretString="v")["ARN"]
+        assert arn.startswith(f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:open/one-")
+        other = live.secretsmanager(access_key_id="210987654321", secret_access_key="x")  # that account's root
+        with pytest.raises(other.exceptions.ResourceNotFoundException):
+            other.get_secret_value(SecretId="open/one")
+        assert anyone.get_secret_value(SecretId="open/one")["SecretString"] == "v"
