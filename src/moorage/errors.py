@@ -42,6 +42,10 @@ Services raise these; each wire front-end maps them to its own codes in exactly 
     ├── TooManyTagsError                  (resource tags over their limit)
     ├── AuthenticationError
     └── AccessDeniedError
+
+Secrets (secrets.py): SecretNotFoundError (a NotFoundError), SecretExistsError (a ConflictError),
+SecretStateError (an InvalidRequestError: the secret's state forbids it, e.g. scheduled for
+deletion; other InvalidRequestErrors there are bad parameters), SecretDecryptionError.
 """
 
 from __future__ import annotations
