@@ -101,9 +101,9 @@ class Moorage:
 
     dispatcher: EventDispatcher
     metrics: Metrics
+    secretsmanager: SecretsManagerApi | None = None
     backfills: Job | None = None
     scanning: Scanning | None = None
-    secretsmanager: SecretsManagerApi | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -177,6 +177,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     master_key = load_master_key(settings.auth.master_key, settings.data_dir)
     await verify_master_key(metadata, master_key)
     identities = Identities(metadata, master_key, clock=clock)
+    secrets = Secrets(metadata, identities, clock=clock)
     tokens = TokenSigner(await load_token_key(metadata))
     default = RegistryRef(settings.account_id, settings.region)
     registry_tokens = TokenRegistryAuthenticator(
@@ -201,7 +202,6 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         return (await authorizer.evaluate(Principal.root(source.account_id), Origin(), need)).allowed
 
     scanning = Scanning(metadata, blobs, registry, clock=clock)
-    secrets = Secrets(metadata, identities.sealer, clock=clock)
     pull_through = PullThroughCache(metadata, clock, settings.pull_through_cache, credentials=secrets)
     cache_pulls = CachePulls(pull_through, registry, uploads, clock)
     oci = OciApi(registry, uploads, registry_auth, authorizer, cache_pulls)
@@ -274,8 +274,6 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         lifecycle,
         dispatcher,
         metrics,
-        backfills=BackfillJob(metadata, replication_sink, replication),
-        scanning=scanning,
         secretsmanager=SecretsManagerApi(
             secrets,
             ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
@@ -283,6 +281,8 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             tokens,
             max_body=settings.limits.max_json_body_bytes,
         ),
+        backfills=BackfillJob(metadata, replication_sink, replication),
+        scanning=scanning,
     )
 
 
@@ -369,8 +369,12 @@ class RootApp:
         try:
             if path.startswith("/v2"):
                 await moorage.oci(scope, receive, send)
-            elif path == "/" and scope["method"] == "POST" and _target(scope).startswith(SECRETSMANAGER_TARGET_PREFIX):
-                assert moorage.secretsmanager is not None
+            elif (
+                path == "/"
+                and scope["method"] == "POST"
+                and _target(scope).startswith(SECRETSMANAGER_TARGET_PREFIX)
+                and moorage.secretsmanager is not None
+            ):
                 await moorage.secretsmanager(scope, receive, send)
             elif path == "/" and scope["method"] == "POST":
                 await moorage.ecr(scope, receive, send)

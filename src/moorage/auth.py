@@ -229,8 +229,7 @@ class ApiAuthenticator:
         *,
         service: str = "ecr",
     ) -> ApiCaller:
-        """Raises sigv4.SigV4Error with AWS's code for every failure. `service` is the SigV4
-        credential scope's service the face expects (`ecr`, `secretsmanager`, `signer`)."""
+        """Raises sigv4.SigV4Error with AWS's code for every failure."""
         if self._mode == "open":
             return await self._open(headers)
         parsed = sigv4.parse_request_auth(method, headers, query_string)

@@ -43,7 +43,6 @@ __all__ = [
     "AccessKey",
     "Identities",
     "MasterKeyMismatchError",
-    "Sealer",
     "load_master_key",
     "verify_master_key",
 ]
@@ -127,24 +126,6 @@ def _open_secret(aead: AESGCM, key_id: str, ciphertext: str) -> str:
     return aead.decrypt(raw[:12], raw[12:], key_id.encode()).decode()
 
 
-class Sealer:
-    """AES-256-GCM under the master key, as secret access keys are stored: base64(nonce ||
-    ciphertext || tag), with `context` (what the value belongs to) as associated data, so a
-    sealed value copied to another row does not open. Secrets Manager values use it too."""
-
-    def __init__(self, master_key: bytes) -> None:
-        self._aead = AESGCM(master_key)
-
-    def seal(self, context: str, data: bytes) -> str:
-        nonce = secrets.token_bytes(12)
-        return base64.b64encode(nonce + self._aead.encrypt(nonce, data, context.encode())).decode()
-
-    def open(self, context: str, sealed: str) -> bytes:
-        """The plaintext; raises cryptography's InvalidTag for another key or context."""
-        raw = base64.b64decode(sealed)
-        return self._aead.decrypt(raw[:12], raw[12:], context.encode())
-
-
 @dataclass(frozen=True, slots=True)
 class AccessKey:
     access_key_id: str
@@ -172,15 +153,26 @@ def _new_secret() -> str:
 class Identities:
     def __init__(self, metadata: MetadataStore, master_key: bytes, *, clock: Clock) -> None:
         self._metadata = metadata
-        self.sealer = Sealer(master_key)
+        self._aead = AESGCM(master_key)
         self._clock = clock
         self._cache: dict[str, tuple[float, AccessKey | None]] = {}
 
     def _encrypt(self, key_id: str, secret: str) -> str:
-        return self.sealer.seal(key_id, secret.encode())
+        nonce = secrets.token_bytes(12)
+        sealed = self._aead.encrypt(nonce, secret.encode(), key_id.encode())
+        return base64.b64encode(nonce + sealed).decode()
 
     def _decrypt(self, key_id: str, ciphertext: str) -> str:
-        return self.sealer.open(key_id, ciphertext).decode()
+        return _open_secret(self._aead, key_id, ciphertext)
+
+    def seal(self, context: str, secret: str) -> str:
+        """Encrypt another secret (a signing key, say) with the master key, bound to `context`
+        (AES-256-GCM, `context` as associated data), the way access-key secrets are stored."""
+        return self._encrypt(context, secret)
+
+    def unseal(self, context: str, ciphertext: str) -> str:
+        """The secret `seal(context, ...)` encrypted; raises cryptography's InvalidTag otherwise."""
+        return self._decrypt(context, ciphertext)
 
     @property
     def metadata(self) -> MetadataStore:

@@ -3,7 +3,8 @@
 A secret has a name, an ARN `arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 random
 characters>`, metadata (description, KMS key id, kept and echoed only; tags) and versions. A
 version holds one value (SecretString or SecretBinary), sealed with the master key
-(`identity.Sealer`, associated data `<arn>/<version id>`) before it reaches the metadata store,
+(`Identities.seal`: AES-256-GCM as secret access keys, associated data `<arn>/<version id>`; a
+SecretBinary is sealed as its base64 text) before it reaches the metadata store,
 and staging labels: a new value gets `AWSCURRENT` and the version that had it `AWSPREVIOUS`, as
 Secrets Manager moves them; a version left with no label is deprecated, and the oldest of those
 are dropped past 100 versions.
@@ -21,6 +22,8 @@ for ECR upstreams).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import secrets as random
@@ -29,6 +32,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 
@@ -40,7 +44,6 @@ from moorage.errors import (
     SecretNotFoundError,
     SecretStateError,
 )
-from moorage.identity import Sealer
 from moorage.metadata import MetadataStore, SecretRecord, SecretVersionRecord, Transaction
 from moorage.model import RegistryRef
 
@@ -49,6 +52,7 @@ __all__ = [
     "NOT_FOUND",
     "PREVIOUS",
     "CacheCredentials",
+    "Sealer",
     "Secret",
     "SecretValue",
     "Secrets",
@@ -112,6 +116,14 @@ def _context(version: SecretVersionRecord | tuple[str, str]) -> str:
     return f"{arn}/{vid}"
 
 
+class Sealer(Protocol):
+    """Master-key encryption bound to a context (`identity.Identities` is one)."""
+
+    def seal(self, context: str, secret: str) -> str: ...
+
+    def unseal(self, context: str, ciphertext: str) -> str: ...
+
+
 class Secrets:
     def __init__(self, metadata: MetadataStore, sealer: Sealer, *, clock: Clock) -> None:
         self._metadata = metadata
@@ -160,17 +172,17 @@ class Secrets:
     # -- values -----------------------------------------------------------------------------
 
     def _seal(self, arn: str, version_id: str, value: str | bytes) -> str:
-        data = value.encode() if isinstance(value, str) else value
-        return self._sealer.seal(_context((arn, version_id)), data)
+        text = value if isinstance(value, str) else base64.b64encode(value).decode()
+        return self._sealer.seal(_context((arn, version_id)), text)
 
     def _open(self, version: SecretVersionRecord) -> str | bytes:
         try:
-            data = self._sealer.open(_context(version), version.ciphertext)
-        except (InvalidTag, ValueError):
+            text = self._sealer.unseal(_context(version), version.ciphertext)
+            return base64.b64decode(text, validate=True) if version.binary else text
+        except (InvalidTag, ValueError, binascii.Error):
             raise SecretDecryptionError(
                 "Secrets Manager can't decrypt the protected secret text using the provided KMS key."
             ) from None
-        return data if version.binary else data.decode()
 
     async def _add_version(
         self,

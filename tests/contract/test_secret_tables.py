@@ -10,7 +10,7 @@ import pytest
 
 from moorage.clock import FixedClock
 from moorage.errors import SecretNotFoundError, SecretStateError
-from moorage.identity import Sealer
+from moorage.identity import Identities
 from moorage.metadata import MetadataStore, SecretRecord, SecretVersionRecord
 from moorage.model import RegistryRef
 from moorage.secrets import Secrets
@@ -80,7 +80,7 @@ async def test_versions_and_stages_and_delete(metadata_store: MetadataStore) -> 
 
 async def test_the_service_seals_values_and_ends_the_recovery_window(metadata_store: MetadataStore) -> None:
     clock = FixedClock(T0)
-    service = Secrets(metadata_store, Sealer(os.urandom(32)), clock=clock)
+    service = Secrets(metadata_store, Identities(metadata_store, os.urandom(32), clock=clock), clock=clock)
     record, version = await service.create(EAST, "ecr-pullthroughcache/x", value='{"username":"u","accessToken":"t"}')
     assert version is not None
     async with metadata_store.transaction() as tx:
@@ -89,7 +89,7 @@ async def test_the_service_seals_values_and_ends_the_recovery_window(metadata_st
     creds = await service.pull_through_credentials(EAST, record.arn)
     assert (creds.username, creds.access_token) == ("u", "t")
 
-    other_key = Secrets(metadata_store, Sealer(os.urandom(32)), clock=clock)
+    other_key = Secrets(metadata_store, Identities(metadata_store, os.urandom(32), clock=clock), clock=clock)
     with pytest.raises(Exception, match="can't decrypt"):
         await other_key.get_value(EAST, record.arn)
 
