@@ -42,7 +42,7 @@ from moorage.metadata import MetadataStore, PullThroughRule
 from moorage.model import Digest, RegistryRef, Repository, RepositoryName
 from moorage.registry import Registry
 from moorage.uploads import Uploads
-from moorage.upstream import Credentials, UpstreamClient, UpstreamError, UpstreamManifest
+from moorage.upstream import CredentialProvider, Credentials, UpstreamClient, UpstreamError, UpstreamManifest
 
 __all__ = ["MAX_RULES", "CachePulls", "PullThroughCache", "cached_repository", "known_upstream", "match_rule"]
 
@@ -105,10 +105,10 @@ class PullThroughCache:
         *,
         credentials: CredentialSource | None = None,
     ) -> None:
+        self._credentials = credentials
         self._metadata = metadata
         self._clock = clock
         self._settings = settings
-        self._credentials = credentials
 
     @property
     def settings(self) -> PullThroughCacheSettings:
@@ -239,7 +239,7 @@ class PullThroughCache:
 
     def client(self, rule: PullThroughRule) -> UpstreamClient:
         """A client of the rule's upstream; the rule's secret is read when the upstream first
-        asks for credentials (so a changed secret takes effect at the next fetch)."""
+        asks for credentials, and again when the upstream refuses them (a rotated secret)."""
         return UpstreamClient(
             self.base_url(rule.upstream_url),
             self._credential_provider(rule),
@@ -252,23 +252,10 @@ class PullThroughCache:
         if self._credentials is not None and not await self._credentials.exists(registry, arn):
             raise SecretNotFoundError(f"The secret '{arn}' in credentialArn does not exist")
 
-    def _credential_provider(self, rule: PullThroughRule) -> Callable[[], Awaitable[Credentials | None]] | None:
-        source, arn = self._credentials, rule.credential_arn
-        if source is None or arn is None:
+    def _credential_provider(self, rule: PullThroughRule) -> CredentialProvider | None:
+        if self._credentials is None or rule.credential_arn is None:
             return None
-
-        async def provide() -> Credentials | None:
-            try:
-                found = await source.pull_through_credentials(rule.registry, arn)
-            except MoorageError as exc:
-                raise UpstreamError("denied", f"the credentials of the rule cannot be read: {exc.message}") from None
-            if found.username is None or found.access_token is None:
-                if found.access_key_id is not None:
-                    return None  # an access key (ecr upstreams) is no Basic credential
-                raise UpstreamError("denied", "the rule's secret has no username and accessToken")
-            return Credentials(found.username, found.access_token)
-
-        return provide
+        return _SecretCredentials(self._credentials, rule.registry, rule.credential_arn)
 
     async def validate(self, registry: RegistryRef, prefix: str) -> tuple[PullThroughRule, str | None]:
         """Reach the rule's upstream and authenticate: (rule, None) when that works, else the
@@ -282,6 +269,24 @@ class PullThroughCache:
         finally:
             await client.aclose()
         return replace(rule), None
+
+
+class _SecretCredentials(CredentialProvider):
+    """A rule's `credentialArn`, read when the upstream asks (and again when it refuses)."""
+
+    def __init__(self, source: CredentialSource, registry: RegistryRef, arn: str) -> None:
+        self._source, self._registry, self._arn = source, registry, arn
+
+    async def get(self) -> Credentials | None:
+        try:
+            found = await self._source.pull_through_credentials(self._registry, self._arn)
+        except MoorageError as exc:
+            raise UpstreamError("denied", f"the credentials of the rule cannot be read: {exc.message}") from None
+        if found.username is None or found.access_token is None:
+            if found.access_key_id is not None:
+                return None  # an access key (ecr upstreams) is no Basic credential
+            raise UpstreamError("denied", "the rule's secret has no username and accessToken")
+        return Credentials(found.username, found.access_token)
 
 
 def _failure(exc: UpstreamError) -> str:

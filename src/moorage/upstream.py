@@ -18,7 +18,7 @@ import base64
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -69,9 +69,13 @@ class Credentials:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
 
-CredentialProvider = Callable[[], Awaitable["Credentials | None"]]
-"""Credentials looked up when the upstream first asks for them (a pull-through rule's secret,
-read at fetch time); it raises UpstreamError when they cannot be had."""
+class CredentialProvider:
+    """Credentials looked up when the upstream asks for them (a pull-through rule's secret, read
+    at fetch time), and looked up again when the upstream refuses them (rotated since). `get`
+    raises UpstreamError when there are none to be had."""
+
+    async def get(self) -> Credentials | None:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +126,9 @@ class UpstreamClient:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._path_prefix = parts.path.strip("/")
         self._host = parts.netloc
-        self._provider = None if credentials is None or isinstance(credentials, Credentials) else credentials
+        self._provider = credentials if isinstance(credentials, CredentialProvider) else None
         self._credentials = credentials if isinstance(credentials, Credentials) else None
+        self._looked_up = self._provider is None
         self._timeout = timeout
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
         self._owns_client = client is None
@@ -153,12 +158,11 @@ class UpstreamClient:
 
     async def _answer_challenge(self, header: str, scope: str) -> bool:
         """Obtain what the challenge asks for; False when there is nothing new to try."""
-        if self._provider is not None:  # first challenge: look the credentials up now
-            provider, self._provider = self._provider, None
-            self._credentials = await provider()
+        if not self._looked_up:
+            await self._look_up()
         scheme, params = parse_challenge(header)
         if scheme == "basic":
-            if self._credentials is None or self._basic:
+            if self._credentials is None or (self._basic and not await self._look_up()):
                 return False
             self._basic = True
             return True
@@ -168,13 +172,16 @@ class UpstreamClient:
         wanted = scope or params.get("scope", "")
         if wanted:
             query["scope"] = wanted
-        headers = {"authorization": self._credentials.basic()} if self._credentials is not None else {}
-        try:
-            response = await self._client.get(params["realm"], params=query, headers=headers)
-        except httpx.HTTPError as exc:
-            raise UpstreamError("unavailable", f"token endpoint unreachable: {exc}") from None
-        if response.status_code in (401, 403):
-            raise UpstreamError("denied", "the upstream token endpoint refused the credentials", status=401)
+        while True:
+            headers = {"authorization": self._credentials.basic()} if self._credentials is not None else {}
+            try:
+                response = await self._client.get(params["realm"], params=query, headers=headers)
+            except httpx.HTTPError as exc:
+                raise UpstreamError("unavailable", f"token endpoint unreachable: {exc}") from None
+            if response.status_code not in (401, 403):
+                break
+            if self._credentials is None or not await self._look_up():
+                raise UpstreamError("denied", "the upstream token endpoint refused the credentials", status=401)
         self._check_status(response)
         try:
             body = response.json()
@@ -184,6 +191,16 @@ class UpstreamClient:
             raise UpstreamError("unavailable", "the upstream token endpoint answered no token") from None
         self._tokens[scope] = (f"Bearer {token}", time.monotonic() + max(lifetime - 10, 5))
         return True
+
+    async def _look_up(self) -> bool:
+        """Ask the provider for the credentials (again); True when they changed."""
+        self._looked_up = True
+        if self._provider is None:
+            return False
+        found = await self._provider.get()
+        changed = found is not None and found != self._credentials
+        self._credentials = found
+        return changed
 
     def _check_status(self, response: httpx.Response) -> None:
         status = response.status_code

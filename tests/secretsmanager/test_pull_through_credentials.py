@@ -6,6 +6,7 @@ isValid false and an uncached pull fail with ECR's error; a missing secret is re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from moorage.upstream import CredentialProvider, Credentials, UpstreamClient, UpstreamError
 from tests.e2e.conftest import _engine, login, make_image, need, run
 from tests.support import images
 from tests.support.live import ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, LiveServer
@@ -125,21 +127,32 @@ def test_aws_cli_flow_then_wrong_credentials(server: LiveServer, upstream: Distr
         shown = podman("images", "--format", "{{.Repository}}:{{.Tag}} {{.Digest}}").stdout
     assert f"{server.address}/up/team/app:v1 {digest}" in shown
 
-    # The secret now holds a wrong password: the rule reads it at the next fetch.
-    aws(
+    # Wrong credentials in a rule's secret: validate says so, an uncached pull fails as ECR's does.
+    bad = aws(
         server,
         "secretsmanager",
-        "put-secret-value",
-        "--secret-id",
-        "ecr-pullthroughcache/upstream",
+        "create-secret",
+        "--name",
+        "ecr-pullthroughcache/wrong",
         "--secret-string",
         _creds("wrong-password"),
     )
-    invalid = aws(server, "ecr", "validate-pull-through-cache-rule", "--ecr-repository-prefix", "up")
+    aws(
+        server,
+        "ecr",
+        "create-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "bad",
+        "--upstream-registry-url",
+        upstream.url,
+        "--credential-arn",
+        bad["ARN"],
+    )
+    invalid = aws(server, "ecr", "validate-pull-through-cache-rule", "--ecr-repository-prefix", "bad")
     assert invalid["isValid"] is False
     assert invalid["failure"] == AUTH_FAILED
     uncached = httpx.get(
-        f"{server.url}/v2/up/team/other/manifests/v1",
+        f"{server.url}/v2/bad/team/other/manifests/v1",
         auth=server.auth,
         headers={"accept": images.OCI_MANIFEST},
         timeout=30,
@@ -147,12 +160,57 @@ def test_aws_cli_flow_then_wrong_credentials(server: LiveServer, upstream: Distr
     assert uncached.status_code == 403
     assert images.error_codes(uncached) == ["DENIED"]
     assert AUTH_FAILED in uncached.text
-    failed = server.ecr().batch_get_image(repositoryName="up/team/other", imageIds=[{"imageTag": "v1"}])
+    failed = server.ecr().batch_get_image(repositoryName="bad/team/other", imageIds=[{"imageTag": "v1"}])
     assert [f["failureCode"] for f in failed["failures"]] == ["UpstreamAccessDenied"]
 
-    # Restored credentials work again, without touching the rule.
-    server.secretsmanager().put_secret_value(SecretId="ecr-pullthroughcache/upstream", SecretString=_creds(PASSWORD))
-    assert aws(server, "ecr", "validate-pull-through-cache-rule", "--ecr-repository-prefix", "up")["isValid"] is True
+    # The good secret changed to a wrong password: validate reads it again.
+    server.secretsmanager().put_secret_value(SecretId=secret["ARN"], SecretString=_creds("also-wrong"))
+    assert aws(server, "ecr", "validate-pull-through-cache-rule", "--ecr-repository-prefix", "up")["isValid"] is False
+    # Fixed in the secret, not the rule: the bad rule works now.
+    server.secretsmanager().put_secret_value(SecretId=bad["ARN"], SecretString=_creds(PASSWORD))
+    assert aws(server, "ecr", "validate-pull-through-cache-rule", "--ecr-repository-prefix", "bad")["isValid"] is True
+    fixed = httpx.get(
+        f"{server.url}/v2/bad/team/other/manifests/v1",
+        auth=server.auth,
+        headers={"accept": images.OCI_MANIFEST},
+        timeout=30,
+    )
+    assert fixed.status_code == 200, fixed.text
+
+
+class _Rotating(CredentialProvider):
+    """Hands out the credentials of `passwords` in turn, counting the look-ups."""
+
+    def __init__(self, *passwords: str) -> None:
+        self.passwords = list(passwords)
+        self.calls = 0
+
+    async def get(self) -> Credentials | None:
+        self.calls += 1
+        return Credentials(USER, self.passwords[min(self.calls, len(self.passwords)) - 1])
+
+
+def test_the_upstream_client_reads_credentials_when_asked_and_again_when_refused(upstream: Distribution) -> None:
+    async def check(provider: _Rotating) -> str | None:
+        client = UpstreamClient(upstream.url, provider)
+        try:
+            await client.check("team/app")
+            await client.check("team/other")  # Basic is sent at once now: no second look-up
+        except UpstreamError as exc:
+            return exc.kind
+        finally:
+            await client.aclose()
+        return None
+
+    rotated = _Rotating("stale-password", PASSWORD)  # a secret rotated since the client was made
+    assert asyncio.run(check(rotated)) is None
+    assert rotated.calls == 2
+    wrong = _Rotating("wrong")  # refused, read again, unchanged: given up
+    assert asyncio.run(check(wrong)) == "denied"
+    assert wrong.calls == 2
+    anonymous = UpstreamClient(upstream.url)
+    with pytest.raises(UpstreamError):
+        asyncio.run(anonymous.check("team/app"))
 
 
 def test_bearer_token_upstream_gets_the_secret_as_basic_credentials(server: LiveServer, tmp_path: Path) -> None:
