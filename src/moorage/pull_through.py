@@ -114,6 +114,17 @@ class PullThroughCache:
     def settings(self) -> PullThroughCacheSettings:
         return self._settings
 
+    # -- credentials (credentialArn → the secret's username / accessToken) -------------------
+
+    async def _check_secret(self, registry: RegistryRef, arn: str) -> None:
+        if self._credentials is not None and not await self._credentials.exists(registry, arn):
+            raise SecretNotFoundError(f"The secret '{arn}' in credentialArn does not exist")
+
+    def _credential_provider(self, rule: PullThroughRule) -> CredentialProvider | None:
+        if self._credentials is None or rule.credential_arn is None:
+            return None
+        return _SecretCredentials(self._credentials, rule.registry, rule.credential_arn)
+
     def base_url(self, url: str) -> str:
         """`scheme://host[:port][/path]` for an upstreamRegistryUrl, or UnsupportedUpstreamError."""
         full = url if "://" in url else f"https://{url}"
@@ -245,17 +256,6 @@ class PullThroughCache:
             self._credential_provider(rule),
             timeout=self._settings.upstream_timeout.total_seconds(),
         )
-
-    # -- credentials (credentialArn → the secret's username / accessToken) -------------------
-
-    async def _check_secret(self, registry: RegistryRef, arn: str) -> None:
-        if self._credentials is not None and not await self._credentials.exists(registry, arn):
-            raise SecretNotFoundError(f"The secret '{arn}' in credentialArn does not exist")
-
-    def _credential_provider(self, rule: PullThroughRule) -> CredentialProvider | None:
-        if self._credentials is None or rule.credential_arn is None:
-            return None
-        return _SecretCredentials(self._credentials, rule.registry, rule.credential_arn)
 
     async def validate(self, registry: RegistryRef, prefix: str) -> tuple[PullThroughRule, str | None]:
         """Reach the rule's upstream and authenticate: (rule, None) when that works, else the
