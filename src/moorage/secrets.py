@@ -270,6 +270,9 @@ class Secrets:
                         "You can't create this secret because a secret with this name is already scheduled for "
                         "deletion."
                     )
+                retried = await self._same_request(tx, existing, version_id, value)
+                if retried is not None:  # a retry of this very request (same token, same value)
+                    return existing, retried
                 raise SecretExistsError(f"The operation failed because the secret {name} already exists.")
             if not await tx.secrets.insert(record):
                 raise SecretExistsError(f"The operation failed because the secret {name} already exists.")
@@ -277,6 +280,16 @@ class Secrets:
             if value is not None:
                 version = await self._add_version(tx, record, version_id, value, None, now)
         return record, version
+
+    async def _same_request(
+        self, tx: Transaction, record: SecretRecord, version_id: str | None, value: str | bytes | None
+    ) -> SecretVersionRecord | None:
+        if version_id is None or value is None:
+            return None
+        for version in await tx.secrets.versions(record.arn):
+            if version.version_id == version_id and self._open(version) == value:
+                return version
+        return None
 
     async def put_value(
         self,

@@ -244,7 +244,10 @@ def test_errors_as_aws_answers_them(sm: Any, server: LiveServer, name: str) -> N
     with pytest.raises(sm.exceptions.ResourceNotFoundException) as info:
         sm.get_secret_value(SecretId="no/such/secret")
     assert _message(info) == "Secrets Manager can't find the specified secret."
-    sm.create_secret(Name=name, SecretString="x")
+    token = str(uuid.uuid4())
+    first = sm.create_secret(Name=name, SecretString="x", ClientRequestToken=token)
+    retried = sm.create_secret(Name=name, SecretString="x", ClientRequestToken=token)  # a retry: the same answer
+    assert (retried["ARN"], retried["VersionId"]) == (first["ARN"], first["VersionId"]) == (first["ARN"], token)
     with pytest.raises(sm.exceptions.ResourceExistsException) as info:
         sm.create_secret(Name=name, SecretString="y")
     assert _message(info) == f"The operation failed because the secret {name} already exists."
