@@ -45,7 +45,7 @@ from moorage.auth import (
     RegistryAuthenticator,
     TokenRegistryAuthenticator,
 )
-from moorage.authz import Authorizer, Origin, PolicyStore, on_repository
+from moorage.authz import Authorizer, Need, Origin, PolicyStore, on_repository
 from moorage.clock import Clock, OffsetClock, SystemClock
 from moorage.config import SETTINGS_ENV, Settings, settings_from_json
 from moorage.delivery import EventDispatcher, EventRetentionJob, sinks_from_settings
@@ -67,6 +67,9 @@ from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
 from moorage.replication import BackfillJob, Replication, ReplicationSink
 from moorage.scanning.service import ScanJob, Scanning
+from moorage.signer import SignerApi
+from moorage.signer import route as signer_route
+from moorage.signing import Signing, SigningSink, signing_profile_registry
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
 from moorage.templates import Templates
@@ -100,6 +103,8 @@ class Moorage:
     metrics: Metrics
     backfills: Job | None = None
     scanning: Scanning | None = None
+    signing: Signing | None = None
+    signer: SignerApi | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -197,6 +202,19 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         return (await authorizer.evaluate(Principal.root(source.account_id), Origin(), need)).allowed
 
     scanning = Scanning(metadata, blobs, registry, clock=clock)
+    signing = Signing(metadata, identities, registry, uploads, clock=clock, agent=f"moorage/{__version__}")
+    registry.push_hooks.append(signing.on_push)
+
+    async def sign_allowed(principal_arn: str, profile: str) -> bool:
+        """Whether the pushing principal may signer:SignPayload with the profile (ECR asks the same)."""
+        account, _, rest = principal_arn.removeprefix("arn:aws:iam::").partition(":")
+        user = rest.removeprefix("user/") if rest.startswith("user/") else None
+        owner = signing_profile_registry(profile)
+        if owner is None:
+            return False
+        need = Need("signer:SignPayload", owner, profile, identity_only=True)
+        return (await authorizer.evaluate(Principal.of(account, user), Origin(), need)).allowed
+
     pull_through = PullThroughCache(metadata, clock, settings.pull_through_cache)
     cache_pulls = CachePulls(pull_through, registry, uploads, clock)
     oci = OciApi(registry, uploads, registry_auth, authorizer, cache_pulls)
@@ -216,6 +234,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             scanning=scanning,
             pull_through=pull_through,
             cache_pulls=cache_pulls,
+            signing=signing,
         ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),
@@ -230,11 +249,14 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     metrics = Metrics(__version__)
     events = settings.events
     replication_sink = ReplicationSink(metadata, replication, clock=clock, allowed=replication_allowed)
+    api_auth = ApiAuthenticator(identities, mode=settings.auth.mode, default=default)
+    signer = SignerApi(signing, api_auth, authorizer)
     dispatcher = EventDispatcher(
         metadata,
         [
             *sinks_from_settings(settings, user_agent=f"moorage/{__version__}"),
             replication_sink,
+            SigningSink(signing, allowed=sign_allowed),
         ],
         holder=_holder(),
         retry_max_interval=events.retry_max_interval,
@@ -271,6 +293,8 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         metrics,
         backfills=BackfillJob(metadata, replication_sink, replication),
         scanning=scanning,
+        signing=signing,
+        signer=signer,
     )
 
 
@@ -345,6 +369,9 @@ class RootApp:
             return "ecr", "layer_download"
         if path.startswith("/console"):
             return "console", "page"
+        if path.startswith(("/signing-profiles", "/tags/")):
+            signer_op = signer_route(method, path)
+            return "signer", signer_op[0] if signer_op else "unknown"
         return "other", _OTHER_ROUTES.get(path, "unknown")
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -355,6 +382,8 @@ class RootApp:
                 await moorage.oci(scope, receive, send)
             elif path == "/" and scope["method"] == "POST":
                 await moorage.ecr(scope, receive, send)
+            elif path.startswith(("/signing-profiles", "/tags/")) and moorage.signer is not None:
+                await moorage.signer(scope, receive, send)
             elif path.startswith("/_moorage/layers/"):
                 await self._layer(moorage, scope, send, path[len("/_moorage/layers/") :])
             elif path == "/_moorage/reset":

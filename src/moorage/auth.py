@@ -220,7 +220,14 @@ class ApiAuthenticator:
         self._known_accounts: set[str] = set()
 
     async def authenticate(
-        self, method: str, path: str, query_string: str, headers: Mapping[str, Sequence[str]], body: bytes
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: Mapping[str, Sequence[str]],
+        body: bytes,
+        *,
+        service: str = "ecr",
     ) -> ApiCaller:
         """Raises sigv4.SigV4Error with AWS's code for every failure."""
         if self._mode == "open":
@@ -244,6 +251,7 @@ class ApiAuthenticator:
             headers=headers,
             payload_sha256_hex=hashlib.sha256(body).hexdigest(),
             now=datetime.now(UTC),
+            expected_service=service,
         )
         return ApiCaller(Principal.of(key.account_id, key.user_name), parsed.region, key.access_key_id)
 

@@ -165,6 +165,15 @@ class Identities:
     def _decrypt(self, key_id: str, ciphertext: str) -> str:
         return _open_secret(self._aead, key_id, ciphertext)
 
+    def seal(self, context: str, secret: str) -> str:
+        """Encrypt another secret (a signing key, say) with the master key, bound to `context`
+        (AES-256-GCM, `context` as associated data), the way access-key secrets are stored."""
+        return self._encrypt(context, secret)
+
+    def unseal(self, context: str, ciphertext: str) -> str:
+        """The secret `seal(context, ...)` encrypted; raises cryptography's InvalidTag otherwise."""
+        return self._decrypt(context, ciphertext)
+
     @property
     def metadata(self) -> MetadataStore:
         return self._metadata

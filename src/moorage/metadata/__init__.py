@@ -39,6 +39,7 @@ from moorage.metadata.outbox import EventTable
 from moorage.metadata.pull_through import PullThroughRule, PullThroughRuleTable
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
 from moorage.metadata.scans import ScanTable
+from moorage.metadata.signing import SigningTable
 from moorage.metadata.vulndb import VulnDbTable
 from moorage.model import (
     BlobInfo,
@@ -74,6 +75,7 @@ __all__ = [
     "RepositoryTable",
     "ResourceTagTable",
     "ScanTable",
+    "SigningTable",
     "Transaction",
     "UploadTable",
     "VulnDbTable",
@@ -524,6 +526,7 @@ class Transaction(Protocol):
     vulndb: VulnDbTable
     scans: ScanTable
     pull_through: PullThroughRuleTable
+    signing: SigningTable
 
 
 class MetadataStore(Protocol):

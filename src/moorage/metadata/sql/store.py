@@ -45,6 +45,7 @@ from moorage.metadata import (
 )
 from moorage.metadata import tables as t
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
+from moorage.metadata.signing import SigningTable
 from moorage.metadata.sql.base import Executor
 from moorage.metadata.sql.blobs import SqlBlobs, SqlUploads
 from moorage.metadata.sql.events import SqlEvents
@@ -56,6 +57,7 @@ from moorage.metadata.sql.pull_through import SqlPullThroughRules
 from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuses, SqlTemplates
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
 from moorage.metadata.sql.scans import SqlScans
+from moorage.metadata.sql.signing import SqlSigning
 from moorage.metadata.sql.vulndb import SqlVulnDb
 from moorage.model import RegistryRef
 
@@ -111,6 +113,7 @@ class SqlTransaction:
         self.vulndb: VulnDbTable = SqlVulnDb(conn, dialect)
         self.scans: ScanTable = SqlScans(conn, dialect)
         self.pull_through: PullThroughRuleTable = SqlPullThroughRules(conn, dialect)
+        self.signing: SigningTable = SqlSigning(conn, dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -264,6 +267,7 @@ class SqlMetadataStore:
                     t.lifecycle_previews,
                     t.lifecycle_events,
                     t.pull_through_rules,
+                    t.signing_statuses,
                     t.event_failures,
                     t.events,
                     t.creation_templates,
