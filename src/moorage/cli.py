@@ -939,3 +939,67 @@ def vulndb_status(config: Path | None, data_dir: Path | None) -> None:
         click.echo(f"  {eco}\t{count}")
     for source, when in sorted(found.sources.items()):
         click.echo(f"source {source} (imported {when})")
+
+
+@admin.command("signing-root")
+@_state_options
+@click.option("--account", "account_id", default=None, help="The account (default: the configured account_id).")
+def signing_root(config: Path | None, data_dir: Path | None, account_id: str | None) -> None:
+    """Print the account's signing root CA certificate (PEM), created on first use: the trust
+    store certificate that verifies the signatures Moorage makes on push (`notation` CA store)."""
+    settings = _load(config, data_dir, {})
+
+    async def action(moorage: Any) -> str:
+        return str(await moorage.signing.root_pem(account_id or settings.account_id))
+
+    click.echo(asyncio.run(_with_services(settings, action)), nl=False)
+
+
+@main.group()
+def signing() -> None:
+    """Managed signing: verify the Notary Project signatures Moorage made on push."""
+
+
+def _image_reference(text: str) -> tuple[str, str]:
+    """REPO[:TAG|@DIGEST] -> (repository, reference); the tag `latest` when neither is given."""
+    if "@" in text:
+        name, _, ref = text.partition("@")
+        return name, ref
+    last = text.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, _, ref = text.rpartition(":")
+        return name, ref
+    return text, "latest"
+
+
+@signing.command("verify")
+@_state_options
+@click.argument("image")
+@click.option("--account", "account_id", default=None, help="The registry's account (default: account_id).")
+@click.option("--region", default=None, help="The registry's region (default: region).")
+def signing_verify(
+    config: Path | None, data_dir: Path | None, image: str, account_id: str | None, region: str | None
+) -> None:
+    """Verify every signature of IMAGE (REPO[:TAG|@DIGEST]) against the account's signing root:
+    the certificate chain, the ES384 signature, and that the signed digest is the image's.
+    Exits 1 when the image has no signature or any signature fails."""
+    from moorage.model import RegistryRef, RepositoryName
+
+    settings = _load(config, data_dir, {})
+    registry = RegistryRef(account_id or settings.account_id, region or settings.region)
+    name, reference = _image_reference(image)
+
+    async def action(moorage: Any) -> Any:
+        return await moorage.signing.verify_image(registry, RepositoryName(name), reference)
+
+    try:
+        found, checks = asyncio.run(_with_services(settings, action))
+    except MoorageError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{name}@{found.digest}")
+    for check in checks:
+        click.echo(f"  {check.signature}  {'VERIFIED' if check.ok else 'FAILED'}  {check.detail}")
+    if not checks:
+        click.echo("  no signatures")
+    if not checks or not all(c.ok for c in checks):
+        sys.exit(1)

@@ -70,6 +70,7 @@ __all__ = [
     "SIGNING_SCHEME",
     "THUMBPRINT_ANNOTATION",
     "ProfileNotFoundError",
+    "SignatureCheck",
     "SignatureInvalidError",
     "Signing",
     "SigningConfigurationNotFoundError",
@@ -814,6 +815,47 @@ class Signing:
             log.info("signing %s@%s with %s failed: %s", name, digest, row.profile_arn, code)
         return result
 
+    async def verify_image(
+        self, registry: RegistryRef, name: RepositoryName, reference: str
+    ) -> tuple[Image, list[SignatureCheck]]:
+        image = await self._registry.get_manifest(registry, name, reference, with_body=False)
+        roots = [x509.load_pem_x509_certificate((await self.root_pem(registry.account_id)).encode())]
+        expected = {"mediaType": image.media_type, "digest": str(image.digest), "size": image.size}
+        checks = []
+        for sig in await self._registry.referrers(registry, name, image.digest, SIGNATURE_ARTIFACT_TYPE):
+            checks.append(await self._check(registry, name, sig, roots, expected))
+        return image, checks
+
+    async def _check(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        sig: Image,
+        roots: Sequence[x509.Certificate],
+        expected: Mapping[str, Any],
+    ) -> SignatureCheck:
+        try:
+            manifest = json.loads(sig.body or b"{}")
+            layers = [layer for layer in manifest.get("layers", []) if layer.get("mediaType") == JWS_MEDIA_TYPE]
+            if len(layers) != 1:
+                return SignatureCheck(sig.digest, False, "the signature manifest has no single JWS layer")
+            digest = Digest.parse(layers[0]["digest"])
+            envelope = await _read_all(await self._registry.open_blob(registry, name, digest))
+            if "sha256:" + hashlib.sha256(envelope).hexdigest() != str(digest):
+                return SignatureCheck(sig.digest, False, "the envelope blob does not match its digest")
+            subject = manifest.get("subject") or {}
+            if subject.get("digest") != expected["digest"]:
+                return SignatureCheck(sig.digest, False, "the signature's subject is not the image")
+            verified = verify_envelope(envelope, roots, now=self._clock.now(), expected=expected)
+        except SignatureInvalidError as exc:
+            return SignatureCheck(sig.digest, False, str(exc))
+        except (MoorageError, ValueError, KeyError) as exc:
+            return SignatureCheck(sig.digest, False, f"cannot read the signature: {exc}")
+        thumbs = json.dumps(thumbprints(verified.chain), separators=(",", ":"))
+        if (manifest.get("annotations") or {}).get(THUMBPRINT_ANNOTATION) != thumbs:
+            return SignatureCheck(sig.digest, False, "the thumbprint annotation does not match the certificate chain")
+        return SignatureCheck(sig.digest, True, f"signed by {verified.signer} at {verified.signing_time}")
+
     async def _store_signature(self, profile: SigningProfileRecord, image: Image) -> Digest:
         chain = _load_chain(profile.cert_chain)
         key = _load_key(self._identities.unseal(f"signing-profile/{profile.arn}", profile.key_ciphertext))
@@ -828,6 +870,23 @@ class Signing:
         body = signature_manifest(target, envelope, chain, now)
         put = await self._registry.put_manifest(registry, name, body, mf.OCI_MANIFEST, create_repository=False)
         return put.image.digest
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureCheck:
+    """The verification of one signature of an image (`moorage signing verify`, the console)."""
+
+    signature: Digest
+    ok: bool
+    detail: str  # the signer and signing time when ok, else what failed
+    profile: str | None = None
+
+
+async def _read_all(stream: Any) -> bytes:
+    if stream.path is not None:
+        return bytes(stream.path.read_bytes())
+    parts = [chunk async for chunk in stream.chunks]
+    return b"".join(parts)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
