@@ -80,14 +80,20 @@ def test_certificates_meet_the_notary_requirements(pki: Any) -> None:
     _, root, _, leaf = pki
     bc = root.extensions.get_extension_for_class(x509.BasicConstraints)
     ku = root.extensions.get_extension_for_class(x509.KeyUsage)
-    assert bc.critical and bc.value.ca and ku.critical and ku.value.key_cert_sign
+    assert bc.critical
+    assert bc.value.ca
+    assert ku.critical
+    assert ku.value.key_cert_sign
     leaf_ku = leaf.extensions.get_extension_for_class(x509.KeyUsage)
-    assert leaf_ku.critical and leaf_ku.value.digital_signature and not leaf_ku.value.key_cert_sign
+    assert leaf_ku.critical
+    assert leaf_ku.value.digital_signature
+    assert not leaf_ku.value.key_cert_sign
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.CODE_SIGNING]
     public = leaf.public_key()
-    assert isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp384r1"
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    assert public.curve.name == "secp384r1"
     leaf.verify_directly_issued_by(root)
 
 
@@ -95,7 +101,8 @@ def test_verifies_and_a_second_library_agrees(pki: Any) -> None:
     _, root, key, leaf = pki
     envelope = build_envelope(key, [leaf, root], TARGET, NOW)
     verified = verify_envelope(envelope, [root], now=NOW + timedelta(minutes=1), expected=TARGET)
-    assert verified.target == TARGET and verified.signer == "release_signer"
+    assert verified.target == TARGET
+    assert verified.signer == "release_signer"
     # the critical header must be declared understood, or jwcrypto (rightly) refuses it
     understood = {"io.cncf.notary.signingScheme": JWSEHeaderParameter("Notary signing scheme", True, True, None)}
     signature = jws.JWS(header_registry=understood)
@@ -125,9 +132,9 @@ def test_tampering_fails(pki: Any) -> None:
     headers["io.cncf.notary.signingTime"] = "2020-01-01T00:00:00Z"
     with pytest.raises(SignatureInvalidError, match="does not verify"):
         verify_envelope(_tampered(envelope, protected=b64url(json.dumps(headers).encode())), [root], now=later)
+    headers["crit"] = ["io.cncf.notary.signingScheme", "io.example.unknown"]
+    headers["io.example.unknown"] = "x"
     with pytest.raises(SignatureInvalidError, match="unsupported critical"):
-        headers["crit"] = ["io.cncf.notary.signingScheme", "io.example.unknown"]
-        headers["io.example.unknown"] = "x"
         verify_envelope(_tampered(envelope, protected=b64url(json.dumps(headers).encode())), [root], now=later)
 
 

@@ -10,6 +10,7 @@ end FAILED; deleting the image deletes its signature; `moorage signing verify` a
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import subprocess
 import sys
@@ -107,7 +108,8 @@ def profile(env: Env) -> str:
     )
     arn: str = made["arn"]
     assert arn == f"arn:aws:signer:us-east-1:{ACCOUNT}:/signing-profiles/release_signer"
-    assert made["profileVersionArn"] == f"{arn}/{made['profileVersion']}" and len(made["profileVersion"]) == 10
+    assert made["profileVersionArn"] == f"{arn}/{made['profileVersion']}"
+    assert len(made["profileVersion"]) == 10
     env.ecr.put_signing_configuration(
         signingConfiguration={
             "rules": [
@@ -144,16 +146,18 @@ def verify_per_spec(envelope: bytes, root: x509.Certificate, subject: dict[str, 
     chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in doc["header"]["x5c"]]
     assert doc["header"]["io.cncf.notary.signingAgent"].startswith("moorage/")
     assert chain[-1] == root, "the chain ends at the account's root"
-    for child, parent in zip(chain, chain[1:], strict=False):
+    for child, parent in itertools.pairwise(chain):
         child.verify_directly_issued_by(parent)
     public = chain[0].public_key()
-    assert isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp384r1"
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    assert public.curve.name == "secp384r1"
     raw = _b64url(doc["signature"])
     der = encode_dss_signature(int.from_bytes(raw[:48], "big"), int.from_bytes(raw[48:], "big"))
     public.verify(der, f"{doc['protected']}.{doc['payload']}".encode("ascii"), ec.ECDSA(hashes.SHA384()))
     payload = json.loads(_b64url(doc["payload"]))
     assert payload == {"targetArtifact": subject}
-    return doc
+    checked: dict[str, Any] = doc
+    return checked
 
 
 def verify_with_jwcrypto(envelope: bytes) -> dict[str, Any]:
@@ -186,7 +190,9 @@ def signature_of(env: Env, repo: str, digest: str, size: int, media_type: str) -
 
 def test_signing_profile_api(env: Env, profile: str) -> None:
     got = env.signer("get-signing-profile", "--profile-name", "release_signer")
-    assert got["status"] == "Active" and got["platformId"] == "Notation-OCI-SHA384-ECDSA" and got["arn"] == profile
+    assert got["status"] == "Active"
+    assert got["platformId"] == "Notation-OCI-SHA384-ECDSA"
+    assert got["arn"] == profile
     assert got["tags"] == {"team": "platform"}
     listed = env.signer("list-signing-profiles")["profiles"]
     assert [p["profileName"] for p in listed] == ["release_signer"]
@@ -198,9 +204,11 @@ def test_signing_profile_api(env: Env, profile: str) -> None:
     env.signer("untag-resource", "--resource-arn", profile, "--tag-keys", "stage")
     assert env.signer("list-tags-for-resource", "--resource-arn", profile)["tags"] == {"team": "platform"}
     missing = env.aws("signer", "get-signing-profile", "--profile-name", "nope_nope", check=False)
-    assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
+    assert missing.returncode != 0
+    assert "ResourceNotFoundException" in missing.stderr
     bad = env.aws("signer", "put-signing-profile", "--profile-name", "other_one", "--platform-id", "P", check=False)
-    assert bad.returncode != 0 and "ValidationException" in bad.stderr
+    assert bad.returncode != 0
+    assert "ValidationException" in bad.stderr
     config = env.ecr.get_signing_configuration()
     assert config["registryId"] == ACCOUNT
     assert config["signingConfiguration"]["rules"][0]["signingProfileArn"] == profile
@@ -228,7 +236,9 @@ def test_push_is_signed_and_verifies(env: Env, profile: str, root_cert: x509.Cer
     with pytest.raises(jws.InvalidJWSSignature):
         verify_with_jwcrypto(json.dumps(forged).encode())
     out = moorage(env.live, "signing", "verify", "signed/app:v1", "--account", ACCOUNT)
-    assert f"signed/app@{digest}" in out and "VERIFIED" in out and "FAILED" not in out
+    assert f"signed/app@{digest}" in out
+    assert "VERIFIED" in out
+    assert "FAILED" not in out
     # the signature itself is not signed
     sig = env.referrers("signed/app", digest)[0]["digest"]
     assert env.statuses("signed/app", sig) == []
@@ -263,7 +273,8 @@ def test_unmatched_repository_is_not_signed(env: Env, profile: str) -> None:
         timeout=120,
         check=False,
     )
-    assert done.returncode == 1 and "no signatures" in done.stdout
+    assert done.returncode == 1
+    assert "no signatures" in done.stdout
 
 
 def test_revoked_profile_fails(env: Env, profile: str) -> None:
@@ -296,13 +307,15 @@ def test_revoked_profile_fails(env: Env, profile: str) -> None:
         "2026-01-01T00:00:00Z",
     )
     got = env.signer("get-signing-profile", "--profile-name", "revoked_one")
-    assert got["status"] == "Revoked" and got["revocationRecord"]["revokedBy"].endswith(":root")
+    assert got["status"] == "Revoked"
+    assert got["revocationRecord"]["revokedBy"].endswith(":root")
     digest = make_image(env.layout, "rev", layers=1, layer_size_mb=0.01, seed=14)
     push(f"oci:{env.layout}:rev", env.live, "signed/revoked:v1")
     by_arn = {s["signingProfileArn"]: s for s in env.statuses("signed/revoked", digest)}
     assert by_arn[profile]["status"] == "COMPLETE"
     failed = by_arn[made["arn"]]
-    assert failed["status"] == "FAILED" and failed["failureCode"] == "SigningProfileRevoked"
+    assert failed["status"] == "FAILED"
+    assert failed["failureCode"] == "SigningProfileRevoked"
     assert "Revoked" in failed["failureReason"]
     assert len(env.referrers("signed/revoked", digest)) == 1  # only the active profile signed
 
@@ -352,7 +365,8 @@ def test_pusher_without_sign_payload_fails(env: Env, profile: str) -> None:
     digest = make_image(env.layout, "user", layers=1, layer_size_mb=0.01, seed=15)
     push(f"oci:{env.layout}:user", env.live, "signed/by-user:v1", "--dest-creds", token)
     (status,) = env.statuses("signed/by-user", digest)
-    assert status["status"] == "FAILED" and status["failureCode"] == "AccessDenied"
+    assert status["status"] == "FAILED"
+    assert status["failureCode"] == "AccessDenied"
     assert "user/pusher is not authorized to perform: signer:SignPayload" in status["failureReason"]
     assert env.referrers("signed/by-user", digest) == []
 
