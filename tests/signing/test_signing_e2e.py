@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,13 @@ class Env:
         self.live = live
         self.layout = layout
         self.ecr = live.ecr()
+        self.signer_api = boto3.client(
+            "signer",
+            endpoint_url=live.url,
+            region_name="us-east-1",
+            aws_access_key_id=ROOT_ACCESS_KEY_ID,
+            aws_secret_access_key=ROOT_SECRET_ACCESS_KEY,
+        )
 
     def aws(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return aws_cli(self.live.url, *args, key_id=ROOT_ACCESS_KEY_ID, secret=ROOT_SECRET_ACCESS_KEY, check=check)
@@ -189,26 +197,28 @@ def signature_of(env: Env, repo: str, digest: str, size: int, media_type: str) -
 
 
 def test_signing_profile_api(env: Env, profile: str) -> None:
-    got = env.signer("get-signing-profile", "--profile-name", "release_signer")
+    api = env.signer_api
+    got = api.get_signing_profile(profileName="release_signer")
     assert got["status"] == "Active"
     assert got["platformId"] == "Notation-OCI-SHA384-ECDSA"
     assert got["arn"] == profile
     assert got["tags"] == {"team": "platform"}
-    listed = env.signer("list-signing-profiles")["profiles"]
-    assert [p["profileName"] for p in listed] == ["release_signer"]
-    env.signer("tag-resource", "--resource-arn", profile, "--tags", "stage=prod")
-    assert env.signer("list-tags-for-resource", "--resource-arn", profile)["tags"] == {
-        "team": "platform",
-        "stage": "prod",
-    }
-    env.signer("untag-resource", "--resource-arn", profile, "--tag-keys", "stage")
-    assert env.signer("list-tags-for-resource", "--resource-arn", profile)["tags"] == {"team": "platform"}
-    missing = env.aws("signer", "get-signing-profile", "--profile-name", "nope_nope", check=False)
-    assert missing.returncode != 0
-    assert "ResourceNotFoundException" in missing.stderr
-    bad = env.aws("signer", "put-signing-profile", "--profile-name", "other_one", "--platform-id", "P", check=False)
-    assert bad.returncode != 0
-    assert "ValidationException" in bad.stderr
+    assert got["signatureValidityPeriod"] == {"value": 135, "type": "MONTHS"}
+    assert [p["profileName"] for p in api.list_signing_profiles()["profiles"]] == ["release_signer"]
+    api.tag_resource(resourceArn=profile, tags={"stage": "prod"})
+    assert api.list_tags_for_resource(resourceArn=profile)["tags"] == {"team": "platform", "stage": "prod"}
+    api.untag_resource(resourceArn=profile, tagKeys=["stage"])
+    assert api.list_tags_for_resource(resourceArn=profile)["tags"] == {"team": "platform"}
+    with pytest.raises(ClientError) as raised:
+        api.get_signing_profile(profileName="nope_nope")
+    assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(ClientError) as raised:
+        api.put_signing_profile(profileName="other_one", platformId="AWSLambda-SHA384-ECDSA")
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ClientError) as raised:
+        api.list_tags_for_resource(resourceArn=profile.replace("release_signer", "absent"))
+    assert raised.value.response["Error"]["Code"] == "NotFoundException"
     config = env.ecr.get_signing_configuration()
     assert config["registryId"] == ACCOUNT
     assert config["signingConfiguration"]["rules"][0]["signingProfileArn"] == profile
@@ -278,9 +288,7 @@ def test_unmatched_repository_is_not_signed(env: Env, profile: str) -> None:
 
 
 def test_revoked_profile_fails(env: Env, profile: str) -> None:
-    made = env.signer(
-        "put-signing-profile", "--profile-name", "revoked_one", "--platform-id", "Notation-OCI-SHA384-ECDSA"
-    )
+    made = env.signer_api.put_signing_profile(profileName="revoked_one", platformId="Notation-OCI-SHA384-ECDSA")
     env.ecr.put_signing_configuration(
         signingConfiguration={
             "rules": [
@@ -295,18 +303,13 @@ def test_revoked_profile_fails(env: Env, profile: str) -> None:
             ]
         }
     )
-    env.signer(
-        "revoke-signing-profile",
-        "--profile-name",
-        "revoked_one",
-        "--profile-version",
-        made["profileVersion"],
-        "--reason",
-        "key compromise drill",
-        "--effective-time",
-        "2026-01-01T00:00:00Z",
+    env.signer_api.revoke_signing_profile(
+        profileName="revoked_one",
+        profileVersion=made["profileVersion"],
+        reason="key compromise drill",
+        effectiveTime=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    got = env.signer("get-signing-profile", "--profile-name", "revoked_one")
+    got = env.signer_api.get_signing_profile(profileName="revoked_one")
     assert got["status"] == "Revoked"
     assert got["revocationRecord"]["revokedBy"].endswith(":root")
     digest = make_image(env.layout, "rev", layers=1, layer_size_mb=0.01, seed=14)
