@@ -806,7 +806,7 @@ class Signing:
                 await tx.signing.put_statuses([result])
             await tx.events.add(
                 [
-                    signing_action(
+                    ev.signing_action(
                         registry, name, digest, row.profile_arn, now, signature=signature, failure=(code, reason)
                     )
                 ]
@@ -891,40 +891,6 @@ async def _read_all(stream: Any) -> bytes:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-SIGNING_ACTION = "Moorage Image Signing Action"
-
-
-def signing_action(
-    registry: RegistryRef,
-    repository: str,
-    digest: Digest,
-    profile: str,
-    at: datetime,
-    *,
-    signature: str | None,
-    failure: tuple[str | None, str | None],
-) -> ev.Event:
-    """Moorage's `Moorage Image Signing Action` (EventBridge has no ECR type for signing): one per
-    image and signing profile, SUCCESS with the signature's digest or FAILURE with the reason."""
-    code, reason = failure
-    detail: dict[str, Any] = {
-        "result": "FAILURE" if code else "SUCCESS",
-        "repository-name": repository,
-        "image-digest": str(digest),
-        "action-type": "SIGN",
-        "signing-profile-arn": profile,
-    }
-    if signature is not None:
-        detail["signature-digest"] = signature
-    if code:
-        detail["failure-code"] = code
-        detail["failure-reason"] = reason
-    arn = ev.repository_arn(registry, repository)
-    return ev.Event.create(
-        SIGNING_ACTION, ev.MOORAGE_SOURCE, registry, at, detail, repository=repository, resources=[arn, profile]
-    )
 
 
 class SigningSink:

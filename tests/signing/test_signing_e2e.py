@@ -321,6 +321,11 @@ def test_revoked_profile_fails(env: Env, profile: str) -> None:
     assert failed["failureCode"] == "SigningProfileRevoked"
     assert "Revoked" in failed["failureReason"]
     assert len(env.referrers("signed/revoked", digest)) == 1  # only the active profile signed
+    listed = moorage(env.live, "events", "list", "--limit", "1000")
+    actions = [
+        line for line in listed.splitlines() if "Moorage Image Signing Action" in line and "signed/revoked" in line
+    ]
+    assert len(actions) == 2  # one per profile: the signature, and the failure
 
 
 def test_pusher_without_sign_payload_fails(env: Env, profile: str) -> None:
