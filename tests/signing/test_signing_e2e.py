@@ -10,6 +10,7 @@ end FAILED; deleting the image deletes its signature; `moorage signing verify` a
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import subprocess
@@ -247,6 +248,7 @@ def test_push_is_signed_and_verifies(env: Env, profile: str, root_cert: x509.Cer
         verify_with_jwcrypto(json.dumps(forged).encode())
     out = moorage(env.live, "signing", "verify", "signed/app:v1", "--account", ACCOUNT)
     assert f"signed/app@{digest}" in out
+    assert out.count("VERIFIED") == 1
     assert "VERIFIED" in out
     assert "FAILED" not in out
     # the signature itself is not signed
@@ -391,6 +393,57 @@ def test_deleting_the_image_deletes_its_signature(env: Env, profile: str) -> Non
         f"{env.live.url}/v2/signed/gone/manifests/{sig['digest']}", headers={"Accept": ACCEPT}, auth=env.live.auth
     )
     assert response.status_code == 404
+
+
+def test_a_forged_signature_is_reported(env: Env, profile: str) -> None:
+    """Someone pushes a second signature manifest whose envelope's payload was changed:
+    `moorage signing verify` reports it FAILED (and exits 1) beside the genuine one."""
+    digest = make_image(env.layout, "forged", layers=1, layer_size_mb=0.01, seed=17)
+    push(f"oci:{env.layout}:forged", env.live, "signed/forged:v1")
+    assert env.statuses("signed/forged", digest)[0]["status"] == "COMPLETE"
+    body = env.manifest("signed/forged", digest)
+    manifest, envelope = signature_of(env, "signed/forged", digest, len(body), json.loads(body)["mediaType"])
+    doc = json.loads(envelope)
+    payload = json.loads(_b64url(doc["payload"]))
+    payload["targetArtifact"]["size"] += 1
+    doc["payload"] = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    forged = json.dumps(doc).encode()
+    forged_digest = "sha256:" + hashlib.sha256(forged).hexdigest()
+    up = httpx.post(
+        f"{env.live.url}/v2/signed/forged/blobs/uploads/?digest={forged_digest}", content=forged, auth=env.live.auth
+    )
+    assert up.status_code == 201, up.text
+    manifest["layers"][0].update(digest=forged_digest, size=len(forged))
+    forged_manifest = json.dumps(manifest).encode()
+    put = httpx.put(
+        f"{env.live.url}/v2/signed/forged/manifests/sha256:{hashlib.sha256(forged_manifest).hexdigest()}",
+        content=forged_manifest,
+        headers={"content-type": manifest["mediaType"]},
+        auth=env.live.auth,
+    )
+    assert put.status_code == 201, put.text
+    assert len(env.referrers("signed/forged", digest)) == 2
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moorage",
+            "signing",
+            "verify",
+            "signed/forged:v1",
+            "--data-dir",
+            str(env.live.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()[1:]
+    assert sorted(line.split()[1] for line in lines) == ["FAILED", "VERIFIED"]
+    failed = next(line for line in lines if "FAILED" in line)
+    assert "does not verify" in failed
 
 
 def test_configuration_errors(env: Env, profile: str) -> None:
