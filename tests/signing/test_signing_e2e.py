@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -220,6 +221,21 @@ def test_signing_profile_api(env: Env, profile: str) -> None:
     with pytest.raises(ClientError) as raised:
         api.list_tags_for_resource(resourceArn=profile.replace("release_signer", "absent"))
     assert raised.value.response["Error"]["Code"] == "NotFoundException"
+    unchecked = boto3.client(
+        "signer",
+        endpoint_url=env.live.url,
+        region_name="us-east-1",
+        aws_access_key_id=ROOT_ACCESS_KEY_ID,
+        aws_secret_access_key=ROOT_SECRET_ACCESS_KEY,
+        config=Config(parameter_validation=False),
+    )
+    with pytest.raises(ClientError) as raised:
+        unchecked.put_signing_profile(profileName="x", platformId="Notation-OCI-SHA384-ECDSA")
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert raised.value.response["Error"]["Message"] == (
+        "1 validation error detected: Value 'x' at 'profileName' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 2"
+    )
     config = env.ecr.get_signing_configuration()
     assert config["registryId"] == ACCOUNT
     assert config["signingConfiguration"]["rules"][0]["signingProfileArn"] == profile
@@ -468,4 +484,20 @@ def test_configuration_errors(env: Env, profile: str) -> None:
         env.ecr.put_signing_configuration(
             signingConfiguration={"rules": [{"signingProfileArn": "arn:aws:signer:us-east-1:1:/signing-profiles/x"}]}
         )
-    assert raised.value.response["Error"]["Code"] in ("InvalidParameterException", "ValidationException")
+    assert raised.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert "signingProfileArn" in raised.value.response["Error"]["Message"]
+    unchecked = boto3.client(
+        "ecr",
+        endpoint_url=env.live.url,
+        region_name="us-east-1",
+        aws_access_key_id=ROOT_ACCESS_KEY_ID,
+        aws_secret_access_key=ROOT_SECRET_ACCESS_KEY,
+        config=Config(parameter_validation=False),
+    )
+    with pytest.raises(ClientError) as raised:
+        unchecked.put_signing_configuration(signingConfiguration={"rules": [{"signingProfileArn": profile}] * 11})
+    assert raised.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert raised.value.response["Error"]["Message"] == (
+        "Invalid parameter at 'signingConfiguration.rules' failed to satisfy constraint: "
+        "'Member must have length less than or equal to 10'"
+    )
