@@ -1003,3 +1003,39 @@ def signing_verify(
         click.echo("  no signatures")
     if not checks or not all(c.ok for c in checks):
         sys.exit(1)
+
+
+@admin.command("import-signing-key")
+@_state_options
+@click.option("--account", "account_id", default=None, help="The profile's account (default: account_id).")
+@click.option("--region", default=None, help="The profile's region (default: region).")
+@click.option("--profile", "profile_name", required=True, help="The signing profile's name (created or replaced).")
+@click.option("--key", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--chain", "chain_file", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def import_signing_key(
+    config: Path | None,
+    data_dir: Path | None,
+    account_id: str | None,
+    region: str | None,
+    profile_name: str,
+    key_file: Path,
+    chain_file: Path,
+) -> None:
+    """Give a signing profile an existing ECDSA P-384 key (PEM, unencrypted) and its certificate
+    chain (PEM, leaf first, root last): images are then signed with them, and `moorage signing
+    verify` trusts that chain's root too."""
+    from moorage.model import RegistryRef
+
+    settings = _load(config, data_dir, {})
+    registry = RegistryRef(account_id or settings.account_id, region or settings.region)
+
+    key_pem, chain_pem = key_file.read_text(), chain_file.read_text()
+
+    async def action(moorage: Any) -> Any:
+        return await moorage.signing.import_profile(registry, profile_name, key_pem, chain_pem)
+
+    try:
+        record = asyncio.run(_with_services(settings, action))
+    except MoorageError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{record.arn}\t{record.version}")

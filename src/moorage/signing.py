@@ -584,6 +584,61 @@ class Signing:
         assert stored is not None
         return stored
 
+    async def import_profile(
+        self, registry: RegistryRef, name: str, key_pem: str, chain_pem: str
+    ) -> SigningProfileRecord:
+        """Create (or replace the key and chain of) an Active profile with an existing ECDSA P-384
+        key and its certificate chain (leaf first, root last), checked as a verifier would."""
+        try:
+            key = _load_key(key_pem)
+            chain = _load_chain(chain_pem)
+        except (ValueError, TypeError, AssertionError):
+            raise InvalidRequestError(
+                "the key must be an unencrypted PEM EC private key, the chain PEM certificates"
+            ) from None
+        if not chain or key.curve.name != "secp384r1":
+            raise InvalidRequestError(f"{PLATFORM_ID} needs an ECDSA P-384 key and its certificate chain")
+        if chain[0].public_key() != key.public_key():
+            raise InvalidRequestError("the first certificate of the chain is not the key's")
+        try:
+            _check_leaf(chain[0])
+            for child, parent in itertools.pairwise(chain):
+                _check_ca(parent)
+                child.verify_directly_issued_by(parent)
+        except SignatureInvalidError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        except (ValueError, TypeError, InvalidSignature):
+            raise InvalidRequestError("each certificate of the chain must be issued by the next") from None
+        now = self._clock.now()
+        async with self._metadata.transaction(write=True) as tx:
+            existing = await tx.signing.profile(registry, name)
+            record = SigningProfileRecord(
+                registry,
+                name,
+                existing.version if existing is not None else _new_version(),
+                PLATFORM_ID,
+                "Active",
+                *(DEFAULT_VALIDITY if existing is None else (existing.validity_value, existing.validity_type)),
+                self._identities.seal(f"signing-profile/{profile_arn(registry, name)}", _key_pem(key)),
+                _pem_chain(chain),
+                existing.created_at if existing is not None else now,
+                existing.tags if existing is not None else {},
+            )
+            await tx.signing.put_profile(record)
+        return record
+
+    async def trusted_roots(self, registry: RegistryRef) -> list[x509.Certificate]:
+        """What `verify_image` trusts: the account's root, and the roots of imported chains."""
+        roots = {
+            c.fingerprint(hashes.SHA256()): c
+            for c in [x509.load_pem_x509_certificate((await self.root_pem(registry.account_id)).encode())]
+        }
+        async with self._metadata.transaction() as tx:
+            for profile in await tx.signing.profiles(registry):
+                top = _load_chain(profile.cert_chain)[-1]
+                roots.setdefault(top.fingerprint(hashes.SHA256()), top)
+        return list(roots.values())
+
     async def profile(self, registry: RegistryRef, name: str) -> SigningProfileRecord:
         async with self._metadata.transaction() as tx:
             found = await tx.signing.profile(registry, name)
@@ -819,7 +874,7 @@ class Signing:
         self, registry: RegistryRef, name: RepositoryName, reference: str
     ) -> tuple[Image, list[SignatureCheck]]:
         image = await self._registry.get_manifest(registry, name, reference, with_body=False)
-        roots = [x509.load_pem_x509_certificate((await self.root_pem(registry.account_id)).encode())]
+        roots = await self.trusted_roots(registry)
         expected = {"mediaType": image.media_type, "digest": str(image.digest), "size": image.size}
         checks = []
         for sig in await self._registry.referrers(registry, name, image.digest, SIGNATURE_ARTIFACT_TYPE):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -460,6 +460,124 @@ def test_a_forged_signature_is_reported(env: Env, profile: str) -> None:
     assert sorted(line.split()[1] for line in lines) == ["FAILED", "VERIFIED"]
     failed = next(line for line in lines if "FAILED" in line)
     assert "does not verify" in failed
+
+
+def _own_pki(tmp: Path) -> tuple[Path, Path, x509.Certificate]:
+    """A key and chain made here (not by Moorage): a P-384 CA and a code-signing leaf."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Corp Signing CA")])
+    usage = dict(
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=False, key_cert_sign=True, crl_sign=True, **usage), critical=True
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    key = ec.generate_private_key(ec.SECP384R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example release")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=7))
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, **usage), critical=True
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    key_path, chain_path = tmp / "key.pem", tmp / "chain.pem"
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    chain_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, ca)))
+    return key_path, chain_path, ca
+
+
+def test_an_imported_key_signs(env: Env, profile: str, tmp_path: Path) -> None:
+    key_path, chain_path, ca = _own_pki(tmp_path)
+    out = moorage(
+        env.live,
+        "admin",
+        "import-signing-key",
+        "--profile",
+        "imported_one",
+        "--key",
+        str(key_path),
+        "--chain",
+        str(chain_path),
+    )
+    arn = out.split()[0]
+    assert arn == f"arn:aws:signer:us-east-1:{ACCOUNT}:/signing-profiles/imported_one"
+    (tmp_path / "other").mkdir()
+    other_key, _, _ = _own_pki(tmp_path / "other")
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moorage",
+            "admin",
+            "import-signing-key",
+            "--profile",
+            "mismatch",
+            "--key",
+            str(other_key),
+            "--chain",
+            str(chain_path),
+            "--data-dir",
+            str(env.live.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "not the key's" in refused.stderr
+    env.ecr.put_signing_configuration(
+        signingConfiguration={
+            "rules": [
+                {
+                    "signingProfileArn": profile,
+                    "repositoryFilters": [{"filter": "signed/*", "filterType": "WILDCARD_MATCH"}],
+                },
+                {
+                    "signingProfileArn": arn,
+                    "repositoryFilters": [{"filter": "imported/*", "filterType": "WILDCARD_MATCH"}],
+                },
+            ]
+        }
+    )
+    digest = make_image(env.layout, "imported", layers=1, layer_size_mb=0.01, seed=18)
+    push(f"oci:{env.layout}:imported", env.live, "imported/app:v1")
+    assert env.statuses("imported/app", digest) == [{"signingProfileArn": arn, "status": "COMPLETE"}]
+    body = env.manifest("imported/app", digest)
+    media_type = json.loads(body)["mediaType"]
+    _, envelope = signature_of(env, "imported/app", digest, len(body), media_type)
+    verify_per_spec(envelope, ca, {"mediaType": media_type, "digest": digest, "size": len(body)})
+    verified = moorage(env.live, "signing", "verify", "imported/app:v1")
+    assert "VERIFIED" in verified
+    assert "example release" in verified
 
 
 def test_configuration_errors(env: Env, profile: str) -> None:
