@@ -37,6 +37,7 @@ from jwcrypto.common import JWSEHeaderParameter
 from tests.e2e.conftest import SERVER_ENV, fetch_verified_blob, login, make_image, need, push, skopeo
 from tests.e2e.conftest import moorage_cli as moorage
 from tests.support.ecr import aws_cli
+from tests.support.ecr import push_image as ecr_push_image
 from tests.support.live import ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, LiveServer
 
 pytestmark = pytest.mark.e2e
@@ -286,6 +287,16 @@ def test_index_and_each_platform_are_signed(env: Env, profile: str, root_cert: x
         media_type = json.loads(raw)["mediaType"]
         _, envelope = signature_of(env, "signed/multi", digest, len(raw), media_type)
         verify_per_spec(envelope, root_cert, {"mediaType": media_type, "digest": digest, "size": len(raw)})
+
+
+def test_put_image_over_the_ecr_api_is_signed(env: Env, profile: str, root_cert: x509.Certificate) -> None:
+    env.ecr.create_repository(repositoryName="signed/ecr-api")
+    image = ecr_push_image(env.ecr, "signed/ecr-api", "v1")  # a Docker schema 2 manifest, by PutImage
+    digest = image.manifest.digest
+    assert env.statuses("signed/ecr-api", digest) == [{"signingProfileArn": profile, "status": "COMPLETE"}]
+    subject = {"mediaType": image.manifest.media_type, "digest": digest, "size": image.manifest.size}
+    _, envelope = signature_of(env, "signed/ecr-api", digest, image.manifest.size, image.manifest.media_type)
+    verify_per_spec(envelope, root_cert, subject)
 
 
 def test_unmatched_repository_is_not_signed(env: Env, profile: str) -> None:
