@@ -254,7 +254,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
 
 def _load_key(pem: str) -> ec.EllipticCurvePrivateKey:
     key = serialization.load_pem_private_key(pem.encode(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("not an EC private key")
     return key
 
 
@@ -592,7 +593,7 @@ class Signing:
         try:
             key = _load_key(key_pem)
             chain = _load_chain(chain_pem)
-        except (ValueError, TypeError, AssertionError):
+        except (ValueError, TypeError):
             raise InvalidRequestError(
                 "the key must be an unencrypted PEM EC private key, the chain PEM certificates"
             ) from None
