@@ -45,7 +45,7 @@ from moorage.auth import (
     RegistryAuthenticator,
     TokenRegistryAuthenticator,
 )
-from moorage.authz import Authorizer, Origin, PolicyStore, on_repository
+from moorage.authz import Authorizer, Need, Origin, PolicyStore, on_repository
 from moorage.clock import Clock, OffsetClock, SystemClock
 from moorage.config import SETTINGS_ENV, Settings, settings_from_json
 from moorage.delivery import EventDispatcher, EventRetentionJob, sinks_from_settings
@@ -70,6 +70,9 @@ from moorage.scanning.service import ScanJob, Scanning
 from moorage.secrets import Secrets
 from moorage.secretsmanager import TARGET_PREFIX as SECRETSMANAGER_TARGET_PREFIX
 from moorage.secretsmanager import SecretsManagerApi
+from moorage.signer import SignerApi
+from moorage.signer import route as signer_route
+from moorage.signing import Signing, SigningSink, signing_profile_registry
 from moorage.storage import BlobStore
 from moorage.storage.filesystem import FilesystemBlobStore
 from moorage.templates import Templates
@@ -104,6 +107,8 @@ class Moorage:
     secretsmanager: SecretsManagerApi | None = None
     backfills: Job | None = None
     scanning: Scanning | None = None
+    signing: Signing | None = None
+    signer: SignerApi | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -203,6 +208,19 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
 
     scanning = Scanning(metadata, blobs, registry, clock=clock)
     pull_through = PullThroughCache(metadata, clock, settings.pull_through_cache, credentials=secrets)
+    signing = Signing(metadata, identities, registry, uploads, clock=clock, agent=f"moorage/{__version__}")
+    registry.push_hooks.append(signing.on_push)
+
+    async def sign_allowed(principal_arn: str, profile: str) -> bool:
+        """Whether the pushing principal may signer:SignPayload with the profile (ECR asks the same)."""
+        account, _, rest = principal_arn.removeprefix("arn:aws:iam::").partition(":")
+        user = rest.removeprefix("user/") if rest.startswith("user/") else None
+        owner = signing_profile_registry(profile)
+        if owner is None:
+            return False
+        need = Need("signer:SignPayload", owner, profile, identity_only=True)
+        return (await authorizer.evaluate(Principal.of(account, user), Origin(), need)).allowed
+
     cache_pulls = CachePulls(pull_through, registry, uploads, clock)
     oci = OciApi(registry, uploads, registry_auth, authorizer, cache_pulls)
     ecr = EcrApi(
@@ -221,6 +239,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             scanning=scanning,
             pull_through=pull_through,
             cache_pulls=cache_pulls,
+            signing=signing,
         ),
         ApiAuthenticator(identities, mode=settings.auth.mode, default=default),
         InputValidator(),
@@ -235,11 +254,14 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     metrics = Metrics(__version__)
     events = settings.events
     replication_sink = ReplicationSink(metadata, replication, clock=clock, allowed=replication_allowed)
+    api_auth = ApiAuthenticator(identities, mode=settings.auth.mode, default=default)
+    signer = SignerApi(signing, api_auth, authorizer)
     dispatcher = EventDispatcher(
         metadata,
         [
             *sinks_from_settings(settings, user_agent=f"moorage/{__version__}"),
             replication_sink,
+            SigningSink(signing, allowed=sign_allowed),
         ],
         holder=_holder(),
         retry_max_interval=events.retry_max_interval,
@@ -283,6 +305,8 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         ),
         backfills=BackfillJob(metadata, replication_sink, replication),
         scanning=scanning,
+        signing=signing,
+        signer=signer,
     )
 
 
@@ -361,6 +385,9 @@ class RootApp:
             return "ecr", "layer_download"
         if path.startswith("/console"):
             return "console", "page"
+        if path.startswith(("/signing-profiles", "/tags/")):
+            signer_op = signer_route(method, path)
+            return "signer", signer_op[0] if signer_op else "unknown"
         return "other", _OTHER_ROUTES.get(path, "unknown")
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -378,6 +405,8 @@ class RootApp:
                 await moorage.secretsmanager(scope, receive, send)
             elif path == "/" and scope["method"] == "POST":
                 await moorage.ecr(scope, receive, send)
+            elif path.startswith(("/signing-profiles", "/tags/")) and moorage.signer is not None:
+                await moorage.signer(scope, receive, send)
             elif path.startswith("/_moorage/layers/"):
                 await self._layer(moorage, scope, send, path[len("/_moorage/layers/") :])
             elif path == "/_moorage/reset":

@@ -939,3 +939,103 @@ def vulndb_status(config: Path | None, data_dir: Path | None) -> None:
         click.echo(f"  {eco}\t{count}")
     for source, when in sorted(found.sources.items()):
         click.echo(f"source {source} (imported {when})")
+
+
+@admin.command("signing-root")
+@_state_options
+@click.option("--account", "account_id", default=None, help="The account (default: the configured account_id).")
+def signing_root(config: Path | None, data_dir: Path | None, account_id: str | None) -> None:
+    """Print the account's signing root CA certificate (PEM), created on first use: the trust
+    store certificate that verifies the signatures Moorage makes on push (`notation` CA store)."""
+    settings = _load(config, data_dir, {})
+
+    async def action(moorage: Any) -> str:
+        return str(await moorage.signing.root_pem(account_id or settings.account_id))
+
+    click.echo(asyncio.run(_with_services(settings, action)), nl=False)
+
+
+@main.group()
+def signing() -> None:
+    """Managed signing: verify the Notary Project signatures Moorage made on push."""
+
+
+def _image_reference(text: str) -> tuple[str, str]:
+    """REPO[:TAG|@DIGEST] -> (repository, reference); the tag `latest` when neither is given."""
+    if "@" in text:
+        name, _, ref = text.partition("@")
+        return name, ref
+    last = text.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, _, ref = text.rpartition(":")
+        return name, ref
+    return text, "latest"
+
+
+@signing.command("verify")
+@_state_options
+@click.argument("image")
+@click.option("--account", "account_id", default=None, help="The registry's account (default: account_id).")
+@click.option("--region", default=None, help="The registry's region (default: region).")
+def signing_verify(
+    config: Path | None, data_dir: Path | None, image: str, account_id: str | None, region: str | None
+) -> None:
+    """Verify every signature of IMAGE (REPO[:TAG|@DIGEST]) against the account's signing root:
+    the certificate chain, the ES384 signature, and that the signed digest is the image's.
+    Exits 1 when the image has no signature or any signature fails."""
+    from moorage.model import RegistryRef, RepositoryName
+
+    settings = _load(config, data_dir, {})
+    registry = RegistryRef(account_id or settings.account_id, region or settings.region)
+    name, reference = _image_reference(image)
+
+    async def action(moorage: Any) -> Any:
+        return await moorage.signing.verify_image(registry, RepositoryName(name), reference)
+
+    try:
+        found, checks = asyncio.run(_with_services(settings, action))
+    except MoorageError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{name}@{found.digest}")
+    for check in checks:
+        click.echo(f"  {check.signature}  {'VERIFIED' if check.ok else 'FAILED'}  {check.detail}")
+    if not checks:
+        click.echo("  no signatures")
+    if not checks or not all(c.ok for c in checks):
+        sys.exit(1)
+
+
+@admin.command("import-signing-key")
+@_state_options
+@click.option("--account", "account_id", default=None, help="The profile's account (default: account_id).")
+@click.option("--region", default=None, help="The profile's region (default: region).")
+@click.option("--profile", "profile_name", required=True, help="The signing profile's name (created or replaced).")
+@click.option("--key", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--chain", "chain_file", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def import_signing_key(
+    config: Path | None,
+    data_dir: Path | None,
+    account_id: str | None,
+    region: str | None,
+    profile_name: str,
+    key_file: Path,
+    chain_file: Path,
+) -> None:
+    """Give a signing profile an existing ECDSA P-384 key (PEM, unencrypted) and its certificate
+    chain (PEM, leaf first, root last): images are then signed with them, and `moorage signing
+    verify` trusts that chain's root too."""
+    from moorage.model import RegistryRef
+
+    settings = _load(config, data_dir, {})
+    registry = RegistryRef(account_id or settings.account_id, region or settings.region)
+
+    key_pem, chain_pem = key_file.read_text(), chain_file.read_text()
+
+    async def action(moorage: Any) -> Any:
+        return await moorage.signing.import_profile(registry, profile_name, key_pem, chain_pem)
+
+    try:
+        record = asyncio.run(_with_services(settings, action))
+    except MoorageError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{record.arn}\t{record.version}")

@@ -40,6 +40,7 @@ __all__ = [
     "PULL_THROUGH_CACHE_ACTION",
     "REPLICATION_ACTION",
     "REPOSITORY_ACTION",
+    "SIGNING_ACTION",
     "Event",
     "image_action",
     "image_deleted",
@@ -48,6 +49,7 @@ __all__ = [
     "replication_action",
     "repository_action",
     "repository_arn",
+    "signing_action",
 ]
 
 ECR_SOURCE = "aws.ecr"
@@ -245,3 +247,38 @@ def pull_through_cache_action(
     if failure is not None:
         detail["failure-code"], detail["failure-reason"] = failure
     return Event.create(PULL_THROUGH_CACHE_ACTION, ECR_SOURCE, registry, at, detail, repository=repository)
+
+
+SIGNING_ACTION = "Moorage Image Signing Action"
+
+
+def signing_action(
+    registry: RegistryRef,
+    repository: str,
+    digest: Digest,
+    profile: str,
+    at: datetime,
+    *,
+    signature: str | None,
+    failure: tuple[str | None, str | None] = (None, None),
+) -> Event:
+    """Moorage's `Moorage Image Signing Action` (EventBridge has no ECR type for managed signing):
+    one per image and signing profile, SUCCESS with the signature manifest's digest, or FAILURE
+    with the failure code and reason of DescribeImageSigningStatus."""
+    code, reason = failure
+    detail: dict[str, Any] = {
+        "result": "FAILURE" if code else "SUCCESS",
+        "repository-name": repository,
+        "image-digest": str(digest),
+        "action-type": "SIGN",
+        "signing-profile-arn": profile,
+    }
+    if signature is not None:
+        detail["signature-digest"] = signature
+    if code:
+        detail["failure-code"] = code
+        detail["failure-reason"] = reason
+    arn = repository_arn(registry, repository)
+    return Event.create(
+        SIGNING_ACTION, MOORAGE_SOURCE, registry, at, detail, repository=repository, resources=[arn, profile]
+    )

@@ -32,6 +32,7 @@ from moorage.errors import ManifestUnknownError, RepositoryNotFoundError, Storag
 from moorage.metadata import MetadataStore, Transaction
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, Repository, RepositoryName, parse_tag
 from moorage.pulls import PullTimes
+from moorage.registry import delete_referrers
 
 __all__ = [
     "ImageFailure",
@@ -208,7 +209,7 @@ class Images:
                 raise RepositoryNotFoundError(name, registry.account_id)
             for ref in refs:
                 try:
-                    removed += await self._delete_one(tx, repo.id, ref)
+                    removed += await self._delete_one(tx, repo.id, ref, repo)
                 except _Failed as failed:
                     failures.append(ImageFailure(ref, failed.code, failed.reason))
             now = self._clock.now()
@@ -217,7 +218,9 @@ class Images:
             )
         return removed, failures
 
-    async def _delete_one(self, tx: Transaction, repo_id: int, ref: ImageRef) -> list[tuple[Digest, str | None]]:
+    async def _delete_one(
+        self, tx: Transaction, repo_id: int, ref: ImageRef, repo: Repository | None = None
+    ) -> list[tuple[Digest, str | None]]:
         image = await self._resolve(tx, repo_id, ref, with_body=False)
         if ref.tag is not None and ref.digest is None and len(image.tags) > 1:
             await tx.images.remove_tag(repo_id, ref.tag)
@@ -229,6 +232,8 @@ class Images:
                 f"Requested image is referenced by a manifest list: [{', '.join(map(str, parents))}]",
             )
         tags = await tx.images.delete(repo_id, image.digest, self._clock.now())
+        if repo is not None:
+            await delete_referrers(tx, repo, image.digest, self._clock.now())
         return [(image.digest, t) for t in tags] if tags else [(image.digest, None)]
 
     async def describe(

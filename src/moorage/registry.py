@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -135,6 +135,25 @@ def _references(parsed: mf.ParsedManifest) -> list[ManifestRef]:
     return refs
 
 
+PushHook = Callable[[Transaction, Repository, Image, str | None, datetime], Awaitable[None]]
+
+
+async def delete_referrers(tx: Transaction, repo: Repository, subject: Digest, now: datetime) -> list[Digest]:
+    """Delete the referrers of a deleted image (signatures, SBOMs, ...), and theirs, with a DELETE
+    event each: they follow their subject (ECR cleans them up after the subject is deleted)."""
+    deleted: list[Digest] = []
+    stack = [subject]
+    while stack:
+        for referrer in await tx.images.referrers(repo.id, stack.pop()):
+            if await tx.images.referenced_by(repo.id, referrer.digest):
+                continue  # an index still lists it: it stays (as an index child)
+            tags = await tx.images.delete(repo.id, referrer.digest, now)
+            await tx.events.add(ev.image_deleted(repo.registry, repo.name, referrer.digest, tags, now))
+            deleted.append(referrer.digest)
+            stack.append(referrer.digest)
+    return deleted
+
+
 class Registry:
     def __init__(
         self,
@@ -152,6 +171,10 @@ class Registry:
         self.limits = limits
         self._create_on_push = create_on_push
         self.pulls = pulls if pulls is not None else PullTimes(metadata, clock=clock)
+        # Called in the transaction of every manifest push, after the manifest row is written:
+        # (tx, repository, image, pushing principal's ARN or None, now). Managed signing records
+        # its IN_PROGRESS rows (with the pusher) this way; the composition root appends them.
+        self.push_hooks: list[PushHook] = []
 
     # -- registry settings and documents -----------------------------------------------------
 
@@ -300,8 +323,10 @@ class Registry:
         tag: str | None = None,
         digest: Digest | None = None,
         create_repository: bool | None = None,
+        principal: str | None = None,
     ) -> ManifestPut:
-        """Store a manifest, optionally tagging it. `digest`, when given, must be the body's digest.
+        """Store a manifest, optionally tagging it. `principal`: the pushing principal's ARN
+        (for the push hooks; None for Moorage's own pushes). `digest`, when given, must be the body's digest.
 
         Raises ManifestInvalidError / UnsupportedError (bad document), DigestInvalidError,
         TagInvalidError, TooLargeError, ManifestBlobUnknownError, ImageTagAlreadyExistsError,
@@ -368,6 +393,8 @@ class Registry:
                 artifact_media_type=parsed.artifact_type or (parsed.config.media_type if parsed.config else None),
             )
             await tx.events.add([push])
+            for hook in self.push_hooks:
+                await hook(tx, repo, image, principal, now)
         tags = (tag,) if tag is not None else ()
         return ManifestPut(replace(image, tags=tags, body=body), created, changed)
 
@@ -427,6 +454,7 @@ class Registry:
                 raise ManifestInvalidError(f"image {digest} is referenced by the index {parents[0]}; delete that first")
             tags = await tx.images.delete(repo.id, digest, now)
             await tx.events.add(ev.image_deleted(registry, name, digest, tags, now))
+            await delete_referrers(tx, repo, digest, now)
 
     async def list_tags(self, registry: RegistryRef, name: RepositoryName, page: PageRequest) -> Page[str]:
         async with self._metadata.transaction() as tx:

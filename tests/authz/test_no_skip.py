@@ -16,7 +16,7 @@ import pytest
 from botocore import xform_name
 from botocore.exceptions import ClientError
 
-from moorage.ecr import all_handlers, pending_operations
+from moorage.ecr import all_handlers
 from moorage.oci import blobs, manifests
 from moorage.registry import ACCOUNT_SETTINGS
 from tests.authz.conftest import ACCOUNT_A, World, repo_arn, user_arn
@@ -142,20 +142,6 @@ def test_every_ecr_operation_refuses_a_principal_without_permissions(world: Worl
         else:
             wrong.append(f"{operation}: allowed")
     assert not wrong, "\n".join(wrong)
-    assert snapshot(world, target) == before
-
-
-def test_pending_operations_answer_unsupported_before_authorization(world: World, target: dict[str, Any]) -> None:
-    before = snapshot(world, target)
-    nobody = world.ecr("nobody", REGION)
-    pending = sorted(pending_operations())
-    assert pending, "every model operation is implemented: drop this test"
-    for operation in pending:
-        with pytest.raises(ClientError) as info:
-            getattr(nobody, xform_name(operation))(**_params(operation))
-        error = info.value.response["Error"]
-        assert error["Code"] == "UnsupportedOperationException", (operation, error)
-        assert operation in error["Message"]
     assert snapshot(world, target) == before
 
 

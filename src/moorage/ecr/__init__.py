@@ -35,6 +35,7 @@ from moorage.pull_through import CachePulls, PullThroughCache
 from moorage.registry import Registry
 from moorage.replication import Replication
 from moorage.scanning.service import Scanning
+from moorage.signing import Signing
 from moorage.sigv4 import SigV4Error
 from moorage.templates import Templates
 from moorage.tokens import TokenSigner
@@ -72,6 +73,7 @@ class EcrServices:
     scanning: Scanning | None = None
     pull_through: PullThroughCache | None = None
     cache_pulls: CachePulls | None = None
+    signing: Signing | None = None
 
 
 @dataclass(slots=True)
@@ -131,6 +133,7 @@ def all_handlers() -> dict[str, Handler]:
         replication,
         repositories,
         scanning,
+        signing,
         templates,
     )
 
@@ -146,6 +149,7 @@ def all_handlers() -> dict[str, Handler]:
         replication,
         scanning,
         pull_through,
+        signing,
     )
     for module in modules:
         overlap = table.keys() & module.HANDLERS.keys()

@@ -90,7 +90,14 @@ async def put_image(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
             raise EcrError("ImageDigestDoesNotMatchException", _digest_mismatch(params, text)) from None
     try:
         result = await ctx.services.registry.put_manifest(
-            registry, name, text.encode(), media_type, tag=tag, digest=digest, create_repository=False
+            registry,
+            name,
+            text.encode(),
+            media_type,
+            tag=tag,
+            digest=digest,
+            create_repository=False,
+            principal=ctx.caller.principal.arn,
         )
     except ManifestBlobUnknownError as exc:
         # ECR lists the digests as [a, b] (no quotes): never a Python list's repr.

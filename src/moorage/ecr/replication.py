@@ -29,7 +29,7 @@ async def put_replication_configuration(ctx: EcrContext, params: dict[str, Any])
     return {"replicationConfiguration": stored}
 
 
-def _image_not_found(image_id: dict[str, str], name: str, registry_id: str) -> EcrError:
+def image_not_found(image_id: dict[str, str], name: str, registry_id: str) -> EcrError:
     digest = image_id.get("imageDigest", "null")
     tag = image_id.get("imageTag", "null")
     return EcrError(
@@ -51,13 +51,13 @@ async def describe_image_replication_status(ctx: EcrContext, params: dict[str, A
     try:
         image = await ctx.services.registry.get_manifest(registry, name, reference, with_body=False)
     except ManifestUnknownError:
-        raise _image_not_found(image_id, name, registry.account_id) from None
+        raise image_not_found(image_id, name, registry.account_id) from None
     if "imageTag" in image_id and "imageDigest" in image_id:
         by_tag = None
         with contextlib.suppress(ManifestUnknownError):
             by_tag = await ctx.services.registry.get_manifest(registry, name, image_id["imageTag"], with_body=False)
         if by_tag is None or by_tag.digest != image.digest:
-            raise _image_not_found(image_id, name, registry.account_id)
+            raise image_not_found(image_id, name, registry.account_id)
     rows = await _service(ctx).statuses(registry, name, image.digest)
     statuses = []
     for row in rows:

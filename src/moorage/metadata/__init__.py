@@ -40,6 +40,7 @@ from moorage.metadata.pull_through import PullThroughRule, PullThroughRuleTable
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
 from moorage.metadata.scans import ScanTable
 from moorage.metadata.secrets import SecretRecord, SecretTable, SecretVersionRecord
+from moorage.metadata.signing import SigningTable
 from moorage.metadata.vulndb import VulnDbTable
 from moorage.model import (
     BlobInfo,
@@ -78,6 +79,7 @@ __all__ = [
     "SecretRecord",
     "SecretTable",
     "SecretVersionRecord",
+    "SigningTable",
     "Transaction",
     "UploadTable",
     "VulnDbTable",
@@ -529,6 +531,7 @@ class Transaction(Protocol):
     scans: ScanTable
     pull_through: PullThroughRuleTable
     secrets: SecretTable
+    signing: SigningTable
 
 
 class MetadataStore(Protocol):

@@ -529,3 +529,50 @@ secret_versions = Table(
     Column("stages", Text, nullable=False),  # JSON [stage, ...]
     Column("created_at", Float, nullable=False),
 )
+# Managed signing (signing.py): AWS Signer profiles with their keys, per-account root CAs, and the
+# signing status of each image per profile.
+signing_profiles = Table(
+    "signing_profiles",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("version", String(10), nullable=False),
+    Column("platform_id", String(100), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("status_reason", String(500), nullable=True),
+    Column("validity_value", Integer, nullable=False),
+    Column("validity_type", String(10), nullable=False),
+    Column("key_ciphertext", Text, nullable=False),
+    Column("cert_chain", Text, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("revoked_by", String(2048), nullable=True),
+    Column("revocation_effective_from", Float, nullable=True),
+)
+
+signing_roots = Table(
+    "signing_roots",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("key_ciphertext", Text, nullable=False),
+    Column("cert_pem", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+signing_statuses = Table(
+    "signing_statuses",
+    metadata,
+    Column("account_id", String(12), primary_key=True),
+    Column("region", String(32), primary_key=True),
+    Column("repository", String(256), primary_key=True),
+    Column("digest", String(200), primary_key=True),
+    Column("profile_arn", String(200), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("failure_code", String(100), nullable=True),
+    Column("failure_reason", String(1000), nullable=True),
+    Column("principal_arn", String(2048), nullable=True),
+    Column("signature_digest", String(200), nullable=True),
+    Column("updated_at", Float, nullable=False),
+)

@@ -64,6 +64,7 @@ async def put_manifest(ctx: OciContext) -> None:
         ctx.request.header("content-type"),
         tag=None if is_digest else reference,
         digest=Digest.parse(reference) if is_digest else None,
+        principal=ctx.principal.arn,
     )
     image = result.image
     headers = [

@@ -46,6 +46,7 @@ from moorage.metadata import (
 )
 from moorage.metadata import tables as t
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
+from moorage.metadata.signing import SigningTable
 from moorage.metadata.sql.base import Executor
 from moorage.metadata.sql.blobs import SqlBlobs, SqlUploads
 from moorage.metadata.sql.events import SqlEvents
@@ -58,6 +59,7 @@ from moorage.metadata.sql.replication import SqlBackfills, SqlReplicationStatuse
 from moorage.metadata.sql.repositories import SqlRepositories, SqlResourceTags
 from moorage.metadata.sql.scans import SqlScans
 from moorage.metadata.sql.secrets import SqlSecrets
+from moorage.metadata.sql.signing import SqlSigning
 from moorage.metadata.sql.vulndb import SqlVulnDb
 from moorage.model import RegistryRef
 
@@ -114,6 +116,7 @@ class SqlTransaction:
         self.scans: ScanTable = SqlScans(conn, dialect)
         self.pull_through: PullThroughRuleTable = SqlPullThroughRules(conn, dialect)
         self.secrets: SecretTable = SqlSecrets(conn, dialect)
+        self.signing: SigningTable = SqlSigning(conn, dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -269,6 +272,7 @@ class SqlMetadataStore:
                     t.pull_through_rules,
                     t.secret_versions,
                     t.secrets,
+                    t.signing_statuses,
                     t.event_failures,
                     t.events,
                     t.creation_templates,
