@@ -289,6 +289,19 @@ def test_kill_9_mid_push_to_a_remote_resumes_and_completes(tmp_path: Path, far: 
             assert statuses(a, "far/big", digest).get((R, EAST), {}).get("status") == "IN_PROGRESS"
 
         eventually(started, timeout=20)
+        # Mid-push: a layer is streaming into the remote's staging area.
+        (staging,) = (p for p in far.data_dir.rglob("uploads") if p.is_dir())
+
+        def size(f: Path) -> int:
+            try:
+                return f.stat().st_size
+            except FileNotFoundError:  # committed meanwhile
+                return 0
+
+        def streaming() -> None:
+            assert any(size(f) > (8 << 20) for f in staging.iterdir()), list(staging.iterdir())
+
+        eventually(streaming, timeout=20)
     finally:
         first.kill()
     # Killed mid-push: the remote does not have the image.
