@@ -21,6 +21,7 @@ Failure codes (`failureCode` of DescribeImageReplicationStatus; ECR's is a free 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -569,14 +570,18 @@ class _Retry(Exception):
     """Authenticate afresh (or after creating the repository) and push once more."""
 
 
+PARALLEL_BLOBS = 4  # blob uploads in flight per image and remote
+
+
 class RemoteCopier:
     """Pushes images to one destination served by another deployment (see moorage.remote):
 
         the manifests to send, read in one transaction: the children of an index first, then
           the image, then its referrers (each with the blobs the source repository links)
-        per manifest: each blob HEAD ─► there: skipped; known in another repository there
-          ─► cross-repository mount; else one streamed upload ─► PUT the manifest by digest
-        the tag last (refused ─► the image arrived, the tag did not: an immutable tag there)
+        per manifest: each blob (up to PARALLEL_BLOBS at once) HEAD ─► there: skipped; known in
+          another repository there ─► cross-repository mount; else one streamed upload
+          ─► PUT the manifest by digest (the image itself by its tag, when it has one: refused
+          ─► by digest: the image arrives, the tag does not, as into an immutable tag there)
         a missing repository ─► CreateRepository through the remote's ECR API (with access keys)
 
     Everything is idempotent, so a copy interrupted anywhere (a crash, the remote going away)
@@ -740,19 +745,39 @@ class RemoteCopier:
         top = next(m for m in plan if m.digest == digest)
         kept: str | None = None
         for manifest in plan:
-            for blob, size in manifest.blobs:
-                await self._send_blob(name, blob, size)
-            await self._registry.put_manifest(name, str(manifest.digest), manifest.media_type, manifest.body)
+            await self._send_blobs(name, manifest.blobs)
             if manifest is top and tag is not None:
-                try:
+                try:  # by tag: the digest arrives with it
                     await self._registry.put_manifest(name, tag, top.media_type, top.body)
                     kept = tag
+                    continue
                 except RemoteError as exc:
                     if exc.kind != "rejected":
                         raise
-                    # An immutable tag there naming another image: the image arrived, the tag not.
+                    # An immutable tag there naming another image: the image arrives, the tag not.
                     log.info("replication of %s:%s: the remote kept its tag (%s)", name, tag, exc.code)
+            await self._registry.put_manifest(name, str(manifest.digest), manifest.media_type, manifest.body)
         return kept
+
+    async def _send_blobs(self, name: RepositoryName, blobs: Sequence[tuple[Digest, int]]) -> None:
+        """A manifest's blobs, up to `PARALLEL_BLOBS` at a time."""
+        unique = list(dict.fromkeys(blobs))
+        if len(unique) <= 1:
+            for blob, size in unique:
+                await self._send_blob(name, blob, size)
+            return
+        gate = asyncio.Semaphore(PARALLEL_BLOBS)
+
+        async def send(blob: Digest, size: int) -> None:
+            async with gate:
+                await self._send_blob(name, blob, size)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for blob, size in unique:
+                    group.create_task(send(blob, size))
+        except ExceptionGroup as failed:  # the first failure is the one reported
+            raise failed.exceptions[0] from None
 
     async def _send_blob(self, name: RepositoryName, blob: Digest, size: int) -> None:
         if await self._registry.has_blob(name, str(blob)):

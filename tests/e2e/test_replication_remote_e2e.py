@@ -150,7 +150,8 @@ def test_a_push_is_pushed_to_another_moorage(
             and e["detail"]["image-digest"] == index
         ]
         assert len(found) == 1, found
-        return found[0]
+        first: dict[str, Any] = found[0]
+        return first
 
     event = eventually(replicated)
     assert (event["account"], event["region"]) == (R, EAST)
@@ -191,6 +192,23 @@ def test_a_push_is_pushed_to_distribution_with_htpasswd(
     push(f"oci:{layout.root}:single", source, "dist/lib-copy:2.0")
     assert settled(a, "dist/lib-copy", single, expected=1)[(D, WEST)]["status"] == "COMPLETE"
     assert pulled_from(tmp_path, f"{dist.host}/dist/lib-copy:2.0", *creds).digest_of("got") == single
+
+
+def test_an_immutable_tag_there_keeps_its_image(source: LiveServer, far: LiveServer, layout: Layout) -> None:
+    remote = far.ecr()
+    remote.create_repository(repositoryName="far/fixed", imageTagMutability="IMMUTABLE")
+    a = client(source, A)
+    push(f"oci:{layout.root}:single", source, "far/fixed:v1")
+    first = layout.digest_of("single")
+    assert settled(a, "far/fixed", first, expected=1)[(R, EAST)]["status"] == "COMPLETE"
+    push(f"oci:{layout.root}:multi", source, "far/fixed:v1", "--all")  # v1 moves in the source
+    second = layout.digest_of("multi")
+    assert settled(a, "far/fixed", second, expected=1)[(R, EAST)]["status"] == "COMPLETE"
+    # There the image arrived without the tag, which still names the first.
+    assert manifest_of(remote, "far/fixed", {"imageTag": "v1"})[0] == first
+    details = {d["imageDigest"]: d for d in remote.describe_images(repositoryName="far/fixed")["imageDetails"]}
+    assert second in details
+    assert "imageTags" not in details[second]
 
 
 def test_referrers_follow_their_subject_to_the_remote(source: LiveServer, far: LiveServer) -> None:
