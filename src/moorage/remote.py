@@ -177,18 +177,24 @@ class RemoteRegistry(UpstreamClient):
         ) as response:
             return response
 
-    async def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
-        """Cross-repository mount; True when the registry mounted it (201). A registry that does
-        not (202: an upload was opened instead) is left with that upload unused."""
+    async def mount_blob(self, repository: str, digest: str, source_repository: str) -> str | None:
+        """Cross-repository mount: None when the registry mounted it (201), else the Location of
+        the upload it opened instead (202), for `push_blob`."""
         response = await self._start_upload(repository, {"mount": digest, "from": self._repo(source_repository)})
-        return response.status_code == 201
-
-    async def push_blob(self, repository: str, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
-        """Upload a blob: open an upload, then one PUT streaming `chunks` (`size` bytes)."""
-        response = await self._start_upload(repository)
-        location = response.headers.get("location")
         if response.status_code == 201:
-            return  # the registry already had it
+            return None
+        return response.headers.get("location") or ""
+
+    async def push_blob(
+        self, repository: str, digest: str, size: int, chunks: AsyncIterable[bytes], *, location: str | None = None
+    ) -> None:
+        """Upload a blob: open an upload (or use the one at `location`), then one PUT streaming
+        `chunks` (`size` bytes)."""
+        if not location:
+            response = await self._start_upload(repository)
+            location = response.headers.get("location")
+            if response.status_code == 201:
+                return  # the registry already had it
         if not location:
             raise RemoteError("rejected", "the remote registry opened an upload without a Location")
         url = urljoin(self._url(f"/v2/{self._repo(repository)}/blobs/uploads/"), location)

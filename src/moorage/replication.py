@@ -784,11 +784,14 @@ class RemoteCopier:
             self._remember(blob, name)
             return
         elsewhere = self._known.get(blob)
-        if elsewhere is not None and elsewhere != name and await self._registry.mount_blob(name, str(blob), elsewhere):
-            self._remember(blob, name)
-            return
+        location: str | None = None
+        if elsewhere is not None and elsewhere != name:
+            location = await self._registry.mount_blob(name, str(blob), elsewhere)
+            if location is None:  # mounted
+                self._remember(blob, name)
+                return
         try:
-            await self._registry.push_blob(name, str(blob), size, self._blobs.read(blob))
+            await self._registry.push_blob(name, str(blob), size, self._blobs.read(blob), location=location)
         except BlobMissingError:
             raise _Refused("IMAGE_NOT_FOUND") from None
         self._remember(blob, name)

@@ -194,6 +194,42 @@ def test_a_push_is_pushed_to_distribution_with_htpasswd(
     assert pulled_from(tmp_path, f"{dist.host}/dist/lib-copy:2.0", *creds).digest_of("got") == single
 
 
+def blob_bytes_received(server: LiveServer) -> float:
+    """The server's `moorage_blob_bytes{direction="in"}` (loopback clients may read /metrics)."""
+    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith('moorage_blob_bytes_total{direction="in"}'):
+            return float(line.rpartition(" ")[2])
+    raise AssertionError("no moorage_blob_bytes_total in /metrics")
+
+
+def test_blobs_already_there_are_mounted_not_sent_again(source: LiveServer, far: LiveServer, layout: Layout) -> None:
+    a = client(source, A)
+    push(f"oci:{layout.root}:single", source, "far/mount-one:v1")
+    digest = layout.digest_of("single")
+    assert settled(a, "far/mount-one", digest, expected=1)[(R, EAST)]["status"] == "COMPLETE"
+    sent = blob_bytes_received(far)
+    # The remote does not mount (ECR mounts only with its BLOB_MOUNTING setting ENABLED): the
+    # upload it opened instead carries the bytes.
+    push(f"oci:{layout.root}:single", source, "far/mount-two:v1")
+    assert settled(a, "far/mount-two", digest, expected=1)[(R, EAST)]["status"] == "COMPLETE"
+    again = blob_bytes_received(far)
+    assert again - sent > 500_000
+    far.ecr().put_account_setting(name="BLOB_MOUNTING", value="ENABLED")
+    try:
+        push(f"oci:{layout.root}:single", source, "far/mount-three:v1")
+        assert settled(a, "far/mount-three", digest, expected=1)[(R, EAST)]["status"] == "COMPLETE"
+        # Mounted from far/mount-two, where Moorage pushed them: no blob bytes sent this time.
+        assert blob_bytes_received(far) == again
+    finally:
+        far.ecr().put_account_setting(name="BLOB_MOUNTING", value="DISABLED")
+    for name in ("far/mount-two", "far/mount-three"):
+        got, body = manifest_of(far.ecr(), name, {"imageTag": "v1"})
+        assert got == digest
+        manifest = json.loads(body)
+        # far/mount-two received each blob once, in full.
+        assert manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"]) == again - sent
+
+
 def test_an_immutable_tag_there_keeps_its_image(source: LiveServer, far: LiveServer, layout: Layout) -> None:
     remote = far.ecr()
     remote.create_repository(repositoryName="far/fixed", imageTagMutability="IMMUTABLE")
