@@ -1,5 +1,6 @@
-"""Replication within one deployment (semantics §10): the registry's replication configuration,
-and the outbox consumer that copies every pushed image to the destinations a rule gives it.
+"""Replication (semantics §10): the registry's replication configuration, and the outbox
+consumers that copy every pushed image to the destinations a rule gives it: inside this
+deployment (below), or pushed to a remote registry (`RemoteCopier`, at the end).
 
     push (either face) ─► ECR Image Action PUSH in the outbox
       ReplicationSink (a Sink of delivery.EventDispatcher, lease "events/replication"):
