@@ -65,7 +65,7 @@ from moorage.oci import OciApi, parse_path
 from moorage.pull_through import CachePulls, PullThroughCache
 from moorage.pulls import PullTimes
 from moorage.registry import Limits, Registry
-from moorage.replication import BackfillJob, Replication, ReplicationSink
+from moorage.replication import BackfillJob, RemoteCopier, RemoteReplicationSink, Replication, ReplicationSink
 from moorage.scanning.service import ScanJob, Scanning
 from moorage.secrets import Secrets
 from moorage.secretsmanager import TARGET_PREFIX as SECRETSMANAGER_TARGET_PREFIX
@@ -253,15 +253,17 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     )
     metrics = Metrics(__version__)
     events = settings.events
-    replication_sink = ReplicationSink(metadata, replication, clock=clock, allowed=replication_allowed)
     api_auth = ApiAuthenticator(identities, mode=settings.auth.mode, default=default)
     signer = SignerApi(signing, api_auth, authorizer)
+    remotes = [RemoteCopier(remote, metadata, blobs, clock=clock) for remote in settings.replication.remotes]
+    replication_sink = ReplicationSink(metadata, replication, clock=clock, allowed=replication_allowed, remotes=remotes)
     dispatcher = EventDispatcher(
         metadata,
         [
             *sinks_from_settings(settings, user_agent=f"moorage/{__version__}"),
             replication_sink,
             SigningSink(signing, allowed=sign_allowed),
+            *(RemoteReplicationSink(metadata, replication, remote, clock=clock) for remote in remotes),
         ],
         holder=_holder(),
         retry_max_interval=events.retry_max_interval,

@@ -44,6 +44,8 @@ __all__ = [
     "LogSettings",
     "MetadataSettings",
     "MetricsSettings",
+    "ReplicationRemoteSettings",
+    "ReplicationSettings",
     "S3StorageSettings",
     "Settings",
     "StorageBackend",
@@ -230,6 +232,33 @@ class PullThroughCacheSettings:
 
 
 @dataclass(frozen=True)
+class ReplicationRemoteSettings:
+    """A replication destination `{region, registryId}` served by another deployment: another
+    Moorage or ECR (`access_key_id`/`secret_access_key`: a token from GetAuthorizationToken, pushed
+    over /v2/), or any OCI registry (`username`/`password`, or none: the distribution protocol)."""
+
+    registry_id: str = ""
+    region: str = ""
+    # The registry's /v2/ endpoint (http:// or https://)
+    url: str = ""
+    # The ECR API endpoint for GetAuthorizationToken and CreateRepository (default: `url`, as on Moorage).
+    api_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, metadata={"redact": "value"})
+    username: str | None = None
+    password: str | None = field(default=None, metadata={"redact": "value"})
+    # Not supported yet (refused with a message): give the credentials inline.
+    credential_arn: str | None = None
+    # One request to the remote (a blob upload streams for as long as it takes between reads).
+    timeout: timedelta = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class ReplicationSettings:
+    remotes: tuple[ReplicationRemoteSettings, ...] = ()
+
+
+@dataclass(frozen=True)
 class TestingSettings:
     __test__ = False  # not a pytest test class
 
@@ -269,6 +298,7 @@ class Settings:
     testing: TestingSettings = field(default_factory=TestingSettings)
     log: LogSettings = field(default_factory=LogSettings)
     pull_through_cache: PullThroughCacheSettings = field(default_factory=PullThroughCacheSettings)
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -583,6 +613,38 @@ def _validate_events(events: EventsSettings) -> None:
         raise ConfigError("events.retention: must not be negative")
 
 
+def _validate_remotes(s: Settings) -> None:
+    seen: set[tuple[str, str]] = set()
+    for i, remote in enumerate(s.replication.remotes):
+        key = f"replication.remotes[{i}]"
+        if not _ACCOUNT_ID_RE.fullmatch(remote.registry_id):
+            raise ConfigError(f"{key}.registry_id: must be exactly 12 digits, got {remote.registry_id!r}")
+        if not _REGION_RE.fullmatch(remote.region):
+            raise ConfigError(f"{key}.region: expected an AWS-style region like us-east-1, got {remote.region!r}")
+        where = (remote.registry_id, remote.region)
+        if where == (s.account_id, s.region):
+            raise ConfigError(f"{key}: {remote.registry_id}/{remote.region} is this deployment's own registry")
+        if where in seen:
+            raise ConfigError(f"{key}: {remote.registry_id}/{remote.region} is named by another remote")
+        seen.add(where)
+        for name, url in (("url", remote.url), ("api_url", remote.api_url)):
+            if url is not None and not re.match(r"https?://[^/]", url):
+                raise ConfigError(f"{key}.{name}: expected an http(s):// URL, got {url!r}")
+        if remote.credential_arn is not None:
+            raise ConfigError(
+                f"{key}.credential_arn: not supported yet; give access_key_id/secret_access_key "
+                "or username/password inline"
+            )
+        _require_pair(
+            f"{key}.access_key_id", remote.access_key_id, f"{key}.secret_access_key", remote.secret_access_key
+        )
+        _require_pair(f"{key}.username", remote.username, f"{key}.password", remote.password)
+        if remote.access_key_id is not None and remote.username is not None:
+            raise ConfigError(f"{key}: give either access_key_id/secret_access_key or username/password, not both")
+        if remote.timeout <= timedelta(0):
+            raise ConfigError(f"{key}.timeout: must be longer than zero")
+
+
 def _validate(s: Settings) -> None:
     if not _ACCOUNT_ID_RE.fullmatch(s.account_id):
         raise ConfigError(f"account_id: must be exactly 12 digits, got {s.account_id!r}")
@@ -642,6 +704,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("gc.grace_period: must not be negative")
     if s.archive.restore_delay < zero:
         raise ConfigError("archive.restore_delay: must not be negative")
+    _validate_remotes(s)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Replication within one deployment (semantics §10): the registry's replication configuration,
-and the outbox consumer that copies every pushed image to the destinations a rule gives it.
+"""Replication (semantics §10): the registry's replication configuration, and the outbox
+consumers that copy every pushed image to the destinations a rule gives it: inside this
+deployment (below), or pushed to a remote registry (`RemoteCopier`, at the end).
 
     push (either face) ─► ECR Image Action PUSH in the outbox
       ReplicationSink (a Sink of delivery.EventDispatcher, lease "events/replication"):
@@ -21,6 +22,7 @@ Failure codes (`failureCode` of DescribeImageReplicationStatus; ECR's is a free 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -31,6 +33,7 @@ from datetime import datetime, timedelta
 from moorage import events as ev
 from moorage import manifests as mf
 from moorage.clock import Clock
+from moorage.config import ReplicationRemoteSettings
 from moorage.delivery import DeliveryError
 from moorage.errors import (
     BackfillInProgressError,
@@ -46,7 +49,10 @@ from moorage.metadata.outbox import StoredEvent
 from moorage.metadata.replication import BackfillItem, BackfillRecord, ReplicationStatusRecord, item_key
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, Repository, RepositoryName, parse_tag
 from moorage.registry import manifest_references, tag_is_immutable
+from moorage.remote import EcrApi, RemoteError, RemoteRegistry
+from moorage.storage import BlobMissingError, BlobStore
 from moorage.templates import Templates
+from moorage.upstream import Credentials
 
 __all__ = [
     "FAILURE_CODES",
@@ -54,6 +60,8 @@ __all__ = [
     "Allowed",
     "BackfillJob",
     "Destination",
+    "RemoteCopier",
+    "RemoteReplicationSink",
     "Replication",
     "ReplicationSink",
     "destinations_for",
@@ -66,7 +74,9 @@ FAILURE_CODES: dict[str, str] = {
     "REPOSITORY_CREATION_DENIED": "the destination repository is missing and the destination registry's policy "
     "does not allow the source account ecr:CreateRepository",
     "IMAGE_NOT_FOUND": "the image was deleted from the source before it was copied",
-    "DESTINATION_UNREACHABLE": "the destination could not be written (reserved for remote destinations)",
+    "DESTINATION_UNREACHABLE": "a remote destination could not be reached (connection refused, timeout, "
+    "5xx or 429 answers); retried with backoff until it takes the image",
+    "DESTINATION_REJECTED": "a remote destination refused the image (a 4xx answer other than for access)",
     "LIMIT_EXCEEDED": "the destination refused the image for a quota (reserved)",
 }
 __doc__ = (__doc__ or "") + "".join(f"\n    {code:<28} {meaning}" for code, meaning in FAILURE_CODES.items()) + "\n"
@@ -380,11 +390,21 @@ class ReplicationSink:
 
     name = SINK_NAME
 
-    def __init__(self, metadata: MetadataStore, replication: Replication, *, clock: Clock, allowed: Allowed) -> None:
+    def __init__(
+        self,
+        metadata: MetadataStore,
+        replication: Replication,
+        *,
+        clock: Clock,
+        allowed: Allowed,
+        remotes: Sequence[RemoteCopier] = (),
+    ) -> None:
         self._metadata = metadata
         self._replication = replication
         self._clock = clock
         self._allowed = allowed
+        # Destinations in other deployments: each has a sink of its own (RemoteReplicationSink).
+        self._remotes = {remote.destination: remote for remote in remotes}
 
     def accepts(self, event: StoredEvent) -> bool:
         return event.detail_type == ev.IMAGE_ACTION and '"action-type":"PUSH"' in event.body
@@ -400,7 +420,7 @@ class ReplicationSink:
         tag: str | None = detail.get("image-tag")
         try:
             config = await self._replication.configuration(source)
-            destinations = destinations_for(config, name)
+            destinations = [d for d in destinations_for(config, name) if d.registry not in self._remotes]
             if not destinations:
                 return
             now = self._clock.now()
@@ -424,6 +444,10 @@ class ReplicationSink:
     ) -> tuple[str, str | None]:
         """Copy one image (with its children and referrers) into `dest`; record and return the
         status and failure code."""
+        remote = self._remotes.get(dest)
+        if remote is not None:  # a backfill to a remote destination
+            outcome = await remote.copy(source, name, digest, tag)
+            return outcome[0], outcome[1]
         now = self._clock.now()
         code: str | None = None
         kept_tag: str | None = None
@@ -530,3 +554,315 @@ class ReplicationSink:
             last_activated_at=None,
         )
         await tx.images.put(repo.id, copied, image.body, manifest_references(parsed))
+
+
+# -- remote destinations ([[replication.remotes]]) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Manifest:
+    digest: Digest
+    media_type: str
+    body: bytes
+    blobs: tuple[tuple[Digest, int], ...]  # (digest, size) of the blobs the source repository links
+
+
+class _Retry(Exception):
+    """Authenticate afresh (or after creating the repository) and push once more."""
+
+
+PARALLEL_BLOBS = 4  # blob uploads in flight per image and remote
+
+
+class RemoteCopier:
+    """Pushes images to one destination served by another deployment (see moorage.remote):
+
+        the manifests to send, read in one transaction: the children of an index first, then
+          the image, then its referrers (each with the blobs the source repository links)
+        per manifest: each blob (up to PARALLEL_BLOBS at once) HEAD ─► there: skipped; known in
+          another repository there ─► cross-repository mount; else one streamed upload
+          ─► PUT the manifest by digest (the image itself by its tag, when it has one: refused
+          ─► by digest: the image arrives, the tag does not, as into an immutable tag there)
+        a missing repository ─► CreateRepository through the remote's ECR API (with access keys)
+
+    Everything is idempotent, so a copy interrupted anywhere (a crash, the remote going away)
+    is pushed again from the start and skips what arrived."""
+
+    def __init__(
+        self,
+        settings: ReplicationRemoteSettings,
+        metadata: MetadataStore,
+        blobs: BlobStore,
+        *,
+        clock: Clock,
+        client: RemoteRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.destination = RegistryRef(settings.registry_id, settings.region)
+        self._metadata = metadata
+        self._blobs = blobs
+        self._clock = clock
+        timeout = settings.timeout.total_seconds()
+        self._api: EcrApi | None = None
+        credentials: Credentials | None = None
+        if settings.access_key_id is not None and settings.secret_access_key is not None:
+            self._api = EcrApi(
+                settings.api_url or settings.url,
+                settings.region,
+                settings.access_key_id,
+                settings.secret_access_key,
+                timeout=timeout,
+            )
+        elif settings.username is not None and settings.password is not None:
+            credentials = Credentials(settings.username, settings.password)
+        self._registry = client or RemoteRegistry(settings.url, credentials, timeout=timeout)
+        self._password: str | None = None
+        self._known: dict[Digest, str] = {}  # blob -> a repository there that has it (for mounts)
+        self._failed: dict[tuple[str, str, str], str] = {}  # (source, repository, digest) -> last code
+
+    async def close(self) -> None:
+        await self._registry.aclose()
+        if self._api is not None:
+            await self._api.aclose()
+
+    async def copy(
+        self, source: RegistryRef, name: RepositoryName, digest: Digest, tag: str | None
+    ) -> tuple[str, str | None, bool]:
+        """Push one image; record the status (and an `ECR Replication Action`, when it changed).
+        Returns (status, failure code, whether to try again later)."""
+        code: str | None = None
+        retry = False
+        kept: str | None = None
+        try:
+            plan = await self._plan(source, name, digest)
+            for attempt in range(3):
+                try:
+                    await self._authenticate(fresh=attempt > 0)
+                    kept = await self._push(name, digest, tag, plan)
+                    break
+                except _Retry:
+                    if attempt == 2:
+                        raise RemoteError("denied", "the remote registry refused the credentials") from None
+        except _Refused as refused:
+            code = refused.code
+        except RemoteError as exc:
+            code, retry = _remote_failure(exc)
+            log.info(
+                "replication of %s@%s to %s/%s: %s",
+                name,
+                digest,
+                self.destination.account_id,
+                self.destination.region,
+                exc.message,
+            )
+        status = "COMPLETE" if code is None else "FAILED"
+        await self._record(source, name, digest, status, code, kept)
+        return status, code, retry
+
+    async def _record(
+        self, source: RegistryRef, name: RepositoryName, digest: Digest, status: str, code: str | None, tag: str | None
+    ) -> None:
+        key = (str(source), str(name), str(digest))
+        repeated = code is not None and self._failed.get(key) == code
+        if code is None:
+            self._failed.pop(key, None)
+        else:
+            self._failed[key] = code
+            if len(self._failed) > 10_000:
+                self._failed.pop(next(iter(self._failed)))
+        now = self._clock.now()
+        async with self._metadata.transaction(write=True) as tx:
+            await tx.replication.put(
+                [ReplicationStatusRecord(source, name, str(digest), self.destination, status, code, now)]
+            )
+            if not repeated:  # one event per outcome, not one per retry of the same failure
+                await tx.events.add(
+                    [ev.replication_action(self.destination, name, digest, source, now, tag=tag, failure_code=code)]
+                )
+
+    async def _authenticate(self, *, fresh: bool) -> None:
+        if self._api is None:
+            return
+        if fresh:
+            self._api.forget_password()
+        password = await self._api.registry_password()
+        if password != self._password:
+            self._registry.set_credentials(Credentials("AWS", password), preemptive=True)
+            self._password = password
+
+    async def _plan(self, source: RegistryRef, name: RepositoryName, digest: Digest) -> list[_Manifest]:
+        plan: list[_Manifest] = []
+        seen: set[Digest] = set()
+        async with self._metadata.transaction() as tx:
+            src = await tx.repositories.get(source, name)
+            if src is None or await tx.images.get(src.id, digest, with_body=False) is None:
+                raise _Refused("IMAGE_NOT_FOUND")
+
+            async def visit(wanted: Digest) -> None:
+                if wanted in seen:
+                    return
+                seen.add(wanted)
+                image = await tx.images.get(src.id, wanted)
+                if image is None or image.body is None:
+                    raise _Refused("IMAGE_NOT_FOUND")
+                parsed = mf.parse(image.body, image.media_type)
+                for child in parsed.manifest_references:
+                    await visit(child)
+                blobs: list[tuple[Digest, int]] = []
+                for blob in parsed.blob_references:
+                    info = await tx.blobs.linked(src.id, blob)
+                    if info is not None:  # a non-distributable layer is not ours to send
+                        blobs.append((blob, info.size))
+                plan.append(_Manifest(wanted, image.media_type, image.body, tuple(blobs)))
+
+            await visit(digest)
+            for referrer in await tx.images.referrers(src.id, digest):
+                await visit(referrer.digest)
+        return plan
+
+    async def _push(self, name: RepositoryName, digest: Digest, tag: str | None, plan: list[_Manifest]) -> str | None:
+        created = False
+        while True:
+            try:
+                return await self._push_once(name, digest, tag, plan)
+            except RemoteError as exc:
+                if exc.kind == "denied" and self._api is not None:
+                    raise _Retry() from None  # the registry password may have expired
+                if exc.kind != "not_found" or exc.code != "NAME_UNKNOWN" or created:
+                    raise
+                if self._api is None:
+                    raise _Refused("REPOSITORY_CREATION_DENIED") from None
+                try:
+                    await self._api.create_repository(name)
+                except RemoteError as refused:
+                    if refused.kind in ("denied", "rejected"):
+                        raise _Refused("REPOSITORY_CREATION_DENIED") from None
+                    raise
+                created = True
+
+    async def _push_once(
+        self, name: RepositoryName, digest: Digest, tag: str | None, plan: list[_Manifest]
+    ) -> str | None:
+        top = next(m for m in plan if m.digest == digest)
+        kept: str | None = None
+        for manifest in plan:
+            await self._send_blobs(name, manifest.blobs)
+            if manifest is top and tag is not None:
+                try:  # by tag: the digest arrives with it
+                    await self._registry.put_manifest(name, tag, top.media_type, top.body)
+                    kept = tag
+                    continue
+                except RemoteError as exc:
+                    if exc.kind != "rejected":
+                        raise
+                    # An immutable tag there naming another image: the image arrives, the tag not.
+                    log.info("replication of %s:%s: the remote kept its tag (%s)", name, tag, exc.code)
+            await self._registry.put_manifest(name, str(manifest.digest), manifest.media_type, manifest.body)
+        return kept
+
+    async def _send_blobs(self, name: RepositoryName, blobs: Sequence[tuple[Digest, int]]) -> None:
+        """A manifest's blobs, up to `PARALLEL_BLOBS` at a time."""
+        unique = list(dict.fromkeys(blobs))
+        if len(unique) <= 1:
+            for blob, size in unique:
+                await self._send_blob(name, blob, size)
+            return
+        gate = asyncio.Semaphore(PARALLEL_BLOBS)
+
+        async def send(blob: Digest, size: int) -> None:
+            async with gate:
+                await self._send_blob(name, blob, size)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for blob, size in unique:
+                    group.create_task(send(blob, size))
+        except ExceptionGroup as failed:  # the first failure is the one reported
+            raise failed.exceptions[0] from None
+
+    async def _send_blob(self, name: RepositoryName, blob: Digest, size: int) -> None:
+        if await self._registry.has_blob(name, str(blob)):
+            self._remember(blob, name)
+            return
+        elsewhere = self._known.get(blob)
+        location: str | None = None
+        if elsewhere is not None and elsewhere != name:
+            location = await self._registry.mount_blob(name, str(blob), elsewhere)
+            if location is None:  # mounted
+                self._remember(blob, name)
+                return
+        try:
+            await self._registry.push_blob(name, str(blob), size, self._blobs.read(blob), location=location)
+        except BlobMissingError:
+            raise _Refused("IMAGE_NOT_FOUND") from None
+        self._remember(blob, name)
+
+    def _remember(self, blob: Digest, name: str) -> None:
+        self._known[blob] = name
+        if len(self._known) > 100_000:
+            self._known.pop(next(iter(self._known)))
+
+
+def _remote_failure(exc: RemoteError) -> tuple[str, bool]:
+    """The failure code of a remote's answer, and whether it is worth trying again."""
+    if exc.kind == "unavailable":
+        return "DESTINATION_UNREACHABLE", True
+    if exc.kind == "denied":
+        return "ACCESS_DENIED", False
+    if exc.code in ("TOOMANYREQUESTS", "LimitExceededException"):
+        return "LIMIT_EXCEEDED", False
+    return "DESTINATION_REJECTED", False
+
+
+class RemoteReplicationSink:
+    """The outbox consumer for one remote destination (lease `events/replication-remote-<id>-<region>`):
+    a remote that is down holds back only its own copies. A copy that could not reach the remote
+    is FAILED(DESTINATION_UNREACHABLE) and the event is retried with the dispatcher's backoff
+    (1 s, 2 s, 4 s ... up to `events.retry_max_interval`, for `events.retry_for`) until it is
+    COMPLETE; other failures are final, as for destinations in this deployment."""
+
+    def __init__(
+        self, metadata: MetadataStore, replication: Replication, copier: RemoteCopier, *, clock: Clock
+    ) -> None:
+        self._metadata = metadata
+        self._replication = replication
+        self._copier = copier
+        self._clock = clock
+        dest = copier.destination
+        self.name = f"replication-remote-{dest.account_id}-{dest.region}"
+
+    def accepts(self, event: StoredEvent) -> bool:
+        return event.detail_type == ev.IMAGE_ACTION and '"action-type":"PUSH"' in event.body
+
+    async def close(self) -> None:
+        await self._copier.close()
+
+    async def deliver(self, event: StoredEvent) -> None:
+        detail = json.loads(event.body)["detail"]
+        source = RegistryRef(event.account_id, event.region)
+        name = RepositoryName(detail["repository-name"])
+        digest = Digest.parse(detail["image-digest"])
+        tag: str | None = detail.get("image-tag")
+        dest = self._copier.destination
+        try:
+            config = await self._replication.configuration(source)
+            if Destination(dest.region, dest.account_id) not in destinations_for(config, name):
+                return
+            async with self._metadata.transaction(write=True) as tx:
+                current = [
+                    r for r in await tx.replication.for_image(source, name, str(digest)) if r.destination == dest
+                ]
+                if not current or current[0].status != "FAILED":  # a retry keeps showing its failure
+                    await tx.replication.put(
+                        [
+                            ReplicationStatusRecord(
+                                source, name, str(digest), dest, "IN_PROGRESS", None, self._clock.now()
+                            )
+                        ]
+                    )
+            _status, code, retry = await self._copier.copy(source, name, digest, tag)
+        except Exception as exc:  # the database went away, say: retried with backoff
+            log.exception("replication of %s@%s to %s/%s failed", name, digest, dest.account_id, dest.region)
+            raise DeliveryError(f"replication failed: {type(exc).__name__}: {exc}") from exc
+        if retry:
+            raise DeliveryError(f"replication to {dest.account_id}/{dest.region}: {code}")

@@ -707,3 +707,51 @@ def test_settings_from_json_errors(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         settings_from_json(text)
     assert str(info.value).startswith(message)
+
+
+REMOTE = '[[replication.remotes]]\nregistry_id = "555555555555"\nregion = "eu-west-1"\nurl = "https://r.test"\n'
+
+
+def test_replication_remotes_from_toml_and_environment(tmp_path: Path) -> None:
+    settings = load(tmp_path, REMOTE + 'username = "u"\npassword = "p4ss"\n')
+    (remote,) = settings.replication.remotes
+    assert (remote.registry_id, remote.region, remote.url) == ("555555555555", "eu-west-1", "https://r.test")
+    assert (remote.username, remote.password, remote.access_key_id) == ("u", "p4ss", None)
+    assert "p4ss" not in str(settings_to_dict(settings))
+    assert settings_from_json(settings_to_json(settings)) == settings
+    env = {
+        "MOORAGE_REPLICATION__REMOTES": '[{"registry_id": "555555555555", "region": "eu-west-1", '
+        '"url": "http://127.0.0.1:5000", "access_key_id": "AKIA", "secret_access_key": "s"}]'
+    }
+    (remote,) = load(tmp_path, None, env).replication.remotes
+    assert (remote.access_key_id, remote.secret_access_key) == ("AKIA", "s")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('credential_arn = "arn:aws:secretsmanager:eu-west-1:1:secret:x"\n', "credential_arn: not supported yet"),
+        ('access_key_id = "AKIA"\n', "secret_access_key"),
+        ('username = "u"\n', "password"),
+        ('username = "u"\npassword = "p"\naccess_key_id = "A"\nsecret_access_key = "s"\n', "either"),
+        ("timeout = 0\n", "timeout: must be longer than zero"),
+    ],
+)
+def test_replication_remotes_are_validated(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load(tmp_path, REMOTE + extra)
+    assert str(info.value).startswith("replication.remotes[0]")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (REMOTE.replace("555555555555", "12"), "registry_id: must be exactly 12 digits"),
+        (REMOTE.replace("https://r.test", "ftp://r"), "url: expected an http"),
+        (REMOTE.replace("555555555555", "123456789012").replace("eu-west-1", "us-east-1"), "own registry"),
+        (REMOTE + "\n" + REMOTE, r"replication.remotes\[1\]: 555555555555/eu-west-1 is named by another remote"),
+    ],
+)
+def test_replication_remote_destinations_are_validated(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, toml)

@@ -1,13 +1,17 @@
 """Pure parts of replication and creation templates: which destinations a repository's pushes go
-to, and how template prefixes match."""
+to, how template prefixes match, and which failure code a remote's answer is."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from moorage.metadata.replication import TemplateRecord
 from moorage.model import RegistryRef
-from moorage.replication import Destination, destinations_for
+from moorage.remote import RemoteError
+from moorage.replication import FAILURE_CODES, Destination, _remote_failure, destinations_for
 from moorage.templates import Template, normalize_prefix, prefix_matches
 
 WEST = {"region": "eu-west-1", "registryId": "123456789012"}
@@ -68,3 +72,24 @@ def test_a_template_survives_its_stored_document() -> None:
     )
     record = TemplateRecord(RegistryRef("123456789012", "us-east-1"), "prod", template.document(), at, at)
     assert Template.from_record(record) == template
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code", "expected"),
+    [
+        ("unavailable", None, None, ("DESTINATION_UNREACHABLE", True)),
+        ("unavailable", 503, None, ("DESTINATION_UNREACHABLE", True)),
+        ("denied", 401, None, ("ACCESS_DENIED", False)),
+        ("rejected", 400, "MANIFEST_INVALID", ("DESTINATION_REJECTED", False)),
+        ("rejected", 400, "LimitExceededException", ("LIMIT_EXCEEDED", False)),
+        ("not_found", 404, "BLOB_UNKNOWN", ("DESTINATION_REJECTED", False)),
+    ],
+)
+def test_remote_answers_map_to_documented_failure_codes(
+    kind: str, status: int | None, code: str | None, expected: tuple[str, bool]
+) -> None:
+    found = _remote_failure(RemoteError(kind, "x", status=status, code=code))
+    assert found == expected
+    assert found[0] in FAILURE_CODES
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"| `{found[0]}` |" in readme
