@@ -8,6 +8,7 @@ vulnerable; `GIT` ranges are skipped; a `withdrawn` record never matches.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,23 @@ def evaluate(entry: Mapping[str, Any], version: str, ecosystem: str) -> Hit:
 
 def normalise_name(ecosystem: str, name: str) -> str:
     return canonicalize_name(name) if ecosystem == "PyPI" else name
+
+
+_RHEL_STREAM = re.compile(r"^Red Hat:(?:[^:]*:)*?enterprise_linux:(\d+)")
+
+
+def match_ecosystem(ecosystem: str) -> str:
+    """The ecosystem an advisory's `affected[].package.ecosystem` is matched (and indexed) under.
+
+    Red Hat's names a CPE product stream (`Red Hat:enterprise_linux:9::appstream`), which an image
+    does not record: every stream of one RHEL major release is matched as `Red Hat:9`. Every
+    other ecosystem is matched as it is named.
+    """
+    if ecosystem.startswith("Red Hat:"):
+        m = _RHEL_STREAM.match(ecosystem)
+        if m:
+            return f"Red Hat:{m.group(1)}"
+    return ecosystem
 
 
 # --- identity and severity -------------------------------------------------------------------
@@ -206,16 +224,33 @@ def match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
     for pkg in packages:
         if not pkg.ecosystem:
             continue
-        name = normalise_name(pkg.ecosystem, pkg.match_name)
-        for record in lookup(pkg.ecosystem, name):
-            if record.get("withdrawn"):
-                continue
-            for entry in record.get("affected") or []:
-                p = entry.get("package") or {}
-                if p.get("ecosystem") != pkg.ecosystem or normalise_name(pkg.ecosystem, str(p.get("name"))) != name:
+        names = {normalise_name(pkg.ecosystem, n) for n in (pkg.match_name, pkg.alt_match_name) if n}
+        seen: set[str] = set()
+        for name in sorted(names):
+            for record in lookup(pkg.ecosystem, name):
+                rid = str(record.get("id"))
+                if record.get("withdrawn") or rid in seen:
                     continue
-                hit = evaluate(entry, pkg.match_version, pkg.ecosystem)
-                if hit.affected:
-                    found.append(Match(record, entry, pkg, hit.fixed))
-                    break
+                seen.add(rid)
+                for entry in record.get("affected") or []:
+                    p = entry.get("package") or {}
+                    if match_ecosystem(str(p.get("ecosystem"))) != pkg.ecosystem:
+                        continue
+                    if normalise_name(pkg.ecosystem, str(p.get("name"))) not in names:
+                        continue
+                    hit = evaluate(entry, pkg.match_version, pkg.ecosystem)
+                    if hit.affected:
+                        found.append(Match(record, entry, pkg, hit.fixed))
+                        break
     return found
+
+
+def package_keys(packages: Iterable[Package]) -> list[tuple[str, str]]:
+    """The (ecosystem, normalised name) keys the packages are looked up (and indexed) under."""
+    keys: dict[tuple[str, str], None] = {}
+    for p in packages:
+        if p.ecosystem:
+            for n in (p.match_name, p.alt_match_name):
+                if n:
+                    keys[(p.ecosystem, normalise_name(p.ecosystem, n))] = None
+    return list(keys)

@@ -17,7 +17,7 @@ from typing import Any
 
 from moorage.metadata import MetadataStore
 from moorage.metadata.vulndb import VulnRow
-from moorage.scanning.osv import Record, normalise_name
+from moorage.scanning.osv import Record, match_ecosystem, normalise_name
 
 BATCH = 1000
 
@@ -85,7 +85,7 @@ def _keys(doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         sorted(
             {
                 (
-                    str(e["package"]["ecosystem"]),
+                    match_ecosystem(str(e["package"]["ecosystem"])),
                     normalise_name(str(e["package"]["ecosystem"]), str(e["package"]["name"])),
                 )
                 for e in doc.get("affected") or []
