@@ -2,7 +2,7 @@
 """Scanner cost: a cold scan of a 10-layer image vs a rescan from cached layer inventories, and
 matching throughput over a large advisory database.
 
-    python bench/scanning.py [--size-mib 500] [--layers 10] [--advisories 100000] [--packages 2000]
+    python bench/scanning.py [--size-mib 500] [--layers 10] [--advisories 100000] [--packages 2000] [--repeat 3]
 
 The image's first layer holds the scanner fixtures (a Debian 12 dpkg status, requests' METADATA,
 node_modules/ms) and a dpkg status grown to `--packages` stanzas; every layer is padded with
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--advisories", type=int, default=100_000)
     ap.add_argument("--packages", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3, help="cached-layer rescans; the best is reported")
     args = ap.parse_args()
 
     pad = (args.size_mib << 20) // args.layers
@@ -111,20 +112,25 @@ def main() -> None:
     cold = time.perf_counter() - t0
 
     cached_json = [layer.dumps() for layer in layers]
-    t0 = time.perf_counter()
-    warm_layers = [LayerInventory.from_json(json.loads(raw)) for raw in cached_json]
-    warm_inv = build_inventory(squash(warm_layers))
-    t_inv = time.perf_counter() - t0
-    warm_findings = basic_findings(match(warm_inv.packages, lookup))
-    cached = time.perf_counter() - t0
-    assert len(warm_findings) == len(cold_findings)
+    runs = []
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        warm_layers = [LayerInventory.from_json(json.loads(raw)) for raw in cached_json]
+        warm_inv = build_inventory(squash(warm_layers))
+        t_inv = time.perf_counter() - t0
+        warm_findings = basic_findings(match(warm_inv.packages, lookup))
+        runs.append((time.perf_counter() - t0, time.process_time() - c0, t_inv))
+        assert len(warm_findings) == len(cold_findings)
+    cached, cached_cpu, t_inv = min(runs)
 
     candidates = sum(len(lookup(e, n)) for e, n in keys)
     print(f"packages: {len(cold_inv.packages)}, advisories: {args.advisories}, candidates evaluated: {candidates}")
     print(f"cold scan (stream {args.size_mib} MiB, squash, inventory, match): {cold:.2f}s")
     print(
-        f"cached-layer rescan: {cached:.3f}s (inventory {t_inv:.3f}s)  target < 1 s: {'OK' if cached < 1 else 'MISSED'}"
+        f"cached-layer rescan (best of {args.repeat}): {cached:.3f}s wall, {cached_cpu:.3f}s CPU"
+        f" (inventory {t_inv:.3f}s)  target < 1 s: {'OK' if cached < 1 else 'MISSED'}"
     )
+    print(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"matching throughput: {candidates / max(cached - t_inv, 1e-9):,.0f} (package, advisory) evaluations/s")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from moorage.scanning.gcpause import paused_gc
 from moorage.scanning.gobinary import go_semver, parse_buildinfo
 from moorage.scanning.layers import GO_MARKER, RPMDB_MARKER
 from moorage.scanning.rpmdb import source_name
@@ -304,6 +305,11 @@ def _go_packages(path: str, data: bytes, layer: str) -> list[Package]:
 
 
 def build_inventory(view: Squashed) -> Inventory:
+    with paused_gc():
+        return _build_inventory(view)
+
+
+def _build_inventory(view: Squashed) -> Inventory:
     files = view.files
     distro = None
     for candidate in ("etc/os-release", "usr/lib/os-release"):

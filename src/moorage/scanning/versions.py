@@ -404,3 +404,74 @@ _BY_BASE: dict[str, Comparator] = {
 
 def sort_key(cmp: Comparator) -> Callable[[str], object]:
     return cmp_to_key(cmp)
+
+
+# --- sort keys: the same orders as comparable values, computed once per version string -----------
+#
+# Matching compares one installed version with many advisory events; a key per string (cached) turns
+# each comparison into a comparison of tuples, done in C. dpkg and SemVer have exact keys; the other
+# orders wrap their comparator (`cmp_to_key`), which is as correct and as slow as the comparator.
+
+VersionKey = Callable[[str], object]
+
+
+def _dpkg_run_key(part: str) -> tuple[object, ...]:
+    """deb-version(5) order of one part (upstream or revision) as a tuple: alternating non-digit
+    runs (each a tuple of character weights ended by 0, the weight of the end of the string) and
+    digit runs (ints, empty = 0); a final (0,) stands for the end, so `~` sorts below it."""
+    out: list[object] = []
+    i, n = 0, len(part)
+    while True:
+        j = i
+        while j < n and not part[j].isdigit():
+            j += 1
+        out.append((*(_dpkg_order(c) for c in part[i:j]), 0))
+        k = j
+        while k < n and part[k].isdigit():
+            k += 1
+        out.append(int(part[j:k]) if k > j else 0)
+        i = k
+        if i >= n:
+            break
+    out.append((0,))
+    return tuple(out)
+
+
+@lru_cache(maxsize=262144)
+def dpkg_key(version: str) -> tuple[int, tuple[object, ...], tuple[object, ...]]:
+    epoch, upstream, revision = _dpkg_split(version)
+    return epoch, _dpkg_run_key(upstream), _dpkg_run_key(revision)
+
+
+@lru_cache(maxsize=262144)
+def semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+    major, minor, patch, pre = _semver_key(version)
+    if pre is None:
+        return major, minor, patch, 1, ()
+    return major, minor, patch, 0, tuple((0, int(x)) if x.isdigit() else (1, x) for x in pre)
+
+
+@lru_cache(maxsize=262144)
+def pep440_key(version: str) -> Version:
+    try:
+        return Version(version)
+    except InvalidVersion as exc:
+        raise ValueError(str(exc)) from exc
+
+
+_CMP_KEYS: dict[Comparator, VersionKey] = {}
+
+
+def key_for(cmp: Comparator) -> VersionKey:
+    """A sort key with the comparator's order (raising ValueError, now or when compared, for a
+    version the order does not know)."""
+    if cmp is compare_dpkg:
+        return dpkg_key
+    if cmp is compare_semver:
+        return semver_key
+    if cmp is compare_pep440:
+        return pep440_key
+    if cmp not in _CMP_KEYS:
+        wrap = cmp_to_key(cmp)
+        _CMP_KEYS[cmp] = lru_cache(maxsize=65536)(wrap)
+    return _CMP_KEYS[cmp]
