@@ -225,28 +225,46 @@ class Match:
 Lookup = Callable[[str, str], Iterable[Record]]  # (ecosystem, normalised name) -> candidate records
 
 
-# A range ready to evaluate: (key kind "SEMVER"/"ECOSYSTEM", start, fixed, last_affected) for the
-# common two-event shape, or (kind, events) for any other.
+# A range ready to evaluate against version keys. The common two-event shape
+# (introduced, then fixed or last_affected) is (0, semver?, start key or None for "0", fixed,
+# fixed key, last_affected key), its keys computed once per record; any other shape (or one whose
+# versions the order cannot key) is (1, semver?, events), walked by `_events_hit`.
 _Range = tuple[Any, ...]
-# One `affected[]` entry ready to match: (match ecosystem, normalised name, entry, versions, ranges).
-_Entry = tuple[str, str, Mapping[str, Any], frozenset[str], tuple[_Range, ...]]
-
-
-def _compile_range(r: Mapping[str, Any]) -> _Range | None:
-    kind = r.get("type")
-    if kind not in ("SEMVER", "ECOSYSTEM"):
-        return None
-    events = list(r.get("events") or [])
-    if len(events) == 2 and "introduced" in events[0] and ("fixed" in events[1] or "last_affected" in events[1]):
-        return (kind, events[0]["introduced"], events[1].get("fixed"), events[1].get("last_affected"))
-    return (kind, events)
-
+# One `affected[]` entry ready to match: (normalised name, entry, versions, ranges).
+_Entry = tuple[str, Mapping[str, Any], frozenset[str], tuple[_Range, ...]]
+_Plan = list[tuple[str, Record, list[_Entry]]]
 
 _NO_VERSIONS: frozenset[str] = frozenset()
 
 
-def _plan(records: Iterable[Record], eco: str) -> list[tuple[str, Record, list[_Entry]]]:
+def _compile_range(r: Mapping[str, Any], eco_key: VersionKey | None) -> _Range | None:
+    kind = r.get("type")
+    if kind not in ("SEMVER", "ECOSYSTEM"):
+        return None
+    semver = kind == "SEMVER"
+    key = _SEMVER_KEY if semver else eco_key
+    if key is None:
+        return None
+    events = list(r.get("events") or [])
+    if len(events) == 2 and "introduced" in events[0] and ("fixed" in events[1] or "last_affected" in events[1]):
+        start, fix, last = events[0]["introduced"], events[1].get("fixed"), events[1].get("last_affected")
+        try:
+            return (
+                0,
+                semver,
+                None if start == "0" else key(start),
+                fix,
+                None if fix is None else key(fix),
+                None if last is None else key(last),
+            )
+        except ValueError:
+            pass
+    return (1, semver, events)
+
+
+def _plan(records: Iterable[Record], eco: str) -> _Plan:
     """The records of one lookup, prepared once: (id, record, its entries in ecosystem `eco`)."""
+    eco_key = _ecosystem_key(eco)
     out = []
     for record in records:
         if record.get("withdrawn"):
@@ -254,16 +272,13 @@ def _plan(records: Iterable[Record], eco: str) -> list[tuple[str, Record, list[_
         entries: list[_Entry] = []
         for entry in record.get("affected") or ():
             p = entry.get("package") or {}
-            entry_eco = str(p.get("ecosystem"))
-            if match_ecosystem(entry_eco) != eco:
+            if match_ecosystem(str(p.get("ecosystem"))) != eco:
                 continue
-            ranges = tuple(c for r in entry.get("ranges") or () if (c := _compile_range(r)) is not None)
+            ranges = tuple(c for r in entry.get("ranges") or () if (c := _compile_range(r, eco_key)) is not None)
             listed = entry.get("versions")
-            name = str(p.get("name"))
             entries.append(
                 (
-                    eco,
-                    name if eco != "PyPI" else normalise_name(eco, name),
+                    normalise_name(eco, str(p.get("name"))),
                     entry,
                     frozenset(listed) if listed else _NO_VERSIONS,
                     ranges,
@@ -274,42 +289,23 @@ def _plan(records: Iterable[Record], eco: str) -> list[tuple[str, Record, list[_
     return out
 
 
-def _hit(ranges: tuple[_Range, ...], version: str, eco_key: VersionKey | None) -> tuple[bool, str | None]:
-    """(affected by a range, the fix closing its interval) for compiled ranges."""
-    hit, fixed = False, None
-    for r in ranges:
-        key = _SEMVER_KEY if r[0] == "SEMVER" else eco_key
-        if key is None:
-            continue
-        try:
-            if len(r) == 4:
-                _kind, start, fix, last = r
-                v = key(version)
-                if start != "0" and key(start) > v:  # type: ignore[operator]
-                    continue
-                if fix is not None:
-                    if key(fix) > v:  # type: ignore[operator]
-                        return True, fix
-                    continue
-                if key(last) >= v:  # type: ignore[operator]
-                    hit = True
-                continue
-            vulnerable, fix = _events_hit(r[1], version, key)
-        except (ValueError, TypeError):
-            continue
-        if vulnerable:
-            hit, fixed = True, fixed or fix
-    return hit, fixed
+def _key_or_none(key: VersionKey | None, version: str) -> Any:
+    if key is None:
+        return None
+    try:
+        return key(version)
+    except ValueError:
+        return None
 
 
 def match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
     """Every (record, package) pair where the record's entry for the package covers its version.
 
-    Each record is prepared once per call (its entries' ecosystems, names and ranges), and version
-    keys are cached per string, so a record shared by many packages costs one comparison per event.
-    The cyclic garbage collector is paused meanwhile: matching makes many small acyclic objects,
-    and each full collection would walk every record of the snapshot again (a third of the time
-    over 100,000 advisories, measured with bench/scanning.py).
+    Each lookup's records are prepared once per call (entry names, versions, and the keys of the
+    common two-event ranges) and each package's version is keyed once, so evaluating one record
+    for one package is a few tuple comparisons. The cyclic garbage collector is paused meanwhile:
+    matching makes many small acyclic objects, and each full collection would walk every record
+    of the snapshot again (a third of the time over 100,000 advisories, per bench/scanning.py).
     """
     with paused_gc():
         return _match(packages, lookup)
@@ -317,13 +313,14 @@ def match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
 
 def _match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
     found: list[Match] = []
-    plans: dict[tuple[str, str], list[tuple[str, Record, list[_Entry]]]] = {}
+    plans: dict[tuple[str, str], _Plan] = {}
     for pkg in packages:
         eco = pkg.ecosystem
         if not eco:
             continue
         eco_key = _ecosystem_key(eco)
         version = pkg.match_version
+        by_eco, by_semver = _key_or_none(eco_key, version), _key_or_none(_SEMVER_KEY, version)
         names = {normalise_name(eco, n) for n in (pkg.match_name, pkg.alt_match_name) if n}
         seen: set[str] = set()
         for name in sorted(names):
@@ -334,10 +331,31 @@ def _match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
                 if rid in seen:
                     continue
                 seen.add(rid)
-                for _eco, entry_name, entry, versions, ranges in entries:
+                for entry_name, entry, versions, ranges in entries:
                     if entry_name not in names:
                         continue
-                    affected, fixed = _hit(ranges, version, eco_key)
+                    affected, fixed = False, None
+                    for r in ranges:
+                        v = by_semver if r[1] else by_eco
+                        if v is None:
+                            continue
+                        try:
+                            if r[0] == 0:
+                                if r[2] is not None and r[2] > v:
+                                    continue
+                                if r[4] is not None:
+                                    if r[4] > v:
+                                        affected, fixed = True, fixed or r[3]
+                                        break
+                                    continue
+                                if r[5] >= v:
+                                    affected = True
+                                continue
+                            vulnerable, fix = _events_hit(r[2], version, _SEMVER_KEY if r[1] else eco_key)  # type: ignore[arg-type]
+                        except (ValueError, TypeError):
+                            continue
+                        if vulnerable:
+                            affected, fixed = True, fixed or fix
                     if affected or version in versions:
                         found.append(Match(record, entry, pkg, fixed))
                         break
