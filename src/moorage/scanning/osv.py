@@ -265,6 +265,7 @@ def _compile_range(r: Mapping[str, Any], eco_key: VersionKey | None) -> _Range |
 def _plan(records: Iterable[Record], eco: str) -> _Plan:
     """The records of one lookup, prepared once: (id, record, its entries in ecosystem `eco`)."""
     eco_key = _ecosystem_key(eco)
+    pypi = eco == "PyPI"
     out = []
     for record in records:
         if record.get("withdrawn"):
@@ -272,16 +273,19 @@ def _plan(records: Iterable[Record], eco: str) -> _Plan:
         entries: list[_Entry] = []
         for entry in record.get("affected") or ():
             p = entry.get("package") or {}
-            if match_ecosystem(str(p.get("ecosystem"))) != eco:
+            entry_eco = p.get("ecosystem")
+            if entry_eco != eco and match_ecosystem(str(entry_eco)) != eco:
                 continue
-            ranges = tuple(c for r in entry.get("ranges") or () if (c := _compile_range(r, eco_key)) is not None)
+            ranges = entry.get("ranges")
+            compiled = [c for r in ranges if (c := _compile_range(r, eco_key)) is not None] if ranges else []
             listed = entry.get("versions")
+            name = str(p.get("name"))
             entries.append(
                 (
-                    normalise_name(eco, str(p.get("name"))),
+                    canonicalize_name(name) if pypi else name,
                     entry,
                     frozenset(listed) if listed else _NO_VERSIONS,
-                    ranges,
+                    tuple(compiled),
                 )
             )
         if entries:
@@ -323,14 +327,16 @@ def _match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
         by_eco, by_semver = _key_or_none(eco_key, version), _key_or_none(_SEMVER_KEY, version)
         names = {normalise_name(eco, n) for n in (pkg.match_name, pkg.alt_match_name) if n}
         seen: set[str] = set()
+        two_names = len(names) > 1  # only then can one record come through two lookups
         for name in sorted(names):
             plan = plans.get((eco, name))
             if plan is None:
                 plan = plans[(eco, name)] = _plan(lookup(eco, name), eco)
             for rid, record, entries in plan:
-                if rid in seen:
-                    continue
-                seen.add(rid)
+                if two_names:
+                    if rid in seen:
+                        continue
+                    seen.add(rid)
                 for entry_name, entry, versions, ranges in entries:
                     if entry_name not in names:
                         continue
