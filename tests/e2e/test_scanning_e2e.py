@@ -331,9 +331,11 @@ def test_rocky_image_with_a_go_binary_in_a_zstd_layer(tmp_path: Path) -> None:
         push(f"oci:{layout.root}:rocky", live, "scan/rocky:1")
         detail = ecr.describe_images(repositoryName="scan/rocky")["imageDetails"][0]
         assert detail["imageManifestMediaType"] == OCI_MANIFEST
-        assert "2 imported" in moorage(live, "vulndb", "import", str(DATA / "osv-rpm"), str(DATA / "osv-go"))
-        aws(live, "start-image-scan", "--repository-name", "scan/rocky", "--image-id", "imageTag=1")
-        aws(live, "wait", "image-scan-complete", "--repository-name", "scan/rocky", "--image-id", "imageTag=1")
+        assert "3 imported" in moorage(live, "vulndb", "import", str(DATA / "osv-rpm"), str(DATA / "osv-go"))
+        ecr.start_image_scan(repositoryName="scan/rocky", imageId={"imageTag": "1"})
+        ecr.get_waiter("image_scan_complete").wait(
+            repositoryName="scan/rocky", imageId={"imageTag": "1"}, WaiterConfig={"Delay": 1, "MaxAttempts": 90}
+        )
         found = ecr.describe_image_scan_findings(repositoryName="scan/rocky", imageId={"imageTag": "1"})
         assert found["imageScanStatus"]["status"] == "COMPLETE"
         rpm_row, go_row = rows(found["imageScanFindings"]["findings"])
