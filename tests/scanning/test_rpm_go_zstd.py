@@ -148,6 +148,10 @@ def test_bdb_garbage_is_a_layer_error() -> None:
     layer = tar_layer([("var/lib/rpm/Packages", b"\0" * 4096)])
     with pytest.raises(LayerError, match="rpm database var/lib/rpm/Packages"):
         read_layer("sha256:bad", io.BytesIO(layer))
+    truncated = lzma.decompress((DATA / "rpm" / "centos5-plain.Packages.xz").read_bytes())[:70000]
+    layer = tar_layer([("var/lib/rpm/Packages", truncated)])
+    with pytest.raises(LayerError, match="overflow chain leaves the file"):
+        read_layer("sha256:cut", io.BytesIO(layer))
 
 
 def test_rpm_distros_map_to_osv_ecosystems() -> None:

@@ -18,6 +18,7 @@ import io
 import json
 import posixpath
 import re
+import struct
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
@@ -182,7 +183,7 @@ def _reduce_rpm(inv: LayerInventory, raw: dict[str, bytes]) -> None:
                 entries = read_sqlite_packages(data, raw.get(path + "-wal"))
             else:
                 entries = read_bdb_packages(data)
-        except (RpmDbError, ValueError, IndexError) as exc:  # struct errors on a corrupt file
+        except (RpmDbError, ValueError, IndexError, struct.error) as exc:  # a corrupt or truncated file
             raise LayerError(f"rpm database {path} in layer {inv.digest} cannot be read: {exc}") from exc
         inv.files[path] = _rpm_text(entries)
 
