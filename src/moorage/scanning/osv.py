@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -315,6 +316,33 @@ def match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
         return _match(packages, lookup)
 
 
+# Prepared plans of record lists that lookups return again (the vulnerability database's per-process
+# cache shares one list per key and generation), keyed by the list's identity and kept with it, so a
+# rescan prepares only the records it has not seen. Least recently used lists go first once more than
+# PLAN_CACHE_RECORDS records are held.
+PLAN_CACHE_RECORDS = 100_000
+_PLANS: OrderedDict[int, tuple[Sequence[Record], str, _Plan]] = OrderedDict()
+_planned = [0]
+
+
+def _cached_plan(records: Iterable[Record], eco: str) -> _Plan:
+    if not isinstance(records, list):
+        return _plan(records, eco)
+    hit = _PLANS.get(id(records))
+    if hit is not None and hit[0] is records and hit[1] == eco:
+        _PLANS.move_to_end(id(records))
+        return hit[2]
+    plan = _plan(records, eco)
+    if hit is not None:
+        _planned[0] -= len(hit[0])
+    _PLANS[id(records)] = (records, eco, plan)
+    _planned[0] += len(records)
+    while _planned[0] > PLAN_CACHE_RECORDS and len(_PLANS) > 1:
+        _, (gone, _eco, _plan_gone) = _PLANS.popitem(last=False)
+        _planned[0] -= len(gone)
+    return plan
+
+
 def _match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
     found: list[Match] = []
     plans: dict[tuple[str, str], _Plan] = {}
@@ -331,7 +359,7 @@ def _match(packages: Iterable[Package], lookup: Lookup) -> list[Match]:
         for name in sorted(names):
             plan = plans.get((eco, name))
             if plan is None:
-                plan = plans[(eco, name)] = _plan(lookup(eco, name), eco)
+                plan = plans[(eco, name)] = _cached_plan(lookup(eco, name), eco)
             for rid, record, entries in plan:
                 if two_names:
                     if rid in seen:
