@@ -10,7 +10,10 @@ incompressible files up to `--size-mib` in all (gzip level 1). Cold = stream eve
 (`read_layer`), squash, build the inventory, match. Cached = the same from the cached per-layer
 inventories (JSON, as stored in the metadata store). The advisory database is synthetic: one
 record per (ecosystem, name) spread over the inventory's packages and as many unrelated names.
-Target (issue 13): a cached-layer rescan under 1 s.
+Cached layers are timed twice: with records this process has not matched before (a new database
+generation: every record's ranges are prepared again), and with records already seen (the service
+keeps the active generation's parsed records and prepared plans per process, so a rescan in the
+same generation reuses them). Target (issue 13): a cached-layer rescan under 1 s.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from moorage.scanning import osv  # noqa: E402
 from moorage.scanning.findings import basic_findings  # noqa: E402
 from moorage.scanning.inventory import build_inventory  # noqa: E402
 from moorage.scanning.layers import LayerInventory, read_layer  # noqa: E402
@@ -112,6 +116,20 @@ def main() -> None:
     cold = time.perf_counter() - t0
 
     cached_json = [layer.dumps() for layer in layers]
+
+    # Cached layers, records seen for the first time (a new database generation): plans prepared again.
+    fresh = []
+    for _ in range(args.repeat):
+        osv._PLANS.clear()
+        osv._planned[0] = 0
+        t0, c0 = time.perf_counter(), time.process_time()
+        warm_layers = [LayerInventory.from_json(json.loads(raw)) for raw in cached_json]
+        basic_findings(match(build_inventory(squash(warm_layers)).packages, lookup))
+        fresh.append((time.perf_counter() - t0, time.process_time() - c0))
+    fresh_wall, fresh_cpu = min(fresh)
+    match(cold_inv.packages, lookup)  # as the cold scan left it: plans cached
+
+    # Cached layers and a database generation already matched by this process (the usual rescan).
     runs = []
     for _ in range(args.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -127,8 +145,12 @@ def main() -> None:
     print(f"packages: {len(cold_inv.packages)}, advisories: {args.advisories}, candidates evaluated: {candidates}")
     print(f"cold scan (stream {args.size_mib} MiB, squash, inventory, match): {cold:.2f}s")
     print(
-        f"cached-layer rescan (best of {args.repeat}): {cached:.3f}s wall, {cached_cpu:.3f}s CPU"
-        f" (inventory {t_inv:.3f}s)  target < 1 s: {'OK' if cached < 1 else 'MISSED'}"
+        f"cached-layer rescan, records new to this process (best of {args.repeat}): {fresh_wall:.3f}s wall,"
+        f" {fresh_cpu:.3f}s CPU  target < 1 s: {'OK' if fresh_wall < 1 else 'MISSED'}"
+    )
+    print(
+        f"cached-layer rescan, same database generation (best of {args.repeat}): {cached:.3f}s wall,"
+        f" {cached_cpu:.3f}s CPU (inventory {t_inv:.3f}s)  target < 1 s: {'OK' if cached < 1 else 'MISSED'}"
     )
     c0 = time.process_time()
     total = 0
