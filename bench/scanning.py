@@ -2,7 +2,7 @@
 """Scanner cost: a cold scan of a 10-layer image vs a rescan from cached layer inventories, and
 matching throughput over a large advisory database.
 
-    python bench/scanning.py [--size-mib 500] [--layers 10] [--advisories 100000] [--packages 2000]
+    python bench/scanning.py [--size-mib 500] [--layers 10] [--advisories 100000] [--packages 2000] [--repeat 3]
 
 The image's first layer holds the scanner fixtures (a Debian 12 dpkg status, requests' METADATA,
 node_modules/ms) and a dpkg status grown to `--packages` stanzas; every layer is padded with
@@ -10,7 +10,10 @@ incompressible files up to `--size-mib` in all (gzip level 1). Cold = stream eve
 (`read_layer`), squash, build the inventory, match. Cached = the same from the cached per-layer
 inventories (JSON, as stored in the metadata store). The advisory database is synthetic: one
 record per (ecosystem, name) spread over the inventory's packages and as many unrelated names.
-Target (issue 13): a cached-layer rescan under 1 s.
+Cached layers are timed twice: with records this process has not matched before (a new database
+generation: every record's ranges are prepared again), and with records already seen (the service
+keeps the active generation's parsed records and prepared plans per process, so a rescan in the
+same generation reuses them). Target (issue 13): a cached-layer rescan under 1 s.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from moorage.scanning import osv  # noqa: E402
 from moorage.scanning.findings import basic_findings  # noqa: E402
 from moorage.scanning.inventory import build_inventory  # noqa: E402
 from moorage.scanning.layers import LayerInventory, read_layer  # noqa: E402
@@ -73,6 +77,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--advisories", type=int, default=100_000)
     ap.add_argument("--packages", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3, help="cached-layer rescans; the best is reported")
     args = ap.parse_args()
 
     pad = (args.size_mib << 20) // args.layers
@@ -111,19 +116,50 @@ def main() -> None:
     cold = time.perf_counter() - t0
 
     cached_json = [layer.dumps() for layer in layers]
-    t0 = time.perf_counter()
-    warm_layers = [LayerInventory.from_json(json.loads(raw)) for raw in cached_json]
-    warm_inv = build_inventory(squash(warm_layers))
-    t_inv = time.perf_counter() - t0
-    warm_findings = basic_findings(match(warm_inv.packages, lookup))
-    cached = time.perf_counter() - t0
-    assert len(warm_findings) == len(cold_findings)
+
+    # Cached layers, records seen for the first time (a new database generation): plans prepared again.
+    fresh = []
+    for _ in range(args.repeat):
+        osv._PLANS.clear()
+        osv._planned[0] = 0
+        t0, c0 = time.perf_counter(), time.process_time()
+        warm_layers = [LayerInventory.from_json(json.loads(raw)) for raw in cached_json]
+        basic_findings(match(build_inventory(squash(warm_layers)).packages, lookup))
+        fresh.append((time.perf_counter() - t0, time.process_time() - c0))
+    fresh_wall, fresh_cpu = min(fresh)
+    match(cold_inv.packages, lookup)  # as the cold scan left it: plans cached
+
+    # Cached layers and a database generation already matched by this process (the usual rescan).
+    runs = []
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        warm_layers = [LayerInventory.from_json(json.loads(raw)) for raw in cached_json]
+        warm_inv = build_inventory(squash(warm_layers))
+        t_inv = time.perf_counter() - t0
+        warm_findings = basic_findings(match(warm_inv.packages, lookup))
+        runs.append((time.perf_counter() - t0, time.process_time() - c0, t_inv))
+        assert len(warm_findings) == len(cold_findings)
+    cached, cached_cpu, t_inv = min(runs)
 
     candidates = sum(len(lookup(e, n)) for e, n in keys)
     print(f"packages: {len(cold_inv.packages)}, advisories: {args.advisories}, candidates evaluated: {candidates}")
     print(f"cold scan (stream {args.size_mib} MiB, squash, inventory, match): {cold:.2f}s")
     print(
-        f"cached-layer rescan: {cached:.3f}s (inventory {t_inv:.3f}s)  target < 1 s: {'OK' if cached < 1 else 'MISSED'}"
+        f"cached-layer rescan, records new to this process (best of {args.repeat}): {fresh_wall:.3f}s wall,"
+        f" {fresh_cpu:.3f}s CPU  target < 1 s: {'OK' if fresh_wall < 1 else 'MISSED'}"
+    )
+    print(
+        f"cached-layer rescan, same database generation (best of {args.repeat}): {cached:.3f}s wall,"
+        f" {cached_cpu:.3f}s CPU (inventory {t_inv:.3f}s)  target < 1 s: {'OK' if cached < 1 else 'MISSED'}"
+    )
+    c0 = time.process_time()
+    total = 0
+    for i in range(1_000_000):
+        total += i
+    calibration = time.process_time() - c0
+    print(
+        f"machine: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs;"
+        f" a 1M-iteration Python loop took {calibration:.3f}s CPU (an idle core: about 0.03-0.05s)"
     )
     print(f"matching throughput: {candidates / max(cached - t_inv, 1e-9):,.0f} (package, advisory) evaluations/s")
 

@@ -66,9 +66,11 @@ __all__ = [
     "tag_is_immutable",
 ]
 
-# ECR account settings: name -> (default, settable values)
+# ECR account settings: name -> (default, settable values). BASIC_SCAN_TYPE_VERSION takes only
+# AWS_NATIVE, as botocore's PutAccountSetting documents ("Valid value for basic scan type:
+# AWS_NATIVE"): the Clair-based engine (CLAIR) was retired on 2 February 2026.
 ACCOUNT_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "BASIC_SCAN_TYPE_VERSION": ("AWS_NATIVE", ("AWS_NATIVE", "CLAIR")),
+    "BASIC_SCAN_TYPE_VERSION": ("AWS_NATIVE", ("AWS_NATIVE",)),
     "REGISTRY_POLICY_SCOPE": ("V2", ("V2",)),
     "BLOB_MOUNTING": ("DISABLED", ("ENABLED", "DISABLED")),
 }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import login, need, push
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.e2e
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 EXPECTED_A = [
     ("CVE-2015-8315", "ms", "0.7.0", "HIGH"),
@@ -51,7 +53,15 @@ class Layout:
         return f"sha256:{digest}"
 
     def image(self, ref: str, layers: list[bytes]) -> str:
-        diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest() for layer in layers]
+        def plain(layer: bytes) -> bytes:
+            if layer.startswith(b"\x28\xb5\x2f\xfd"):
+                return zstandard.ZstdDecompressor().decompressobj().decompress(layer)
+            return gzip.decompress(layer)
+
+        def media_type(layer: bytes) -> str:
+            return OCI_LAYER_ZSTD if layer.startswith(b"\x28\xb5\x2f\xfd") else OCI_LAYER
+
+        diff_ids = ["sha256:" + hashlib.sha256(plain(layer)).hexdigest() for layer in layers]
         config = json.dumps(
             {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
         ).encode()
@@ -60,7 +70,7 @@ class Layout:
                 "schemaVersion": 2,
                 "mediaType": OCI_MANIFEST,
                 "config": {"mediaType": OCI_CONFIG, "digest": self.blob(config), "size": len(config)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": self.blob(x), "size": len(x)} for x in layers],
+                "layers": [{"mediaType": media_type(x), "digest": self.blob(x), "size": len(x)} for x in layers],
             }
         ).encode()
         digest = self.blob(manifest)
@@ -289,5 +299,54 @@ def test_scans_find_exactly_the_expected_vulnerabilities(tmp_path: Path) -> None
         assert vulnerability_ids(settled(ecr, "continuous", image_a)) == ENHANCED_IDS - {"CVE-2015-8315"}
         # SCAN_ON_PUSH images are not re-matched.
         assert vulnerability_ids(settled(ecr, "enhanced", image_a)) == ENHANCED_IDS
+    finally:
+        live.stop()
+
+
+def test_rocky_image_with_a_go_binary_in_a_zstd_layer(tmp_path: Path) -> None:
+    """An rpm database made by the real rpm tool and the real shfmt binary, in one zstd layer pushed
+    with skopeo: the scan lists the rpm advisory's CVE (by source package, in rpm order) and the Go
+    module's advisory; deleting the image deletes its scan."""
+    need("skopeo", "aws", "rpmbuild", "rpm")
+    from tests.scanning.test_rpm_go_zstd import ROCKY_9, _rpmdb, _shfmt, _spec
+
+    db = _rpmdb(tmp_path / "rpm", [_spec("openssl", 1, "3.0.7", "24.el9", subpackage="libs")])
+    raw = tar_layer(
+        [
+            ("etc/os-release", ROCKY_9),
+            ("var/lib/rpm/rpmdb.sqlite", db.read_bytes()),
+            ("usr/local/bin/shfmt", _shfmt().read_bytes()),
+        ],
+        compress=False,
+        executable=("usr/local/bin/shfmt",),
+    )
+    layer = zstandard.ZstdCompressor(level=3).compress(raw)
+    layout = Layout(tmp_path / "layout")
+    digest = layout.image("rocky", [layer])
+
+    live = login(LiveServer(tmp_path / "data").start(60.0))
+    try:
+        ecr = live.ecr()
+        ecr.create_repository(repositoryName="scan/rocky")
+        push(f"oci:{layout.root}:rocky", live, "scan/rocky:1")
+        detail = ecr.describe_images(repositoryName="scan/rocky")["imageDetails"][0]
+        assert detail["imageManifestMediaType"] == OCI_MANIFEST
+        assert "3 imported" in moorage(live, "vulndb", "import", str(DATA / "osv-rpm"), str(DATA / "osv-go"))
+        ecr.start_image_scan(repositoryName="scan/rocky", imageId={"imageTag": "1"})
+        ecr.get_waiter("image_scan_complete").wait(
+            repositoryName="scan/rocky", imageId={"imageTag": "1"}, WaiterConfig={"Delay": 1, "MaxAttempts": 90}
+        )
+        found = ecr.describe_image_scan_findings(repositoryName="scan/rocky", imageId={"imageTag": "1"})
+        assert found["imageScanStatus"]["status"] == "COMPLETE"
+        rpm_row, go_row = rows(found["imageScanFindings"]["findings"])
+        assert rpm_row == ("CVE-2024-0727", "openssl-libs", "1:3.0.7-24.el9", "MEDIUM")
+        assert (go_row[0], go_row[1], go_row[3]) == ("TEST-GO-X-SYS", "golang.org/x/sys", "UNDEFINED")
+        assert go_row[2].startswith("v0.")  # the version shfmt was built with, as `go version -m` shows it
+
+        ecr.batch_delete_image(repositoryName="scan/rocky", imageIds=[{"imageDigest": digest}])
+        push(f"oci:{layout.root}:rocky", live, "scan/rocky:1")
+        with pytest.raises(ClientError) as gone:
+            ecr.describe_image_scan_findings(repositoryName="scan/rocky", imageId={"imageTag": "1"})
+        assert gone.value.response["Error"]["Code"] == "ScanNotFoundException"
     finally:
         live.stop()

@@ -71,8 +71,24 @@ def test_put_account_setting_round_trip(settings_ecr: Any, ecr: Any) -> None:
     assert ecr.get_account_setting(name="BLOB_MOUNTING")["value"] == "DISABLED"
     settings_ecr.put_account_setting(name="BLOB_MOUNTING", value="DISABLED")
     assert settings_ecr.get_account_setting(name="BLOB_MOUNTING")["value"] == "DISABLED"
-    settings_ecr.put_account_setting(name="BASIC_SCAN_TYPE_VERSION", value="CLAIR")
-    assert settings_ecr.get_account_setting(name="BASIC_SCAN_TYPE_VERSION")["value"] == "CLAIR"
+    put = settings_ecr.put_account_setting(name="BASIC_SCAN_TYPE_VERSION", value="AWS_NATIVE")
+    assert (put["name"], put["value"]) == ("BASIC_SCAN_TYPE_VERSION", "AWS_NATIVE")
+    assert settings_ecr.get_account_setting(name="BASIC_SCAN_TYPE_VERSION")["value"] == "AWS_NATIVE"
+
+
+def test_basic_scan_type_version_accepts_only_aws_native(settings_ecr: Any) -> None:
+    """botocore's PutAccountSetting: "Valid value for basic scan type: AWS_NATIVE" (CLAIR is retired)."""
+    import botocore.session
+
+    doc = botocore.session.get_session().get_service_model("ecr").operation_model("PutAccountSetting")
+    assert "Valid value for basic scan type: <code>AWS_NATIVE</code>" in doc.input_shape.members["value"].documentation
+    response = expect_error(
+        settings_ecr.put_account_setting, "InvalidParameterException", name="BASIC_SCAN_TYPE_VERSION", value="CLAIR"
+    )
+    assert response["Error"]["Message"] == (
+        "Invalid parameter at 'value' failed to satisfy constraint: 'Member must satisfy enum value set: [AWS_NATIVE]'"
+    )
+    assert settings_ecr.get_account_setting(name="BASIC_SCAN_TYPE_VERSION")["value"] == "AWS_NATIVE"
 
 
 def test_invalid_account_setting(ecr: Any) -> None:

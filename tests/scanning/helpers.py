@@ -30,8 +30,9 @@ def ms_package_json(version: str) -> bytes:
 Entry = tuple[str, bytes | None] | tuple[str, str, str]  # (path, data) file; (path, "symlink"|"hardlink", target)
 
 
-def tar_layer(entries: list[Any], *, compress: bool = True) -> bytes:
-    """A layer tar: (path, bytes) files, (path, None) directories, (path, "symlink"/"hardlink", target) links."""
+def tar_layer(entries: list[Any], *, compress: bool = True, executable: tuple[str, ...] = ()) -> bytes:
+    """A layer tar: (path, bytes) files, (path, None) directories, (path, "symlink"/"hardlink", target) links;
+    files named in `executable` get mode 0755."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for entry in entries:
@@ -47,7 +48,7 @@ def tar_layer(entries: list[Any], *, compress: bool = True) -> bytes:
                 tar.addfile(info)
             else:
                 info.size = len(entry[1])
-                info.mode = 0o644
+                info.mode = 0o755 if entry[0] in executable else 0o644
                 tar.addfile(info, io.BytesIO(entry[1]))
     raw = buf.getvalue()
     return gzip.compress(raw, mtime=0) if compress else raw

@@ -95,3 +95,96 @@ def test_comparators_are_chosen_by_base_ecosystem() -> None:
     assert comparator_for("Alpine:v3.18") is compare_apk
     assert comparator_for("npm") is compare_semver
     assert comparator_for("Maven") is None
+
+
+# --- rpm: rpm 4.18's own rpm.vercmp (Debian's `rpm` package) is the oracle ------------------------
+
+RPM = shutil.which("rpm")
+
+
+def _random_rpm_version(rng: random.Random) -> str:
+    return "".join(rng.choice("0123456789.abz~^_+") for _ in range(rng.randint(1, 8)))
+
+
+def _random_rpm_evr(rng: random.Random) -> str:
+    evr = _random_rpm_version(rng)
+    if rng.random() < 0.7:
+        evr += "-" + _random_rpm_version(rng)
+    if rng.random() < 0.3:
+        evr = f"{rng.randint(0, 2)}:{evr}"
+    return evr
+
+
+def _rpm_vercmp_oracle(pairs: list[tuple[str, str]]) -> list[int]:
+    """rpm.vercmp of every pair, in one `rpm --eval` call (a Lua chunk, each string as a long literal)."""
+    calls = "".join(f'print(rpm.vercmp([==[{a}]==], [==[{b}]==]) .. " ") ' for a, b in pairs)
+    out = subprocess.run(["rpm", "--eval", f"%{{lua: {calls}}}"], check=True, capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.mark.skipif(RPM is None, reason="needs rpm (Debian package rpm)")
+def test_rpm_order_agrees_with_rpm_vercmp() -> None:
+    from moorage.scanning.versions import rpmvercmp
+
+    rng = random.Random(1717)
+    pairs = [(_random_rpm_version(rng), _random_rpm_version(rng)) for _ in range(400)]
+    pairs += [
+        ("1.0", "1.0a"),
+        ("1.0~rc1", "1.0"),
+        ("1.0~rc1", "1.0~rc2"),
+        ("1.0^", "1.0"),
+        ("1.0^git1", "1.0.1"),
+        ("1.0^git1", "1.0^git2"),
+        ("1.0~rc1^git1", "1.0~rc1"),
+        ("1.01", "1.1"),
+        ("1.001", "1.0001"),
+        ("2.0a", "2.0.1"),
+        ("a", "1"),
+        ("1.0.", "1.0"),
+        ("5.5p1", "5.5p10"),
+        ("27.el9", "27.el9_2"),
+        ("3.0.7", "3.0.7"),
+        ("fc38", "fc4"),
+        ("1_0", "1.0"),
+        ("~", "1"),
+    ]
+    expected = _rpm_vercmp_oracle(pairs)
+    assert len(expected) == len(pairs)
+    mismatches = [(a, b, want) for (a, b), want in zip(pairs, expected, strict=True) if rpmvercmp(a, b) != want]
+    assert not mismatches
+
+
+@pytest.mark.skipif(RPM is None, reason="needs rpm (Debian package rpm)")
+def test_rpm_evr_order_agrees_with_rpm_vercmp() -> None:
+    from moorage.scanning.versions import compare_rpm
+
+    rng = random.Random(1818)
+    pairs = [(_random_rpm_evr(rng), _random_rpm_evr(rng)) for _ in range(300)]
+    pairs += [
+        ("1:1.0-1.el9", "2.0-1.el9"),
+        ("0:2.0-1.el9", "2.0-1.el9"),
+        ("3.0.7-27.el9", "3.0.7-27.el9_2"),
+        ("1:3.0.7-27.el9", "1:3.0.7-27.el9"),
+        ("3.0.7", "3.0.7-27.el9"),
+        ("2.5-123.el5_11.3", "2.5-123.el5_11.10"),
+    ]
+    expected = _rpm_vercmp_oracle(pairs)
+    mismatches = [(a, b, want) for (a, b), want in zip(pairs, expected, strict=True) if compare_rpm(a, b) != want]
+    assert not mismatches
+
+
+def test_rpm_evr_order_epoch_and_missing_release() -> None:
+    from moorage.scanning.versions import compare_rpm
+
+    rpm = comparator_for("Rocky Linux:9")
+    assert rpm is compare_rpm
+    assert comparator_for("AlmaLinux:8") is compare_rpm
+    assert comparator_for("openSUSE:Leap 15.5") is compare_rpm
+    assert comparator_for("Red Hat:enterprise_linux:9::baseos") is compare_rpm
+    assert compare_rpm("1:1.0-1.el9", "2.0-1.el9") > 0  # the epoch first
+    assert compare_rpm("0:2.0-1.el9", "2.0-1.el9") == 0  # a missing epoch is 0
+    assert compare_rpm("3.0.7-27.el9", "3.0.7-27.el9_2") < 0
+    assert compare_rpm("3.0.7", "3.0.7-27.el9") < 0  # a missing release sorts below any (as rpm.vercmp)
+    assert compare_rpm("3.0.8", "3.0.7-99.el9") > 0
+    with pytest.raises(ValueError, match="invalid rpm epoch"):
+        compare_rpm("x:1.0", "1.0")

@@ -16,7 +16,7 @@ from typing import Any
 
 from moorage.scanning.inventory import OS, Package
 from moorage.scanning.osv import SEVERITIES, Match, Record, cvss_scores, finding_name, severity, vendor_severity
-from moorage.scanning.versions import dpkg_split
+from moorage.scanning.versions import comparator_for, compare_rpm, dpkg_split, rpm_split
 
 _SOURCE_BY_PREFIX = (
     ("DEBIAN-CVE-", "DEBIAN_CVE"),
@@ -124,6 +124,12 @@ def _version_release(pkg: Package) -> tuple[int, str, str]:
             return dpkg_split(pkg.version)
         except ValueError:
             return 0, pkg.version, ""
+    if comparator_for(pkg.ecosystem) is compare_rpm:
+        try:
+            epoch, version, release = rpm_split(pkg.version)
+        except ValueError:
+            return 0, pkg.version, ""
+        return epoch, version, release or ""
     if "-r" in pkg.version:
         version, _, release = pkg.version.rpartition("-")
         return 0, version, release

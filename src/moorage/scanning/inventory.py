@@ -1,4 +1,5 @@
-"""Package inventories from the squashed view: os-release, dpkg, apk, Python and npm metadata."""
+"""Package inventories from the squashed view: os-release, dpkg, apk, rpm, Python and npm metadata,
+Go binaries' build information."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from moorage.scanning.gcpause import paused_gc
+from moorage.scanning.gobinary import go_semver, parse_buildinfo
+from moorage.scanning.layers import GO_MARKER, RPMDB_MARKER
+from moorage.scanning.rpmdb import source_name
 from moorage.scanning.squash import Squashed
 
-OS, PYTHONPKG, NODEPKG = "OS", "PYTHONPKG", "NODEPKG"
+OS, PYTHONPKG, NODEPKG, GOBINARY = "OS", "PYTHONPKG", "NODEPKG", "GOBINARY"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class Package:
     arch: str = ""
     file_path: str = ""  # the metadata file (language packages) or the package database
     layer: str = ""  # sourceLayerHash: the layer that introduced this version
+    # A second name advisories may use: rpm ecosystems differ (or vary) between binary and source names.
+    alt_match_name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,7 +106,67 @@ def distro_from_os_release(text: str) -> Distro:
     elif ident == "alpine" and re.fullmatch(r"\d+\.\d+(\.\d+)*", version_id):
         major, minor = version_id.split(".")[:2]
         ecosystem = f"Alpine:v{major}.{minor}"
+    else:
+        ecosystem = rpm_ecosystem(ident, version_id)
     return Distro(id=ident, version_id=version_id, pretty_name=f.get("PRETTY_NAME", ""), ecosystem=ecosystem)
+
+
+def rpm_ecosystem(ident: str, version_id: str) -> str | None:
+    """The OSV ecosystem of an rpm-based release, as OSV names them (`Rocky Linux:9`, `AlmaLinux:8`,
+    `openSUSE:Leap 15.5`, `openSUSE:Tumbleweed`, `SUSE:Linux Enterprise Server 15 SP5`).
+
+    Red Hat's OSV ecosystem names a CPE product stream (`Red Hat:enterprise_linux:9::baseos`) that an
+    image does not record; RHEL 9 images match every stream of `enterprise_linux:9`, keyed here
+    as `Red Hat:9` (see `osv.match_ecosystem`).
+    """
+    major = version_id.split(".")[0] if re.fullmatch(r"\d+(\.\d+)*", version_id) else ""
+    if ident == "rocky" and major:
+        return f"Rocky Linux:{major}"
+    if ident == "almalinux" and major:
+        return f"AlmaLinux:{major}"
+    if ident == "rhel" and major:
+        return f"Red Hat:{major}"
+    if ident == "opensuse-leap" and re.fullmatch(r"\d+\.\d+", version_id):
+        return f"openSUSE:Leap {version_id}"
+    if ident == "opensuse-tumbleweed":
+        return "openSUSE:Tumbleweed"
+    if ident == "sles" and major:
+        minor = version_id.split(".")[1] if "." in version_id else "0"
+        return f"SUSE:Linux Enterprise Server {major}" + (f" SP{minor}" if minor != "0" else "")
+    return None
+
+
+# Rocky Linux and AlmaLinux advisories name source packages; SUSE's and Red Hat's binary ones.
+_RPM_BY_SOURCE = ("Rocky Linux:", "AlmaLinux:")
+
+
+# --- rpm -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RpmPackage:
+    name: str
+    epoch: int
+    version: str
+    release: str
+    arch: str
+    sourcerpm: str
+
+    @property
+    def evr(self) -> str:
+        vr = f"{self.version}-{self.release}" if self.release else self.version
+        return f"{self.epoch}:{vr}" if self.epoch else vr
+
+
+def parse_rpm_text(data: bytes) -> list[RpmPackage]:
+    """The package lines the layer reader made of an rpm database."""
+    out = []
+    for line in data[len(RPMDB_MARKER) :].decode("utf-8", "replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 6 and parts[0] != "gpg-pubkey":  # keys imported into rpm, not packages
+            name, epoch, version, release, arch, srpm = parts
+            out.append(RpmPackage(name, int(epoch) if epoch.isdigit() else 0, version, release, arch, srpm))
+    return out
 
 
 # --- dpkg ------------------------------------------------------------------------------------
@@ -214,10 +281,35 @@ def _node_name_from_path(path: str) -> str:
     return f"{parts[i - 1]}/{parts[i]}" if parts[i - 1].startswith("@") else parts[i]
 
 
+# --- Go binaries -----------------------------------------------------------------------------
+
+
+def _go_packages(path: str, data: bytes, layer: str) -> list[Package]:
+    """The main module (unless a development build), each dependency, and `stdlib` at the Go version."""
+    text = data[len(GO_MARKER) :].decode("utf-8", "replace")
+    version_line, _, modinfo = text.partition("\n")
+    go_version, main, deps = parse_buildinfo(version_line, modinfo)
+    out = []
+    for module in ([main] if main else []) + deps:
+        if module.version in ("", "(devel)"):
+            continue
+        plain = module.version[1:] if module.version.startswith("v") else module.version
+        out.append(Package(module.path, module.version, "Go", module.path, plain, GOBINARY, "", path, layer))
+    stdlib = go_semver(go_version)
+    if stdlib:
+        out.append(Package("stdlib", go_version, "Go", "stdlib", stdlib, GOBINARY, "", path, layer))
+    return out
+
+
 # --- the whole inventory ---------------------------------------------------------------------
 
 
 def build_inventory(view: Squashed) -> Inventory:
+    with paused_gc():
+        return _build_inventory(view)
+
+
+def _build_inventory(view: Squashed) -> Inventory:
     files = view.files
     distro = None
     for candidate in ("etc/os-release", "usr/lib/os-release"):
@@ -229,6 +321,14 @@ def build_inventory(view: Squashed) -> Inventory:
 
     dpkg_sets: dict[bytes, set[tuple[str, str]]] = {}
     apk_sets: dict[bytes, set[tuple[str, str]]] = {}
+    rpm_sets: dict[bytes, set[tuple[str, str]]] = {}
+
+    def rpm_set(content: bytes) -> set[tuple[str, str]]:
+        if content not in rpm_sets:
+            rpm_sets[content] = (
+                {(x.name, x.evr) for x in parse_rpm_text(content)} if content.startswith(RPMDB_MARKER) else set()
+            )
+        return rpm_sets[content]
 
     def dpkg_set(content: bytes) -> set[tuple[str, str]]:
         if content not in dpkg_sets:
@@ -244,7 +344,30 @@ def build_inventory(view: Squashed) -> Inventory:
 
     for path in sorted(files):
         data = files[path]
-        if path == "var/lib/dpkg/status" or path.startswith("var/lib/dpkg/status.d/"):
+        if data.startswith(RPMDB_MARKER):
+            by_source = (os_eco or "").startswith(_RPM_BY_SOURCE)
+            for r in parse_rpm_text(data):
+                key = (r.name, r.evr)
+                layer = view.origin_layer(path, lambda c, key=key: key in rpm_set(c))  # type: ignore[misc]
+                source = source_name(r.sourcerpm) or r.name
+                primary, alt = (source, r.name) if by_source else (r.name, source)
+                packages.append(
+                    Package(
+                        r.name,
+                        r.evr,
+                        os_eco or "",
+                        primary,
+                        r.evr,
+                        OS,
+                        r.arch,
+                        path,
+                        layer,
+                        alt if alt != primary else "",
+                    )
+                )
+        elif data.startswith(GO_MARKER):
+            packages.extend(_go_packages(path, data, view.origin_layer(path, lambda c, same=data: c == same)))  # type: ignore[misc]
+        elif path == "var/lib/dpkg/status" or path.startswith("var/lib/dpkg/status.d/"):
             text = data.decode("utf-8", "replace")
             for e in parse_dpkg_status(text, require_status=path == "var/lib/dpkg/status"):
                 key = (e.name, e.version)

@@ -4,6 +4,11 @@ A layer is opened by its magic bytes (gzip, zstd, plain tar), never by media typ
 `tarfile` in stream mode: nothing is extracted to disk. Selected members are kept in memory (each
 under a size cap), together with the layer's whiteouts, opaque directories and the links whose
 path is selected. The result is small and can be cached under the layer's digest.
+
+Two kinds of selected file are reduced to text while the layer is read, so that what is kept (and
+cached) stays small: an rpm database (SQLite with its WAL, or BerkeleyDB) becomes one line per
+package (`RPMDB_MARKER`), and an executable ELF file (size-bounded) with Go build information
+becomes that information (`GO_MARKER`); an executable without it is not kept.
 """
 
 from __future__ import annotations
@@ -13,15 +18,26 @@ import io
 import json
 import posixpath
 import re
+import struct
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
-# Bump when what is selected or how it is parsed changes: cached inventories are keyed by it.
-EXTRACTOR_VERSION = 1
+import zstandard
 
-MAX_FILE_BYTES = {"dpkg": 64 << 20, "apk": 64 << 20, "os": 64 << 10, "lang": 1 << 20}
+from moorage.scanning import gobinary
+from moorage.scanning.rpmdb import RpmDbError, read_bdb_packages, read_sqlite_packages
+
+# Bump when what is selected or how it is parsed changes: cached inventories are keyed by it.
+EXTRACTOR_VERSION = 2
+
+MAX_FILE_BYTES = {"dpkg": 64 << 20, "apk": 64 << 20, "os": 64 << 10, "lang": 1 << 20, "rpm": 512 << 20}
 MAX_LAYER_BYTES = 8 << 30
+MAX_GO_BINARY_BYTES = 256 << 20  # executables larger than this are not searched for Go build info
+MIN_GO_BINARY_BYTES = 64 << 10
+
+RPMDB_MARKER = b"#moorage-rpmdb v1\n"  # then name, epoch, version, release, arch, sourcerpm per line
+GO_MARKER = b"#moorage-go-buildinfo v1\n"  # then the Go version line and the module information
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -31,6 +47,7 @@ _SELECTORS: list[tuple[str, re.Pattern[str]]] = [
     ("dpkg", re.compile(r"^var/lib/dpkg/status$")),
     ("dpkg", re.compile(r"^var/lib/dpkg/status\.d/[^/]+$")),
     ("apk", re.compile(r"^(usr/)?lib/apk/db/installed$")),
+    ("rpm", re.compile(r"^(var/lib/rpm|usr/lib/sysimage/rpm)/(rpmdb\.sqlite|rpmdb\.sqlite-wal|Packages)$")),
     ("lang", re.compile(r"^(.*/)?[^/]+\.dist-info/METADATA$")),
     ("lang", re.compile(r"^(.*/)?[^/]+\.egg-info/PKG-INFO$")),
     ("lang", re.compile(r"^(.*/)?node_modules/(@[^/]+/)?[^/@][^/]*/package\.json$")),
@@ -143,14 +160,54 @@ def _decompressed(stream: IO[bytes]) -> IO[bytes]:
     if head.startswith(_GZIP_MAGIC):
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     if head.startswith(_ZSTD_MAGIC):
-        raise LayerError("zstd-compressed layers are not supported by this scanner")
+        # One stream of one or more frames; the window is bounded by the library's default (128 MiB).
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        return cast(IO[bytes], reader)
     return raw
+
+
+def _rpm_text(entries: list[Any]) -> bytes:
+    lines = [
+        "\t".join((e.name, str(e.epoch), e.version, e.release, e.arch, e.sourcerpm)).replace("\n", " ") for e in entries
+    ]
+    return RPMDB_MARKER + "".join(line + "\n" for line in lines).encode()
+
+
+def _reduce_rpm(inv: LayerInventory, raw: dict[str, bytes]) -> None:
+    """The layer's rpm databases as package lines (a WAL is applied to the database beside it)."""
+    for path, data in raw.items():
+        if path.endswith("-wal"):
+            continue
+        try:
+            if path.endswith("rpmdb.sqlite"):
+                entries = read_sqlite_packages(data, raw.get(path + "-wal"))
+            else:
+                entries = read_bdb_packages(data)
+        except (RpmDbError, ValueError, IndexError, struct.error) as exc:  # a corrupt or truncated file
+            raise LayerError(f"rpm database {path} in layer {inv.digest} cannot be read: {exc}") from exc
+        inv.files[path] = _rpm_text(entries)
+
+
+def _go_candidate(member: tarfile.TarInfo) -> bool:
+    return member.isreg() and bool(member.mode & 0o111) and MIN_GO_BINARY_BYTES <= member.size <= MAX_GO_BINARY_BYTES
+
+
+def _go_buildinfo(handle: IO[bytes]) -> bytes | None:
+    head = handle.read(4)
+    if head != gobinary.ELF_MAGIC:
+        return None
+    found = gobinary.read_buildinfo(handle.read, consumed=len(head))
+    if found is None:
+        return None
+    version, modinfo = found
+    return GO_MARKER + f"{version}\n{modinfo}".encode()
 
 
 def read_layer(digest: str, stream: IO[bytes], *, max_layer_bytes: int = MAX_LAYER_BYTES) -> LayerInventory:
     """Stream the layer once and collect its inventory files, whiteouts, opaque dirs and links."""
     inv = LayerInventory(digest=digest)
     source = io.BufferedReader(_Counting(_decompressed(stream), max_layer_bytes), buffer_size=1 << 20)
+    rpm_raw: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=source, mode="r|") as tar:
             for member in tar:
@@ -166,6 +223,11 @@ def read_layer(digest: str, stream: IO[bytes], *, max_layer_bytes: int = MAX_LAY
                     continue
                 kind = kind_of(path)
                 if kind is None:
+                    if _go_candidate(member):
+                        handle = tar.extractfile(member)
+                        info = _go_buildinfo(handle) if handle is not None else None
+                        if info is not None:
+                            inv.files[path] = info
                     continue
                 if member.issym():
                     target = member.linkname
@@ -188,7 +250,11 @@ def read_layer(digest: str, stream: IO[bytes], *, max_layer_bytes: int = MAX_LAY
                     continue
                 handle = tar.extractfile(member)
                 if handle is not None:
-                    inv.files[path] = handle.read()
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+                    if kind == "rpm":
+                        rpm_raw[path] = handle.read()
+                    else:
+                        inv.files[path] = handle.read()
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, zstandard.ZstdError) as exc:
         raise LayerError(f"layer {digest} cannot be read: {exc}") from exc
+    _reduce_rpm(inv, rpm_raw)
     return inv

@@ -28,7 +28,7 @@ from moorage.registry import Registry
 from moorage.scanning.findings import basic_findings, enhanced_findings, severity_counts
 from moorage.scanning.inventory import build_inventory
 from moorage.scanning.layers import EXTRACTOR_VERSION, LayerError, LayerInventory, read_layer
-from moorage.scanning.osv import match, normalise_name
+from moorage.scanning.osv import match, package_keys
 from moorage.scanning.squash import squash
 from moorage.scanning.vulndb import snapshot
 from moorage.storage import BlobStore
@@ -348,7 +348,7 @@ class Scanning:
         inventory = build_inventory(squash(layers))
         if not inventory.supported:
             return "UNSUPPORTED_IMAGE", UNSUPPORTED, None, []
-        keys = [(p.ecosystem, normalise_name(p.ecosystem, p.match_name)) for p in inventory.packages if p.ecosystem]
+        keys = package_keys(inventory.packages)
         snap = await snapshot(self._metadata, keys)
         if snap is None:
             return "FAILED", NO_DATABASE, None, keys

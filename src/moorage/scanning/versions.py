@@ -1,4 +1,4 @@
-"""Version order per ecosystem: dpkg, apk, PEP 440 and SemVer.
+"""Version order per ecosystem: dpkg, apk, rpm, PEP 440 and SemVer.
 
 Each comparator returns a negative number, zero or a positive number like C's `strcmp`, and raises
 `ValueError` for a version it cannot order (the OSV evaluator then falls back to exact matches).
@@ -227,6 +227,106 @@ def compare_apk(a: str, b: str) -> int:
     return 0
 
 
+# --- rpm (rpmvercmp, rpm 4.18 lib/rpmvercmp.c) ------------------------------------------------
+
+
+def _rpm_alnum(c: str) -> bool:
+    return c.isascii() and c.isalnum()
+
+
+def rpmvercmp(a: str, b: str) -> int:
+    """rpm's segment order of two version (or release) strings: -1, 0 or 1.
+
+    Runs of ASCII letters or digits are compared pairwise, numbers numerically (leading zeros
+    ignored) and above letters, letters by strcmp; other characters only separate, except `~`
+    (before everything, the end included) and `^` (after the end, before any further segment).
+    """
+    if a == b:
+        return 0
+    i = j = 0
+    la, lb = len(a), len(b)
+    while i < la or j < lb:
+        while i < la and not _rpm_alnum(a[i]) and a[i] not in "~^":
+            i += 1
+        while j < lb and not _rpm_alnum(b[j]) and b[j] not in "~^":
+            j += 1
+        if (i < la and a[i] == "~") or (j < lb and b[j] == "~"):
+            if not (i < la and a[i] == "~"):
+                return 1
+            if not (j < lb and b[j] == "~"):
+                return -1
+            i += 1
+            j += 1
+            continue
+        if (i < la and a[i] == "^") or (j < lb and b[j] == "^"):
+            if i >= la:
+                return -1
+            if j >= lb:
+                return 1
+            if a[i] != "^":
+                return 1
+            if b[j] != "^":
+                return -1
+            i += 1
+            j += 1
+            continue
+        if i >= la or j >= lb:
+            break
+        si, sj = i, j
+        numeric = a[i].isdigit()
+        if numeric:
+            while i < la and a[i].isascii() and a[i].isdigit():
+                i += 1
+            while j < lb and b[j].isascii() and b[j].isdigit():
+                j += 1
+        else:
+            while i < la and a[i].isascii() and a[i].isalpha():
+                i += 1
+            while j < lb and b[j].isascii() and b[j].isalpha():
+                j += 1
+        x, y = a[si:i], b[sj:j]
+        if not y:
+            return 1 if numeric else -1  # segments of different kinds: the number wins
+        if numeric:
+            x, y = x.lstrip("0"), y.lstrip("0")
+            if len(x) != len(y):
+                return 1 if len(x) > len(y) else -1
+        if x != y:
+            return 1 if x > y else -1
+    if i >= la and j >= lb:
+        return 0
+    return 1 if i < la else -1
+
+
+@lru_cache(maxsize=65536)
+def rpm_split(evr: str) -> tuple[int, str, str | None]:
+    """(epoch, version, release) of `[epoch:]version[-release]`; a missing epoch is 0, a missing release None."""
+    v = evr.strip()
+    if not v:
+        raise ValueError("empty rpm version")
+    epoch = 0
+    head, sep, rest = v.partition(":")
+    if sep:
+        if not head.isdigit():
+            raise ValueError(f"invalid rpm epoch in {evr!r}")
+        epoch, v = int(head), rest
+    version, sep, release = v.rpartition("-")
+    if not sep:
+        return epoch, v, None
+    return epoch, version, release
+
+
+def compare_rpm(a: str, b: str) -> int:
+    """OSV rpm ecosystems' order of `[epoch:]version[-release]` strings, as rpm's `rpm.vercmp`
+    (rpmverCmp) orders them: epoch (missing = 0), then version, then release, a missing release
+    being the empty string (so `1.0` < `1.0-1`)."""
+    ea, va, ra = rpm_split(a)
+    eb, vb, rb = rpm_split(b)
+    if ea != eb:
+        return _sign(ea - eb)
+    return rpmvercmp(va, vb) or rpmvercmp(ra or "", rb or "")
+
+
 # --- PEP 440 ---------------------------------------------------------------------------------
 
 
@@ -290,6 +390,11 @@ _BY_BASE: dict[str, Comparator] = {
     "Debian": compare_dpkg,
     "Ubuntu": compare_dpkg,
     "Alpine": compare_apk,
+    "Red Hat": compare_rpm,
+    "AlmaLinux": compare_rpm,
+    "Rocky Linux": compare_rpm,
+    "openSUSE": compare_rpm,
+    "SUSE": compare_rpm,
     "PyPI": compare_pep440,
     "npm": compare_semver,
     "Go": compare_semver,
@@ -299,3 +404,74 @@ _BY_BASE: dict[str, Comparator] = {
 
 def sort_key(cmp: Comparator) -> Callable[[str], object]:
     return cmp_to_key(cmp)
+
+
+# --- sort keys: the same orders as comparable values, computed once per version string -----------
+#
+# Matching compares one installed version with many advisory events; a key per string (cached) turns
+# each comparison into a comparison of tuples, done in C. dpkg and SemVer have exact keys; the other
+# orders wrap their comparator (`cmp_to_key`), which is as correct and as slow as the comparator.
+
+VersionKey = Callable[[str], object]
+
+
+def _dpkg_run_key(part: str) -> tuple[object, ...]:
+    """deb-version(5) order of one part (upstream or revision) as a tuple: alternating non-digit
+    runs (each a tuple of character weights ended by 0, the weight of the end of the string) and
+    digit runs (ints, empty = 0); a final (0,) stands for the end, so `~` sorts below it."""
+    out: list[object] = []
+    i, n = 0, len(part)
+    while True:
+        j = i
+        while j < n and not part[j].isdigit():
+            j += 1
+        out.append((*(_dpkg_order(c) for c in part[i:j]), 0))
+        k = j
+        while k < n and part[k].isdigit():
+            k += 1
+        out.append(int(part[j:k]) if k > j else 0)
+        i = k
+        if i >= n:
+            break
+    out.append((0,))
+    return tuple(out)
+
+
+@lru_cache(maxsize=262144)
+def dpkg_key(version: str) -> tuple[int, tuple[object, ...], tuple[object, ...]]:
+    epoch, upstream, revision = _dpkg_split(version)
+    return epoch, _dpkg_run_key(upstream), _dpkg_run_key(revision)
+
+
+@lru_cache(maxsize=262144)
+def semver_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+    major, minor, patch, pre = _semver_key(version)
+    if pre is None:
+        return major, minor, patch, 1, ()
+    return major, minor, patch, 0, tuple((0, int(x)) if x.isdigit() else (1, x) for x in pre)
+
+
+@lru_cache(maxsize=262144)
+def pep440_key(version: str) -> Version:
+    try:
+        return Version(version)
+    except InvalidVersion as exc:
+        raise ValueError(str(exc)) from exc
+
+
+_CMP_KEYS: dict[Comparator, VersionKey] = {}
+
+
+def key_for(cmp: Comparator) -> VersionKey:
+    """A sort key with the comparator's order (raising ValueError, now or when compared, for a
+    version the order does not know)."""
+    if cmp is compare_dpkg:
+        return dpkg_key
+    if cmp is compare_semver:
+        return semver_key
+    if cmp is compare_pep440:
+        return pep440_key
+    if cmp not in _CMP_KEYS:
+        wrap = cmp_to_key(cmp)
+        _CMP_KEYS[cmp] = lru_cache(maxsize=65536)(wrap)
+    return _CMP_KEYS[cmp]

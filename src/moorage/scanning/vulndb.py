@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 
 from moorage.metadata import MetadataStore
 from moorage.metadata.vulndb import VulnRow
-from moorage.scanning.osv import Record, normalise_name
+from moorage.scanning.osv import Record, match_ecosystem, normalise_name
 
 BATCH = 1000
 
@@ -85,7 +86,7 @@ def _keys(doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         sorted(
             {
                 (
-                    str(e["package"]["ecosystem"]),
+                    match_ecosystem(str(e["package"]["ecosystem"])),
                     normalise_name(str(e["package"]["ecosystem"]), str(e["package"]["name"])),
                 )
                 for e in doc.get("affected") or []
@@ -195,6 +196,29 @@ async def status(store: MetadataStore) -> VulnDbStatus | None:
     )
 
 
+# Parsed records per (store, generation, ecosystem, name), shared by the scans of this process: a
+# generation never changes once active (an import writes the next one), so a rescan or a re-match
+# after an import reads from the database only the keys it has not seen in that generation. An
+# entry holds its store (so the store's id cannot be reused while cached) and the generation's
+# meta (its import time and sources), both checked on use. The records are read-only to every user
+# (matching, findings). Least recently used keys go first once more than RECORD_CACHE_RECORDS
+# records are held.
+RECORD_CACHE_RECORDS = 100_000
+_RECORDS: OrderedDict[tuple[int, int, str, str], tuple[object, str, list[Record]]] = OrderedDict()
+_held = [0]
+
+
+def _cache_records(key: tuple[int, int, str, str], entry: tuple[object, str, list[Record]]) -> None:
+    previous = _RECORDS.pop(key, None)
+    if previous is not None:
+        _held[0] -= len(previous[2])
+    _RECORDS[key] = entry
+    _held[0] += len(entry[2])
+    while _held[0] > RECORD_CACHE_RECORDS and len(_RECORDS) > 1:
+        _, gone = _RECORDS.popitem(last=False)
+        _held[0] -= len(gone[2])
+
+
 @dataclass
 class Snapshot:
     """The records one scan matches against: fetched for its packages from one generation."""
@@ -214,7 +238,15 @@ async def snapshot(store: MetadataStore, keys: Iterable[tuple[str, str]]) -> Sna
             return None
         found: dict[tuple[str, str], list[Record]] = {}
         for eco, name in set(keys):
-            found[(eco, name)] = [json.loads(body) for body in await tx.vulndb.lookup(active.generation, eco, name)]
+            cache_key = (id(store), active.generation, eco, name)
+            hit = _RECORDS.get(cache_key)
+            if hit is not None and hit[0] is store and hit[1] == active.meta:
+                _RECORDS.move_to_end(cache_key)
+                found[(eco, name)] = hit[2]
+                continue
+            records = [json.loads(body) for body in await tx.vulndb.lookup(active.generation, eco, name)]
+            _cache_records(cache_key, (store, active.meta, records))
+            found[(eco, name)] = records
     meta = json.loads(active.meta)
     st = VulnDbStatus(
         generation=active.generation,

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Row
 from moorage.metadata import ManifestRef
 from moorage.metadata import tables as t
 from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, limited, paged, touch, ts
+from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, RepositoryName
 
 __all__ = ["SqlImages"]
@@ -294,6 +295,7 @@ class SqlImages(SqlTable):
         await touch(self._c, self._dialect, [row[0] for row in children], now)
         await self._c.execute(delete(refs).where(refs.c.repo_id == repo_id, refs.c.parent == str(digest)))
         await self._c.execute(delete(m).where(m.c.repo_id == repo_id, m.c.digest == str(digest)))
+        await forget_scans(self._c, repo_id, str(digest))
         return names
 
     async def referenced_by(self, repo_id: int, digest: Digest) -> list[Digest]:

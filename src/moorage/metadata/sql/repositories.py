@@ -16,6 +16,7 @@ from sqlalchemy.engine import Row
 from moorage.errors import RepositoryAlreadyExistsError
 from moorage.metadata import tables as t
 from moorage.metadata.sql.base import Executor, SqlTable, dt_req, limited, paged, touch, ts
+from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Page, PageRequest, RegistryRef, Repository, RepositoryName
 
 __all__ = ["SqlRepositories", "SqlResourceTags", "repository_from_row"]
@@ -130,6 +131,7 @@ class SqlRepositories(SqlTable):
             t.lifecycle_previews,
         ):
             await self._c.execute(delete(table).where(table.c.repo_id == repo_id))
+        await forget_scans(self._c, repo_id)
         await self._c.execute(delete(t.repositories).where(t.repositories.c.id == repo_id))
 
 

@@ -9,10 +9,10 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 
 from moorage.metadata import tables as t
 from moorage.metadata.scans import ScanRecord
-from moorage.metadata.sql.base import SqlTable, dt, dt_req, ts
+from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, ts
 from moorage.model import RegistryRef
 
-__all__ = ["SqlScans"]
+__all__ = ["SqlScans", "forget_scans"]
 
 _S = t.image_scans
 
@@ -40,6 +40,21 @@ def _key(registry: RegistryRef, repository: str, digest: str) -> Any:
         _S.c.repository == repository,
         _S.c.digest == digest,
     )
+
+
+async def forget_scans(conn: Executor, repo_id: int, digest: str | None = None) -> None:
+    """Drop the scan rows (status, findings, package keys) of one image of a repository, or of all of
+    its images when `digest` is None: called by image and repository deletion, in their transaction,
+    so a deleted image's findings never outlive it (nor reach a later push of the same digest)."""
+    r = t.repositories
+    row = (await conn.execute(select(r.c.account_id, r.c.region, r.c.name).where(r.c.id == repo_id))).first()
+    if row is None:
+        return
+    for table in (t.image_scans, t.image_packages):
+        where = and_(table.c.account_id == row[0], table.c.region == row[1], table.c.repository == row[2])
+        if digest is not None:
+            where = and_(where, table.c.digest == digest)
+        await conn.execute(delete(table).where(where))
 
 
 class SqlScans(SqlTable):
