@@ -290,7 +290,7 @@ class Task:
     """One client's share of a load run: `kind` calls from `start_at` (time.time()) for
     `duration` seconds, or exactly `count` calls when given."""
 
-    kind: str  # "create" | "put" | "describe"
+    kind: str  # "create" | "put" | "describe" | "repos" | "batchget" | "list"
     port: int
     repo: str
     prefix: str  # unique per client and run: repository names, tags, annotations
@@ -317,7 +317,14 @@ def _run_task(task: Task) -> TaskResult:
     result = TaskResult()
     client = SignedClient(task.port)
     blobs = task.blobs
-    operation = {"create": "CreateRepository", "put": "PutImage", "describe": "DescribeImages"}[task.kind]
+    operation = {
+        "create": "CreateRepository",
+        "put": "PutImage",
+        "describe": "DescribeImages",
+        "repos": "DescribeRepositories",
+        "batchget": "BatchGetImage",
+        "list": "ListImages",
+    }[task.kind]
 
     def params(index: int) -> dict[str, Any]:
         if task.kind == "create":
@@ -329,6 +336,10 @@ def _run_task(task: Task) -> TaskResult:
                 "imageManifest": blobs.manifest(f"{task.prefix}-{index}"),
                 "imageTag": f"{task.prefix}-{index}",
             }
+        if task.kind == "repos":
+            return {"repositoryNames": [task.repo]}
+        if task.kind == "batchget":  # the images the fill stored as fill-c0-<n>
+            return {"repositoryName": task.repo, "imageIds": [{"imageTag": f"fill-c0-{index % BATCH_TAGS}"}]}
         return {"repositoryName": task.repo, "maxResults": PAGE_SIZE}
 
     def check(index: int, sent: dict[str, Any], body: bytes) -> tuple[str, str]:
@@ -346,6 +357,12 @@ def _run_task(task: Task) -> TaskResult:
             exact = image_id.get("imageDigest") == _sha(sent["imageManifest"].encode())
             return ("digest = sha256(manifest)" if exact else "digest != sha256(manifest)"), ""
         if index % CHECK_EVERY:
+            return "", ""
+        if task.kind in ("repos", "batchget", "list"):
+            found = json.loads(body)
+            key = {"repos": "repositories", "batchget": "images", "list": "imageIds"}[task.kind]
+            if not found.get(key) or found.get("failures"):
+                return "", f"{operation}: answered {body[:200]!r}"
             return "", ""
         page = json.loads(body)
         details = page.get("imageDetails")
@@ -734,9 +751,13 @@ OPERATIONS = (
     Operation("create", "CreateRepository", "call"),
     Operation("put", "PutImage", "call"),
     Operation("describe", f"DescribeImages, 1 page of {PAGE_SIZE}", "call"),
+    Operation("repos", "DescribeRepositories, 1 by name", "call"),
+    Operation("batchget", "BatchGetImage, 1 by tag", "call"),
+    Operation("list", f"ListImages, 1 page of {PAGE_SIZE}", "call"),
     Operation("listing", "DescribeImages, all {images} (paginator)", "listing"),
 )
 METRIC_KINDS = ("rate", "cpu", "client", "server_cores", "client_cores", "conn", "ms", "pages")
+BATCH_TAGS = 10  # BatchGetImage cycles through this many tags of the filled repository
 CPU_TARGET = 0.2  # server CPU per call <= 1/5 of moto's
 
 
@@ -1006,6 +1027,8 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
         run_load(pool, server, "create", "", "bench/warm", clients, warm)
         run_load(pool, server, "put", "bench/put-warmup", "warm", clients, warm, blobs=blobs)
         run_load(pool, server, "describe", describe_repo, "warm", clients, warm)
+        for kind in ("repos", "batchget", "list"):
+            run_load(pool, server, kind, describe_repo, "warm", clients, warm)
         run_listing(server, listing_clients[server.key], describe_repo, options.images, 0.0)
 
     pids = [server.pid for server in servers]
@@ -1047,7 +1070,7 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
                             f"(client {listing.client_cpu_us:,.0f})"
                         )
                         continue
-                    repo = {"create": "", "put": put_repo, "describe": describe_repo}[op.key]
+                    repo = {"create": "", "put": put_repo}.get(op.key, describe_repo)
                     prefix = f"bench/create-r{round_index}" if op.key == "create" else f"r{round_index}"
                     load = run_load(pool, server, op.key, repo, prefix, clients, options.duration, blobs=blobs)
                 except BenchError as exc:

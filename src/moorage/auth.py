@@ -106,6 +106,10 @@ class RegistryAuthenticator(Protocol):
         ...
 
 
+VERIFIED_TOKENS_KEPT = 4096
+"""How many verified registry passwords a process remembers (TokenRegistryAuthenticator)."""
+
+
 def _basic_challenge(host: str | None, scheme: str) -> str:
     return f'Basic realm="{scheme}://{host or "localhost"}/",service="ecr.amazonaws.com"'
 
@@ -133,6 +137,10 @@ class TokenRegistryAuthenticator:
         self._domain = domain
         # Without a registry domain the one /v2/ endpoint is this region's (None: the token's).
         self._default_region = default_region if domain is None else None
+        # Passwords whose signature was verified, with their claims: a client sends the same
+        # password on every request, and a genuine one stays genuine (the signing key never
+        # changes); its expiry is checked on every use. Bounded: cleared when full.
+        self._verified: dict[str, dict[str, Any]] = {}
 
     def issue(self, principal: Principal, registry: RegistryRef, *, expires_at: float) -> str:
         payload = {"a": registry.account_id, "r": registry.region, "p": principal.account_id}
@@ -142,7 +150,17 @@ class TokenRegistryAuthenticator:
 
     def claims(self, password: str, *, check_expiry: bool = True) -> dict[str, Any]:
         """The claims of a genuine password; TokenExpiredError / TokenError otherwise."""
-        return self._tokens.verify("registry", password, now=time.time() if check_expiry else None)
+        claims = self._verified.get(password)
+        if claims is None:
+            claims = self._tokens.verify("registry", password, now=None)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[password] = claims
+        if check_expiry:
+            expires = claims.get("exp")
+            if expires is not None and time.time() > expires:
+                raise TokenExpiredError("token expired")
+        return claims
 
     def resolve(self, claims: Mapping[str, Any], host: str | None) -> tuple[Principal, RegistryRef]:
         """The caller and registry of a request carrying a password with these claims; a token of

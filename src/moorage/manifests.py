@@ -12,6 +12,7 @@ escapes `parse` for bad input.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -472,6 +473,12 @@ def parse_accept(headers: Sequence[str]) -> list[str]:
     Each value may hold comma-separated items; items with `q=0` (explicitly not acceptable) are
     dropped, as are empty items and duplicates.
     """
+    return list(_parse_accept(tuple(headers)))
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_accept(headers: tuple[str, ...]) -> tuple[str, ...]:
+    # Clients send the same few Accept values on every pull: parsed once each.
     result: list[str] = []
     for header in headers:
         for item in header.split(","):
@@ -480,7 +487,7 @@ def parse_accept(headers: Sequence[str]) -> list[str]:
             if not media_type or _rejected_by_q(params) or media_type in result:
                 continue
             result.append(media_type)
-    return result
+    return tuple(result)
 
 
 def _rejected_by_q(params: list[str]) -> bool:
@@ -499,7 +506,7 @@ def negotiate(stored_media_type: str, accept: Sequence[str]) -> bool:
 
     True when nothing is listed, when `*/*` or `type/*` covers it, or on an exact match.
     """
-    accepted = parse_accept(accept)
+    accepted = _parse_accept(tuple(accept))
     if not accepted:
         return True
     stored = stored_media_type.strip().lower()

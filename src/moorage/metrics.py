@@ -169,6 +169,8 @@ class MeteredApp:
         self._app = app
         self._metrics = metrics
         self._classify = classify
+        # The labelled children per (face, operation, status): labels() costs more than the update.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -211,8 +213,13 @@ class MeteredApp:
             if uploading:
                 metrics.uploads.dec()
             code = str(status[0]) if status else "disconnected"
-            metrics.requests.labels(face, operation, code).inc()
-            metrics.duration.labels(face, operation).observe(time.perf_counter() - started)
+            children = self._children.get((face, operation, code))
+            if children is None:
+                children = (metrics.requests.labels(face, operation, code), metrics.duration.labels(face, operation))
+                if len(self._children) < 4096:
+                    self._children[(face, operation, code)] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
             if in_bytes[0]:
                 metrics.blob_bytes.labels("in").inc(in_bytes[0])
             if out_bytes[0]:

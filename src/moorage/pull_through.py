@@ -40,7 +40,7 @@ from moorage.errors import (
 from moorage.events import Event, pull_through_cache_action
 from moorage.metadata import MetadataStore, PullThroughRule
 from moorage.model import Digest, RegistryRef, Repository, RepositoryName
-from moorage.registry import Registry
+from moorage.registry import READ_CACHE_SECONDS, ReadCache, Registry
 from moorage.uploads import Uploads
 from moorage.upstream import CredentialProvider, Credentials, UpstreamClient, UpstreamError, UpstreamManifest
 
@@ -109,6 +109,9 @@ class PullThroughCache:
         self._metadata = metadata
         self._clock = clock
         self._settings = settings
+        # The rules every /v2/ manifest read consults; see Registry's read cache for the bound.
+        self._rules: ReadCache[RegistryRef, Sequence[PullThroughRule]] = ReadCache(READ_CACHE_SECONDS)
+        metadata.on_writes_committed(self._rules.forget)
 
     @property
     def settings(self) -> PullThroughCacheSettings:
@@ -191,6 +194,17 @@ class PullThroughCache:
     async def rules(self, registry: RegistryRef) -> Sequence[PullThroughRule]:
         async with self._metadata.transaction() as tx:
             return await tx.pull_through.list(registry)
+
+    async def rules_for_pull(self, registry: RegistryRef) -> Sequence[PullThroughRule]:
+        """`rules`, from the read cache: a rule made or deleted through another process applies
+        to this one's pulls within READ_CACHE_SECONDS (through this process: at once)."""
+        cached = self._rules.get(registry)
+        if cached is not None:
+            return cached
+        started = self._rules.begin()
+        found = tuple(await self.rules(registry))
+        self._rules.put(registry, found, started)
+        return found
 
     async def describe(self, registry: RegistryRef, prefixes: Sequence[str] | None) -> Sequence[PullThroughRule]:
         rules = await self.rules(registry)
@@ -399,7 +413,7 @@ class CachePulls:
         `allow(action)` says whether the caller may `ecr:CreateRepository` (needed when the
         repository is missing; else NAME_UNKNOWN) and `ecr:BatchImportUpstreamImage` (needed to
         import; else "Requested image not found"), as ECR requires (§11.2)."""
-        matched = match_rule(await self._cache.rules(registry), str(name))
+        matched = match_rule(await self._cache.rules_for_pull(registry), str(name))
         if matched is None:
             return None
         rule, upstream_name = matched

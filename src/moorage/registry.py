@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Final, Generic, TypeVar
 
 from moorage import events as ev
 from moorage import manifests as mf
@@ -58,9 +60,11 @@ from moorage.templates import Templates
 
 __all__ = [
     "ACCOUNT_SETTINGS",
+    "READ_CACHE_SECONDS",
     "BlobStream",
     "Limits",
     "ManifestPut",
+    "ReadCache",
     "Registry",
     "manifest_references",
     "tag_is_immutable",
@@ -76,6 +80,65 @@ ACCOUNT_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 IMAGE_NOT_FOUND = "Requested image not found"
+
+READ_CACHE_SECONDS: Final = 1.0
+"""How long a process may answer a manifest/blob read from memory. Writes of the same process
+drop the cache at once; writes of other processes (workers, replicas) are seen within this bound,
+as policy changes are (authz.POLICY_CACHE_SECONDS)."""
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class ReadCache(Generic[_K, _V]):
+    """Positive read results of this process, each kept at most `ttl` seconds counted from the
+    moment the read that produced it began, so it can be no older than that. `forget()` (called
+    whenever a write transaction of this process ends) drops everything and bumps `generation`;
+    a read that began under an older generation is not stored, since it may predate the write.
+    Misses (a repository, tag or blob not found) are never stored: what another process just
+    created is found at once. Bounded by entries and by the bytes of the values' bodies."""
+
+    __slots__ = ("_bytes", "_entries", "_max_bytes", "_max_entries", "_ttl", "generation")
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._entries: dict[_K, tuple[float, int, _V]] = {}
+        self._bytes = 0
+        self.generation = 0
+
+    def begin(self) -> tuple[float, int]:
+        """The (time, generation) a read starts at, to hand to `put` with its result."""
+        return time.monotonic(), self.generation
+
+    def get(self, key: _K) -> _V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] >= self._ttl:
+            self._drop(key)
+            return None
+        return entry[2]
+
+    def put(self, key: _K, value: _V, started: tuple[float, int], size: int = 0) -> None:
+        if self._ttl <= 0 or started[1] != self.generation or size > self._max_bytes // 8:
+            return
+        self._drop(key)
+        while self._entries and (len(self._entries) >= self._max_entries or self._bytes + size > self._max_bytes):
+            self._drop(next(iter(self._entries)))  # the oldest first
+        self._entries[key] = (started[0], size, value)
+        self._bytes += size
+
+    def _drop(self, key: _K) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[1]
+
+    def forget(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+        self._bytes = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +229,7 @@ class Registry:
         limits: Limits,
         create_on_push: bool = True,
         pulls: PullTimes | None = None,
+        read_cache_seconds: float = READ_CACHE_SECONDS,
     ) -> None:
         self._metadata = metadata
         self._blobs = blobs
@@ -177,6 +241,15 @@ class Registry:
         # (tx, repository, image, pushing principal's ARN or None, now). Managed signing records
         # its IN_PROGRESS rows (with the pusher) this way; the composition root appends them.
         self.push_hooks: list[PushHook] = []
+        # Manifests by (registry, repository, reference) and blob links, for the pull path.
+        self._manifests: ReadCache[tuple[RegistryRef, str, str], Image] = ReadCache(read_cache_seconds)
+        self._links: ReadCache[tuple[RegistryRef, str, str], BlobInfo] = ReadCache(read_cache_seconds)
+        metadata.on_writes_committed(self.forget_cached)
+
+    def forget_cached(self) -> None:
+        """Drop every cached read (a write transaction of this process ended, or a reset)."""
+        self._manifests.forget()
+        self._links.forget()
 
     # -- registry settings and documents -----------------------------------------------------
 
@@ -417,7 +490,16 @@ class Registry:
         """The manifest named by a tag or a digest, when it can be pulled: an archived or activating
         image is not (§8). Raises RepositoryNotFoundError or ManifestUnknownError, also for a
         reference that is neither a valid tag nor a digest: it names no manifest (the distribution
-        spec's 404; only a PUT with such a reference is TAG_INVALID)."""
+        spec's 404; only a PUT with such a reference is TAG_INVALID).
+
+        Answered from the process's read cache when it holds the manifest (at most
+        READ_CACHE_SECONDS old; see ReadCache)."""
+        key = (registry, str(name), reference)
+        cached = self._manifests.get(key)
+        fits = cached is not None and (cached.body is not None or not with_body)
+        if cached is not None and fits and cached.status(self._clock.now()) == "ACTIVE":
+            return cached
+        started = self._manifests.begin()
         async with self._metadata.transaction() as tx:
             repo = await self._repo(tx, registry, name)
             try:
@@ -429,6 +511,7 @@ class Registry:
                 raise ManifestUnknownError(IMAGE_NOT_FOUND, reference) from None
         if image is None or image.status(self._clock.now()) != "ACTIVE":
             raise ManifestUnknownError(IMAGE_NOT_FOUND, reference)
+        self._manifests.put(key, image, started, len(image.body or b""))
         return image
 
     async def delete_manifest(self, registry: RegistryRef, name: RepositoryName, reference: str) -> None:
@@ -478,13 +561,23 @@ class Registry:
 
     # -- blobs -------------------------------------------------------------------------------
 
-    async def stat_blob(self, registry: RegistryRef, name: RepositoryName, digest: Digest) -> BlobInfo:
-        """The blob's size when the repository links it. Raises RepositoryNotFoundError, BlobUnknownError."""
+    async def stat_blob(
+        self, registry: RegistryRef, name: RepositoryName, digest: Digest, *, cached: bool = False
+    ) -> BlobInfo:
+        """The blob's size when the repository links it. Raises RepositoryNotFoundError, BlobUnknownError.
+        `cached`: may come from the process's read cache (at most READ_CACHE_SECONDS old)."""
+        key = (registry, str(name), str(digest))
+        if cached:
+            hit = self._links.get(key)
+            if hit is not None:
+                return hit
+        started = self._links.begin()
         async with self._metadata.transaction() as tx:
             repo = await self._repo(tx, registry, name)
             info = await tx.blobs.linked(repo.id, digest)
         if info is None:
             raise BlobUnknownError(str(digest))
+        self._links.put(key, info, started)
         return info
 
     async def open_blob(

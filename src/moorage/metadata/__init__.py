@@ -544,6 +544,12 @@ class MetadataStore(Protocol):
         of this store committed events; consumers in this process use it to wake up."""
         ...
 
+    def on_writes_committed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (in the event loop) when any write transaction of this store ends,
+        committed or not: read caches of this process drop what they hold, so this process
+        reads its own writes at once."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
         ...

@@ -20,6 +20,7 @@ call and the result into a response. Domain errors become OCI errors through `oc
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -74,6 +75,7 @@ class OciPath:
     reference: str | None = None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_path(path: str) -> OciPath | None:
     """The route of a `/v2` path, or None when it is not a registry API path.
     Raises NameInvalidError when the route matches but the repository name is invalid."""

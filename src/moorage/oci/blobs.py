@@ -47,7 +47,7 @@ def _blob_headers(ctx: OciContext, digest: Digest) -> list[tuple[str, str]]:
 
 async def head_blob(ctx: OciContext) -> None:
     digest = _digest(ctx)
-    info = await ctx.registry.stat_blob(ctx.registry_ref, ctx.name, digest)
+    info = await ctx.registry.stat_blob(ctx.registry_ref, ctx.name, digest, cached=True)
     await ctx.reply(200, [*_blob_headers(ctx, digest), ("content-length", str(info.size))])
 
 

@@ -156,9 +156,17 @@ class SqlMetadataStore:
         self._sync_writes = sync_writes
         self._idle_reads: list[Connection] = []
         self._event_listeners: list[Callable[[], None]] = []
+        self._write_listeners: list[Callable[[], None]] = []
 
     def on_events_committed(self, callback: Callable[[], None]) -> None:
         self._event_listeners.append(callback)
+
+    def on_writes_committed(self, callback: Callable[[], None]) -> None:
+        self._write_listeners.append(callback)
+
+    def _wrote(self) -> None:
+        for callback in self._write_listeners:
+            callback()
 
     def _committed(self, tx: SqlTransaction) -> None:
         if tx.outbox.added:
@@ -219,6 +227,7 @@ class SqlMetadataStore:
                 raise
             finally:
                 sync.close()
+                self._wrote()
             self._committed(writing)
             return
         async with self._engine.connect() as conn:
@@ -228,9 +237,13 @@ class SqlMetadataStore:
                 # READ COMMITTED would give every statement a new snapshot; the contract promises
                 # read transactions one consistent snapshot (as SQLite's WAL readers get).
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
-            async with conn.begin():
-                current = SqlTransaction(conn, self._dialect)
-                yield current
+            try:
+                async with conn.begin():
+                    current = SqlTransaction(conn, self._dialect)
+                    yield current
+            finally:
+                if write:
+                    self._wrote()
         if write:
             self._committed(current)
 
@@ -296,6 +309,7 @@ class SqlMetadataStore:
                     await conn.execute(delete(table))
                 # Settings and documents go too; secrets (signing keys) stay.
                 await conn.execute(delete(t.kv).where(~t.kv.c.name.startswith("secret/")))
+        self._wrote()
 
     async def close(self) -> None:
         for idle in self._idle_reads:
