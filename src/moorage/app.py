@@ -100,6 +100,7 @@ class Moorage:
     metrics: Metrics
     backfills: Job | None = None
     scanning: Scanning | None = None
+    cache_pulls: CachePulls | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -253,6 +254,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             }
 
     metrics.watch_backlog(backlog)
+    cache_pulls.observe = lambda kind, result: metrics.pull_through.labels(kind, result).inc()
     return Moorage(
         settings,
         clock,
@@ -271,6 +273,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         metrics,
         backfills=BackfillJob(metadata, replication_sink, replication),
         scanning=scanning,
+        cache_pulls=cache_pulls,
     )
 
 
