@@ -345,9 +345,21 @@ class CachePulls:
         self._clock = clock
         self._flights: dict[tuple[str, ...], asyncio.Future[None]] = {}
         self._blob_flights: dict[tuple[str, ...], _BlobFlight] = {}
+        self._clients: dict[tuple[object, ...], UpstreamClient] = {}
         self.metrics: dict[str, int] = {"hit": 0, "miss": 0, "stale": 0}
         # (kind "manifest" | "blob", result "hit" | "miss" | "stale"): the Prometheus counter
         self.observe: Callable[[str, str], None] = lambda kind, result: None
+
+    def _client(self, rule: PullThroughRule) -> UpstreamClient:
+        """One upstream client per rule version, kept: its connections and tokens serve every
+        manifest and blob fetch of the rule (a blob GET reuses the manifest's bearer token)."""
+        key = (rule.registry, rule.prefix, rule.upstream_url, rule.credential_arn, rule.updated_at or rule.created_at)
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) >= _MAX_CLIENTS:  # forget the oldest (in-flight users keep theirs)
+                self._clients.pop(next(iter(self._clients)))
+            client = self._clients[key] = self._cache.client(rule)
+        return client
 
     def _count(self, result: str, kind: str = "manifest") -> None:
         if kind == "manifest":
@@ -401,53 +413,38 @@ class CachePulls:
                     raise
             if not await allow("ecr:BatchImportUpstreamImage"):
                 raise ManifestUnknownError("Requested image not found", reference)
-        client = self._cache.client(rule)
-        try:
-            if image is not None:
-                if is_digest:
+        client = self._client(rule)
+        if image is not None:
+            if is_digest:
+                state = "hit"
+            else:
+                checked = await self._cache.kv_get(checked_key)
+                interval = self._cache.settings.refresh_interval.total_seconds()
+                if checked is not None and self._clock.now().timestamp() - float(checked) < interval:
                     state = "hit"
                 else:
-                    checked = await self._cache.kv_get(checked_key)
-                    interval = self._cache.settings.refresh_interval.total_seconds()
-                    if checked is not None and self._clock.now().timestamp() - float(checked) < interval:
+                    try:
+                        digest = await client.head_manifest(upstream_name, reference)
+                    except UpstreamError:
+                        self._count("stale")
+                        return "stale"
+                    if digest == str(image.digest):
+                        await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
                         state = "hit"
                     else:
-                        try:
-                            digest = await client.head_manifest(upstream_name, reference)
-                        except UpstreamError:
-                            self._count("stale")
-                            return "stale"
-                        if digest == str(image.digest):
-                            await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
-                            state = "hit"
-                        else:
-                            state = "miss"
-                if state == "hit":
-                    self._count("hit")
-                    return state
-            try:
-                await self._once(
-                    ("m", registry.account_id, registry.region, str(name), reference),
-                    lambda: self._import(registry, name, client, upstream_name, reference),
-                )
-            except UpstreamError as exc:
-                if image is not None:
-                    self._count("stale")
-                    return "stale"
-                await self._cache.record(
-                    pull_through_cache_action(
-                        registry,
-                        str(name),
-                        rule.prefix,
-                        rule.upstream_url,
-                        self._clock.now(),
-                        tag=None if is_digest else reference,
-                        digest=reference if is_digest else None,
-                        failure=(_FAILURE_CODES.get(exc.kind, "UpstreamUnavailable"), exc.message),
-                    )
-                )
-                _raise_for(exc, reference)
-            imported = await self._registry.get_manifest(registry, name, reference, with_body=False)
+                        state = "miss"
+            if state == "hit":
+                self._count("hit")
+                return state
+        try:
+            await self._once(
+                ("m", registry.account_id, registry.region, str(name), reference),
+                lambda: self._import(registry, name, client, upstream_name, reference),
+            )
+        except UpstreamError as exc:
+            if image is not None:
+                self._count("stale")
+                return "stale"
             await self._cache.record(
                 pull_through_cache_action(
                     registry,
@@ -456,15 +453,27 @@ class CachePulls:
                     rule.upstream_url,
                     self._clock.now(),
                     tag=None if is_digest else reference,
-                    digest=str(imported.digest),
+                    digest=reference if is_digest else None,
+                    failure=(_FAILURE_CODES.get(exc.kind, "UpstreamUnavailable"), exc.message),
                 )
             )
-            if not is_digest:
-                await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
-            self._count("miss")
-            return "miss"
-        finally:
-            await client.aclose()
+            _raise_for(exc, reference)
+        imported = await self._registry.get_manifest(registry, name, reference, with_body=False)
+        await self._cache.record(
+            pull_through_cache_action(
+                registry,
+                str(name),
+                rule.prefix,
+                rule.upstream_url,
+                self._clock.now(),
+                tag=None if is_digest else reference,
+                digest=str(imported.digest),
+            )
+        )
+        if not is_digest:
+            await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
+        self._count("miss")
+        return "miss"
 
     async def _import(
         self, registry: RegistryRef, name: RepositoryName, client: UpstreamClient, upstream_name: str, reference: str
@@ -565,12 +574,14 @@ class CachePulls:
         upstream_name: str,
         digest: Digest,
     ) -> None:
-        client = self._cache.client(rule)
+        client = self._client(rule)
         try:
             async with client.blob(upstream_name, str(digest)) as blob:
                 flight.size = blob.size
                 flight.ready.set()
-                await self._uploads.upload_blob(registry, name, digest, flight.tee(blob.chunks))
+                await self._uploads.upload_blob(
+                    registry, name, digest, flight.tee(blob.chunks), on_verified=flight.verified.set
+                )
         except BaseException as exc:
             flight.error = exc
             raise
@@ -578,7 +589,6 @@ class CachePulls:
             flight.ready.set()
             if self._blob_flights.get(key) is flight:
                 del self._blob_flights[key]
-            await client.aclose()
 
     async def warm(
         self,
@@ -623,6 +633,7 @@ class CachedBlob:
     chunks: AsyncGenerator[bytes, None] | None
 
 
+_MAX_CLIENTS = 64
 _QUEUE_CHUNKS = 4  # chunks (up to 1 MiB each) the streaming client may lag behind the upstream
 
 
@@ -631,6 +642,7 @@ class _BlobFlight:
 
     def __init__(self, stream: bool, on_bytes: Callable[[int], None] | None) -> None:
         self.ready = asyncio.Event()  # the upstream answered (size known) or the fetch failed
+        self.verified = asyncio.Event()  # every byte arrived and matched the digest (publishing now)
         self.size: int | None = None
         self.error: BaseException | None = None
         self.queue: asyncio.Queue[bytes] | None = asyncio.Queue(_QUEUE_CHUNKS) if stream else None
@@ -650,10 +662,11 @@ class _BlobFlight:
 
     async def follow(self) -> AsyncGenerator[bytes, None]:
         """The streaming client's body: the chunks as the fetch reads them, the last one only
-        once the blob is verified and published (a failure cuts the body short)."""
+        once every byte matched the digest (a failure cuts the body short instead)."""
         queue = self.queue
         assert queue is not None
         held: bytes | None = None
+        taken = 0
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -664,12 +677,20 @@ class _BlobFlight:
                 if held is not None:
                     yield held
                 held = getter.result()
+                taken += len(held)
+                if taken == self.size:
+                    break  # the last byte: now the digest check
             while not queue.empty():  # put before the fetch ended
                 chunk = queue.get_nowait()
                 if held is not None:
                     yield held
                 held = chunk
-            self.task.result()  # raises the fetch's failure: the response ends short
+            verified = asyncio.ensure_future(self.verified.wait())
+            await asyncio.wait({verified, self.task}, return_when=asyncio.FIRST_COMPLETED)
+            if not self.verified.is_set():
+                verified.cancel()
+                self.task.result()  # raises the fetch's failure: the response ends short
+                raise UpstreamError("unavailable", "the upstream blob could not be verified")
             if held is not None:
                 yield held
         finally:
