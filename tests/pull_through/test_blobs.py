@@ -225,3 +225,36 @@ def test_metrics_count_hits_misses_and_stale(server: LiveServer, upstream: tuple
     after = scrape()
     for kind, result in (("manifest", "miss"), ("manifest", "hit"), ("blob", "miss"), ("blob", "hit")):
         assert _counter(after, kind, result) - _counter(before, kind, result) == 1, (kind, result)
+
+
+def test_a_blob_that_does_not_match_its_digest_is_never_published(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront]
+) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:
+        manifest = push(c, "corrupt/app", "1", layers=1, size=2_500_000)
+    layer = _digests(manifest.data)[1]
+    stored = registry.workdir / "data/docker/registry/v2/blobs/sha256" / layer[7:9] / layer[7:] / "data"
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0xFF  # the upstream now serves other bytes of the same length under the digest
+    stored.write_bytes(bytes(data))
+    ecr = server.ecr()
+    ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="bad", upstreamRegistryUrl=front.url)
+    assert _manifest(server, "bad/corrupt/app", "1").status_code == 200
+    received = bytearray()
+    url = f"{server.url}/v2/bad/corrupt/app/blobs/{layer}"
+
+    def read() -> None:
+        with httpx.stream("GET", url, auth=server.auth, timeout=60) as r:
+            assert r.status_code == 200, server.log()[-3000:]
+            for chunk in r.iter_bytes():
+                received.extend(chunk)
+
+    with pytest.raises(httpx.HTTPError):  # the body is cut short: never a whole wrong blob
+        read()
+    assert len(received) < len(data)
+    head = httpx.head(f"{server.url}/v2/bad/corrupt/app/blobs/{layer}", auth=server.auth, timeout=60)
+    assert head.status_code == 503  # fetched again, mismatching again: still nothing published
+    checked = ecr.batch_check_layer_availability(repositoryName="bad/corrupt/app", layerDigests=[layer])
+    assert [f["failureCode"] for f in checked["failures"]] == ["MissingLayerDigest"]
+    assert front.blob_fetches(layer) == 2
