@@ -109,6 +109,7 @@ class Moorage:
     scanning: Scanning | None = None
     signing: Signing | None = None
     signer: SignerApi | None = None
+    cache_pulls: CachePulls | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -282,6 +283,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
             }
 
     metrics.watch_backlog(backlog)
+    cache_pulls.observe = lambda kind, result: metrics.pull_through.labels(kind, result).inc()
     return Moorage(
         settings,
         clock,
@@ -309,6 +311,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         scanning=scanning,
         signing=signing,
         signer=signer,
+        cache_pulls=cache_pulls,
     )
 
 

@@ -1039,3 +1039,72 @@ def import_signing_key(
     except MoorageError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"{record.arn}\t{record.version}")
+
+
+@main.group()
+def cache() -> None:
+    """The pull-through cache."""
+
+
+@cache.command("warm")
+@_state_options
+@click.option("--account-id", default=None, help="Registry account [account_id].")
+@click.option("--region", default=None, help="Registry region [region].")
+@click.argument("rule_prefix")
+@click.argument("images", nargs=-1, required=True)
+def cache_warm(
+    config: Path | None,
+    data_dir: Path | None,
+    account_id: str | None,
+    region: str | None,
+    rule_prefix: str,
+    images: tuple[str, ...],
+) -> None:
+    """Pre-fetch IMAGES (upstream REPO:TAG or REPO@DIGEST) through the rule RULE_PREFIX (ROOT for
+    the registry's root rule): manifests, an index's children and every blob, as pulls would.
+    Exits 1 when an image could not be fetched."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from moorage.errors import MoorageError as Failure
+    from moorage.model import RegistryRef, parse_repository_name
+
+    settings = _load(config, data_dir, {})
+    registry = RegistryRef(account_id or settings.account_id, region or settings.region)
+    prefix = rule_prefix.rstrip("/")
+    targets: list[tuple[str, str, str]] = []
+    for image in images:
+        if "@" in image:
+            repo, _, reference = image.partition("@")
+        else:
+            repo, sep, reference = image.rpartition(":")
+            if not sep or "/" in reference:
+                repo, reference = image, "latest"
+        name = repo if prefix == "ROOT" else f"{prefix}/{repo}"
+        targets.append((image, name, reference))
+
+    async def action(moorage: Any) -> int:
+        cache_pulls = moorage.cache_pulls
+        failed = 0
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()) as bar:
+            for image, name, reference in targets:
+                task = bar.add_task(image, total=None)
+                try:
+                    state = await cache_pulls.warm(
+                        registry,
+                        parse_repository_name(name),
+                        reference,
+                        on_total=lambda n, t=task: bar.update(t, total=n),
+                        on_bytes=lambda n, t=task: bar.advance(t, n),
+                    )
+                except Failure as exc:
+                    failed += 1
+                    bar.update(task, description=f"{image}: failed")
+                    bar.console.print(f"{image}: {exc.message}")
+                    continue
+                bar.update(task, description=f"{image}: {state}")
+        return failed
+
+    failures = asyncio.run(_with_services(settings, action))
+    click.echo(f"warmed {len(targets) - failures} of {len(targets)} image(s)")
+    if failures:
+        sys.exit(1)

@@ -229,6 +229,11 @@ class PullThroughCacheSettings:
     refresh_interval: timedelta = timedelta(hours=24)
     # How long a pull of a cached tag waits for the upstream before serving the cached image.
     upstream_timeout: timedelta = timedelta(seconds=5)
+    # `[pull_through_cache.upstream_endpoints]`: a known upstream host -> the address Moorage
+    # really contacts for it (`"registry-1.docker.io" = "https://mirror.corp:5000"`): chained
+    # mirrors, air-gapped sites, tests. Rules keep the upstream URL users gave; only the
+    # connection goes elsewhere. An `http://` address needs `allow_http_upstreams`.
+    upstream_endpoints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -468,6 +473,9 @@ def _convert(value: object, tp: Any, key: str, source: _Source) -> object:
     if origin is tuple:
         return _convert_tuple(value, tp, key, source)
 
+    if origin is dict:
+        return _convert_str_map(value, key, source)
+
     if tp is str:
         if isinstance(value, str):
             return value
@@ -526,6 +534,23 @@ def _convert(value: object, tp: Any, key: str, source: _Source) -> object:
         raise ConfigError(f"{key}: expected a duration like 90s, 15m, 24h, 7d")
 
     raise TypeError(f"{key}: unsupported annotation {tp!r}")  # pragma: no cover - schema error
+
+
+def _convert_str_map(value: object, key: str, source: _Source) -> dict[str, str]:
+    """`dict[str, str]`: a TOML table of strings; from the environment, a JSON object."""
+    if isinstance(value, str) and source in ("env", "override"):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}: expected a JSON object") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a table of strings")
+    out: dict[str, str] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not isinstance(item, str):
+            raise ConfigError(f"{key}.{name}: expected a string")
+        out[name] = item
+    return out
 
 
 def _convert_tuple(value: object, tp: Any, key: str, source: _Source) -> object:
@@ -645,6 +670,19 @@ def _validate_remotes(s: Settings) -> None:
             raise ConfigError(f"{key}.timeout: must be longer than zero")
 
 
+def _validate_pull_through(p: PullThroughCacheSettings) -> None:
+    for host, address in p.upstream_endpoints.items():
+        key = f"pull_through_cache.upstream_endpoints.{_toml_key(host)}"
+        if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", host):
+            raise ConfigError(f"{key}: the key must be a host name (host[:port]), got {host!r}")
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^?#\s]*)?", address):
+            raise ConfigError(f"{key}: expected an https://host[:port][/path] address, got {address!r}")
+        if address.startswith("http://") and not p.allow_http_upstreams:
+            raise ConfigError(f"{key}: an http:// address needs pull_through_cache.allow_http_upstreams = true")
+    if p.upstream_timeout <= timedelta(0):
+        raise ConfigError("pull_through_cache.upstream_timeout: must be longer than zero")
+
+
 def _validate(s: Settings) -> None:
     if not _ACCOUNT_ID_RE.fullmatch(s.account_id):
         raise ConfigError(f"account_id: must be exactly 12 digits, got {s.account_id!r}")
@@ -705,6 +743,7 @@ def _validate(s: Settings) -> None:
     if s.archive.restore_delay < zero:
         raise ConfigError("archive.restore_delay: must not be negative")
     _validate_remotes(s)
+    _validate_pull_through(s.pull_through_cache)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -109,6 +109,13 @@ class Metrics:
             "moorage_event_delivery_failures", "Failed event delivery attempts.", ["consumer"], registry=target
         )
         self.job_runs = Counter("moorage_job_runs", "Background job runs.", ["job", "result"], registry=target)
+        self.pull_through = Counter(
+            "moorage_pull_through_requests",
+            "Pulls of cached repositories by kind (manifest, blob) and result: hit (served from the cache), "
+            "miss (imported from the upstream now), stale (the upstream failed; the cached image was served).",
+            ["kind", "result"],
+            registry=target,
+        )
         self.build_info = Gauge(
             "moorage_build_info", "Moorage build.", ["version"], registry=target, multiprocess_mode="max"
         )

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import NoReturn, Protocol
 from urllib.parse import urlsplit
@@ -23,6 +23,7 @@ from moorage.clock import Clock
 from moorage.config import PullThroughCacheSettings
 from moorage.errors import (
     BlobUnknownError,
+    DigestMismatchError,
     InvalidRequestError,
     LimitExceededError,
     ManifestUnknownError,
@@ -44,7 +45,15 @@ from moorage.registry import READ_CACHE_SECONDS, ReadCache, Registry
 from moorage.uploads import Uploads
 from moorage.upstream import CredentialProvider, Credentials, UpstreamClient, UpstreamError, UpstreamManifest
 
-__all__ = ["MAX_RULES", "CachePulls", "PullThroughCache", "cached_repository", "known_upstream", "match_rule"]
+__all__ = [
+    "MAX_RULES",
+    "CachePulls",
+    "CachedBlob",
+    "PullThroughCache",
+    "cached_repository",
+    "known_upstream",
+    "match_rule",
+]
 
 MAX_RULES = 50
 
@@ -262,11 +271,21 @@ class PullThroughCache:
         async with self._metadata.transaction(write=True) as tx:
             await tx.kv.put(key, value)
 
+    def endpoint(self, base_url: str) -> str:
+        """The address to contact for an upstream base URL: `[pull_through_cache.upstream_endpoints]`
+        maps a host to another `scheme://host[:port][/path]` (the URL's own path is kept after it)."""
+        parts = urlsplit(base_url)
+        mapped = self._settings.upstream_endpoints.get(parts.netloc)
+        if mapped is None:
+            return base_url
+        return mapped.rstrip("/") + parts.path
+
     def client(self, rule: PullThroughRule) -> UpstreamClient:
-        """A client of the rule's upstream; the rule's secret is read when the upstream first
-        asks for credentials, and again when the upstream refuses them (a rotated secret)."""
+        """A client of the rule's upstream (at its `upstream_endpoints` address, if mapped); the
+        rule's secret is read when the upstream first asks for credentials, and again when the
+        upstream refuses them (a rotated secret)."""
         return UpstreamClient(
-            self.base_url(rule.upstream_url),
+            self.endpoint(self.base_url(rule.upstream_url)),
             self._credential_provider(rule),
             timeout=self._settings.upstream_timeout.total_seconds(),
         )
@@ -373,8 +392,16 @@ def _raise_for(exc: UpstreamError, reference: str) -> NoReturn:
 
 class CachePulls:
     """What a pull of `<prefix>/<path>` does: import what is not cached, refresh tags checked
-    longer than `refresh_interval` ago, serve stale when the upstream fails. One import per
-    (repository, reference) and one upstream fetch per blob at a time in this process."""
+    longer than `refresh_interval` ago, serve stale when the upstream fails.
+
+    A manifest import stores the manifest (and an index's children) at once, verified by digest;
+    its blobs are fetched when first pulled (`blob`): one upstream fetch per blob and repository
+    at a time in this process (`_BlobFlight`), written through the upload path (live sha256,
+    staged, published by rename only when the digest matches, so a failed or killed fetch leaves
+    nothing visible). The request that started the fetch is answered with the bytes as they
+    arrive (the last chunk is held back until the digest is verified, so a client never receives
+    a whole wrong blob); requests that come while it runs wait for the commit and are then
+    served from the store. Nothing is buffered beyond a few chunks."""
 
     def __init__(self, cache: PullThroughCache, registry: Registry, uploads: Uploads, clock: Clock) -> None:
         self._cache = cache
@@ -382,7 +409,27 @@ class CachePulls:
         self._uploads = uploads
         self._clock = clock
         self._flights: dict[tuple[str, ...], asyncio.Future[None]] = {}
+        self._blob_flights: dict[tuple[str, ...], _BlobFlight] = {}
+        self._clients: dict[tuple[object, ...], UpstreamClient] = {}
         self.metrics: dict[str, int] = {"hit": 0, "miss": 0, "stale": 0}
+        # (kind "manifest" | "blob", result "hit" | "miss" | "stale"): the Prometheus counter
+        self.observe: Callable[[str, str], None] = lambda kind, result: None
+
+    def _client(self, rule: PullThroughRule) -> UpstreamClient:
+        """One upstream client per rule version, kept: its connections and tokens serve every
+        manifest and blob fetch of the rule (a blob GET reuses the manifest's bearer token)."""
+        key = (rule.registry, rule.prefix, rule.upstream_url, rule.credential_arn, rule.updated_at or rule.created_at)
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) >= _MAX_CLIENTS:  # forget the oldest (in-flight users keep theirs)
+                self._clients.pop(next(iter(self._clients)))
+            client = self._clients[key] = self._cache.client(rule)
+        return client
+
+    def _count(self, result: str, kind: str = "manifest") -> None:
+        if kind == "manifest":
+            self.metrics[result] += 1
+        self.observe(kind, result)
 
     async def _once(self, key: tuple[str, ...], work: Callable[[], Awaitable[None]]) -> None:
         flight = self._flights.get(key)
@@ -431,53 +478,38 @@ class CachePulls:
                     raise
             if not await allow("ecr:BatchImportUpstreamImage"):
                 raise ManifestUnknownError("Requested image not found", reference)
-        client = self._cache.client(rule)
-        try:
-            if image is not None:
-                if is_digest:
+        client = self._client(rule)
+        if image is not None:
+            if is_digest:
+                state = "hit"
+            else:
+                checked = await self._cache.kv_get(checked_key)
+                interval = self._cache.settings.refresh_interval.total_seconds()
+                if checked is not None and self._clock.now().timestamp() - float(checked) < interval:
                     state = "hit"
                 else:
-                    checked = await self._cache.kv_get(checked_key)
-                    interval = self._cache.settings.refresh_interval.total_seconds()
-                    if checked is not None and self._clock.now().timestamp() - float(checked) < interval:
+                    try:
+                        digest = await client.head_manifest(upstream_name, reference)
+                    except UpstreamError:
+                        self._count("stale")
+                        return "stale"
+                    if digest == str(image.digest):
+                        await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
                         state = "hit"
                     else:
-                        try:
-                            digest = await client.head_manifest(upstream_name, reference)
-                        except UpstreamError:
-                            self.metrics["stale"] += 1
-                            return "stale"
-                        if digest == str(image.digest):
-                            await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
-                            state = "hit"
-                        else:
-                            state = "miss"
-                if state == "hit":
-                    self.metrics["hit"] += 1
-                    return state
-            try:
-                await self._once(
-                    ("m", registry.account_id, registry.region, str(name), reference),
-                    lambda: self._import(registry, name, client, upstream_name, reference),
-                )
-            except UpstreamError as exc:
-                if image is not None:
-                    self.metrics["stale"] += 1
-                    return "stale"
-                await self._cache.record(
-                    pull_through_cache_action(
-                        registry,
-                        str(name),
-                        rule.prefix,
-                        rule.upstream_url,
-                        self._clock.now(),
-                        tag=None if is_digest else reference,
-                        digest=reference if is_digest else None,
-                        failure=(_FAILURE_CODES.get(exc.kind, "UpstreamUnavailable"), exc.message),
-                    )
-                )
-                _raise_for(exc, reference)
-            imported = await self._registry.get_manifest(registry, name, reference, with_body=False)
+                        state = "miss"
+            if state == "hit":
+                self._count("hit")
+                return state
+        try:
+            await self._once(
+                ("m", registry.account_id, registry.region, str(name), reference),
+                lambda: self._import(registry, name, client, upstream_name, reference),
+            )
+        except UpstreamError as exc:
+            if image is not None:
+                self._count("stale")
+                return "stale"
             await self._cache.record(
                 pull_through_cache_action(
                     registry,
@@ -486,15 +518,27 @@ class CachePulls:
                     rule.upstream_url,
                     self._clock.now(),
                     tag=None if is_digest else reference,
-                    digest=str(imported.digest),
+                    digest=reference if is_digest else None,
+                    failure=(_FAILURE_CODES.get(exc.kind, "UpstreamUnavailable"), exc.message),
                 )
             )
-            if not is_digest:
-                await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
-            self.metrics["miss"] += 1
-            return "miss"
-        finally:
-            await client.aclose()
+            _raise_for(exc, reference)
+        imported = await self._registry.get_manifest(registry, name, reference, with_body=False)
+        await self._cache.record(
+            pull_through_cache_action(
+                registry,
+                str(name),
+                rule.prefix,
+                rule.upstream_url,
+                self._clock.now(),
+                tag=None if is_digest else reference,
+                digest=str(imported.digest),
+            )
+        )
+        if not is_digest:
+            await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
+        self._count("miss")
+        return "miss"
 
     async def _import(
         self, registry: RegistryRef, name: RepositoryName, client: UpstreamClient, upstream_name: str, reference: str
@@ -522,25 +566,218 @@ class CachePulls:
         manifest: UpstreamManifest,
         tag: str | None,
     ) -> None:
-        parsed = mf.parse(manifest.body, manifest.media_type or None)
-        blobs = [d for d in (parsed.config, *parsed.layers) if d is not None]
-        for descriptor in blobs:
-            digest = descriptor.digest
-            await self._once(
-                ("b", registry.account_id, registry.region, str(name), str(digest)),
-                lambda d=digest: self._fetch_blob(registry, name, client, upstream_name, d),  # type: ignore[misc]
-            )
         await self._registry.put_manifest(
-            registry, name, manifest.body, manifest.media_type or None, tag=tag, digest=Digest.parse(manifest.digest)
+            registry,
+            name,
+            manifest.body,
+            manifest.media_type or None,
+            tag=tag,
+            digest=Digest.parse(manifest.digest),
+            require_blobs=False,
         )
 
-    async def _fetch_blob(
-        self, registry: RegistryRef, name: RepositoryName, client: UpstreamClient, upstream_name: str, digest: Digest
-    ) -> None:
+    # -- blobs ---------------------------------------------------------------------------------
+
+    async def blob(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        digest: Digest,
+        *,
+        stream: bool = True,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> CachedBlob | None:
+        """A blob pull in a repository a rule covers: None when no rule covers it (or the blob is
+        neither linked nor referenced by one of its manifests: the caller answers as usual);
+        else `CachedBlob("hit")` when it is linked, or the blob fetched from the upstream now:
+        with `stream` and when this call starts the fetch, `chunks` are its bytes as they arrive;
+        otherwise this waits until the blob is published (`chunks` None: read it from the store).
+        Raises BlobUnknownError (not upstream) or the Upstream*Error of the failure."""
+        matched = match_rule(await self._cache.rules_for_pull(registry), str(name))
+        if matched is None:
+            return None
         try:
             await self._registry.stat_blob(registry, name, digest)
-            return
+            self._count("hit", "blob")
+            return CachedBlob("hit", None, None)
+        except RepositoryNotFoundError:
+            return None
         except BlobUnknownError:
             pass
-        async with client.blob(upstream_name, str(digest)) as blob:
-            await self._uploads.upload_blob(registry, name, digest, blob.chunks)
+        if not await self._registry.blob_referenced(registry, name, digest):
+            return None
+        rule, upstream_name = matched
+        key = (registry.account_id, registry.region, str(name), str(digest))
+        flight = self._blob_flights.get(key)
+        leader = flight is None
+        if flight is None:
+            flight = _BlobFlight(stream, on_bytes)
+            self._blob_flights[key] = flight
+            flight.task = asyncio.create_task(
+                self._fetch_blob(key, flight, rule, registry, name, upstream_name, digest)
+            )
+            flight.task.add_done_callback(_retrieve)
+        self._count("miss", "blob")
+        if leader and stream:
+            await flight.ready.wait()
+            if flight.error is not None:
+                _raise_blob(flight.error, digest)
+            return CachedBlob("miss", flight.size, flight.follow())
+        try:
+            await asyncio.shield(flight.task)
+        except Exception as exc:
+            _raise_blob(exc, digest)
+        return CachedBlob("miss", None, None)
+
+    async def _fetch_blob(
+        self,
+        key: tuple[str, ...],
+        flight: _BlobFlight,
+        rule: PullThroughRule,
+        registry: RegistryRef,
+        name: RepositoryName,
+        upstream_name: str,
+        digest: Digest,
+    ) -> None:
+        client = self._client(rule)
+        try:
+            async with client.blob(upstream_name, str(digest)) as blob:
+                flight.size = blob.size
+                flight.ready.set()
+                await self._uploads.upload_blob(
+                    registry, name, digest, flight.tee(blob.chunks), on_verified=flight.verified.set
+                )
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            flight.ready.set()
+            if self._blob_flights.get(key) is flight:
+                del self._blob_flights[key]
+
+    async def warm(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        reference: str,
+        *,
+        on_total: Callable[[int], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> str:
+        """Pre-fetch an image: its manifest (an index with its children) and every blob, as
+        pulls would. `on_total` is told the bytes the image's blobs add up to, `on_bytes` how
+        many arrive. The manifest's cache result ("hit", "miss", "stale"); raises
+        ManifestUnknownError when no rule covers the repository."""
+        state = await self.prepare(registry, name, reference)
+        if state is None:
+            raise ManifestUnknownError(f"no pull through cache rule covers repository '{name}'", reference)
+        image = await self._registry.get_manifest(registry, name, reference)
+        parsed = mf.parse(image.body or b"", image.media_type)
+        documents = [parsed]
+        for child in parsed.manifests:
+            found = await self._registry.get_manifest(registry, name, str(child.digest))
+            documents.append(mf.parse(found.body or b"", found.media_type))
+        descriptors = {d.digest: d for doc in documents for d in (doc.config, *doc.layers) if d is not None}
+        if on_total is not None:
+            on_total(sum(d.size for d in descriptors.values()))
+        for descriptor in descriptors.values():
+            cached = await self.blob(registry, name, descriptor.digest, stream=False, on_bytes=on_bytes)
+            if on_bytes is not None and cached is not None and cached.state == "hit":
+                on_bytes(descriptor.size)
+        return state
+
+
+@dataclass(frozen=True, slots=True)
+class CachedBlob:
+    """A blob pull the cache answered: `state` "hit" (linked) or "miss" (fetched now); with
+    `chunks`, the bytes to send (`size` from the upstream's Content-Length, None when it gave
+    none); without, the blob is in the store."""
+
+    state: str
+    size: int | None
+    chunks: AsyncGenerator[bytes, None] | None
+
+
+_MAX_CLIENTS = 64
+_QUEUE_CHUNKS = 4  # chunks (up to 1 MiB each) the streaming client may lag behind the upstream
+
+
+class _BlobFlight:
+    """One upstream fetch of one blob in this process, and the client it streams to."""
+
+    def __init__(self, stream: bool, on_bytes: Callable[[int], None] | None) -> None:
+        self.ready = asyncio.Event()  # the upstream answered (size known) or the fetch failed
+        self.verified = asyncio.Event()  # every byte arrived and matched the digest (publishing now)
+        self.size: int | None = None
+        self.error: BaseException | None = None
+        self.queue: asyncio.Queue[bytes] | None = asyncio.Queue(_QUEUE_CHUNKS) if stream else None
+        self.on_bytes = on_bytes
+        self.task: asyncio.Task[None]
+
+    async def tee(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The upstream's chunks on their way to the upload, copied to the streaming client
+        while it listens (a slow client slows the fetch down; a gone one no longer does)."""
+        async for chunk in chunks:
+            queue = self.queue
+            if queue is not None:
+                await queue.put(chunk)
+            if self.on_bytes is not None:
+                self.on_bytes(len(chunk))
+            yield chunk
+
+    async def follow(self) -> AsyncGenerator[bytes, None]:
+        """The streaming client's body: the chunks as the fetch reads them, the last one only
+        once every byte matched the digest (a failure cuts the body short instead)."""
+        queue = self.queue
+        assert queue is not None
+        held: bytes | None = None
+        taken = 0
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, self.task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                if held is not None:
+                    yield held
+                held = getter.result()
+                taken += len(held)
+                if taken == self.size:
+                    break  # the last byte: now the digest check
+            while not queue.empty():  # put before the fetch ended
+                chunk = queue.get_nowait()
+                if held is not None:
+                    yield held
+                held = chunk
+            verified = asyncio.ensure_future(self.verified.wait())
+            await asyncio.wait({verified, self.task}, return_when=asyncio.FIRST_COMPLETED)
+            if not self.verified.is_set():
+                verified.cancel()
+                self.task.result()  # raises the fetch's failure: the response ends short
+                raise UpstreamError("unavailable", "the upstream blob could not be verified")
+            if held is not None:
+                yield held
+        finally:
+            self.queue = None
+            while not queue.empty():  # unblock a fetch waiting to hand us a chunk
+                queue.get_nowait()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # waiters re-raise it; never "exception was never retrieved"
+
+
+def _raise_blob(exc: BaseException, digest: Digest) -> NoReturn:
+    if isinstance(exc, UpstreamError):
+        if exc.kind == "not_found":
+            raise BlobUnknownError(str(digest)) from None
+        _raise_for(exc, str(digest))
+    if isinstance(exc, DigestMismatchError):
+        raise UpstreamUnavailableError(
+            "unavailable", f"the upstream registry sent a blob that does not match its digest {digest}"
+        ) from None
+    if isinstance(exc, asyncio.CancelledError):
+        raise UpstreamUnavailableError("unavailable", "the upstream fetch was cancelled") from None
+    raise exc

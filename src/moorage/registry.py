@@ -399,9 +399,12 @@ class Registry:
         digest: Digest | None = None,
         create_repository: bool | None = None,
         principal: str | None = None,
+        require_blobs: bool = True,
     ) -> ManifestPut:
         """Store a manifest, optionally tagging it. `principal`: the pushing principal's ARN
         (for the push hooks; None for Moorage's own pushes). `digest`, when given, must be the body's digest.
+        `require_blobs=False` (pull-through imports only) stores it before its blobs are linked:
+        the cache fetches them from the upstream when they are first pulled.
 
         Raises ManifestInvalidError / UnsupportedError (bad document), DigestInvalidError,
         TagInvalidError, TooLargeError, ManifestBlobUnknownError, ImageTagAlreadyExistsError,
@@ -422,7 +425,7 @@ class Registry:
         now = self._clock.now()
         async with self._metadata.transaction(write=True) as tx:
             repo = await self._repo_for_push(tx, registry, name, create=create_repository)
-            missing = await tx.blobs.missing(repo.id, parsed.blob_references)
+            missing = await tx.blobs.missing(repo.id, parsed.blob_references) if require_blobs else []
             if missing:
                 raise ManifestBlobUnknownError([str(d) for d in missing])
             missing = await tx.images.missing(repo.id, parsed.manifest_references)
@@ -649,3 +652,9 @@ class Registry:
         if media_type is None and referenced:
             return None
         return info, media_type or ""
+
+    async def blob_referenced(self, registry: RegistryRef, name: RepositoryName, digest: Digest) -> bool:
+        """Whether a manifest of the repository references the blob (linked or not yet)."""
+        async with self._metadata.transaction() as tx:
+            repo = await tx.repositories.get(registry, name)
+            return repo is not None and await tx.blobs.referenced(repo.id, digest) is not None

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -154,11 +154,13 @@ class Uploads:
         final: AsyncIterable[bytes] | None = None,
         *,
         first_byte: int | None = None,
+        on_verified: Callable[[], None] | None = None,
     ) -> BlobInfo:
         """Append an optional last chunk (starting at `first_byte` when given, as `append`
         checks), verify the content against `digest`, publish the blob and link it into the
         repository; the session ends. A digest mismatch cancels the session (nothing is kept)
-        and raises DigestMismatchError."""
+        and raises DigestMismatchError. `on_verified` is called once the digest matched, before
+        the blob is published (the pull-through cache then releases a streamed body's last bytes)."""
         session = await self._status_at(registry, name, upload_id, first_byte)
         if final is not None:
             session = await self._append(session, final)
@@ -166,6 +168,8 @@ class Uploads:
         if actual != digest:
             await self.cancel(registry, name, upload_id)
             raise DigestMismatchError(str(digest), str(actual))
+        if on_verified is not None:
+            on_verified()
         await self._claim(BlobInfo(digest, session.size))
         try:
             info = await self._blobs.commit_upload(session.state, digest)
@@ -194,12 +198,18 @@ class Uploads:
         raise UploadInvalidError(f"blob {info.digest} is being garbage-collected; retry the upload")
 
     async def upload_blob(
-        self, registry: RegistryRef, name: RepositoryName, digest: Digest, data: AsyncIterable[bytes]
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        digest: Digest,
+        data: AsyncIterable[bytes],
+        *,
+        on_verified: Callable[[], None] | None = None,
     ) -> BlobInfo:
         """A whole blob in one request (OCI monolithic `POST ?digest=`)."""
         session = await self.start(registry, name)
         try:
-            return await self.complete(registry, name, session.upload_id, digest, data)
+            return await self.complete(registry, name, session.upload_id, digest, data, on_verified=on_verified)
         except BaseException:
             await self.cancel(registry, name, session.upload_id, missing_ok=True)
             raise

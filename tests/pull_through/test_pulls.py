@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import subprocess
 import sys
@@ -152,27 +153,48 @@ def test_multi_arch_index_imports_children(server: LiveServer, upstream: tuple[D
         assert _get(server, "mm/multi/arch", child.digest).status_code == 200
 
 
+def _blob(server: LiveServer, name: str, digest: str) -> httpx.Response:
+    return httpx.get(f"{server.url}/v2/{name}/blobs/{digest}", auth=server.auth, timeout=60)
+
+
+def _blob_digests(manifest_data: bytes) -> list[str]:
+    document = json.loads(manifest_data)
+    return [document["config"]["digest"], *(layer["digest"] for layer in document["layers"])]
+
+
 def test_concurrent_cold_pulls_fetch_each_blob_once(
     server: LiveServer, upstream: tuple[Distribution, TokenFront]
 ) -> None:
     registry, front = upstream
     with httpx.Client(base_url=registry.url) as c:
         manifest = push(c, "big/image", "1", layers=3, size=2_000_000)
-    front.delay = 0.3
+    front.delay = 0.3  # every puller asks for every blob while its first fetch still runs
     server.ecr().create_pull_through_cache_rule(ecrRepositoryPrefix="cc", upstreamRegistryUrl=front.url)
-    results: list[int] = []
+    results: list[tuple[str, int, str, str]] = []
+    lock = threading.Lock()
 
     def pull() -> None:
-        results.append(_get(server, "cc/big/image", "1").status_code)
+        got = _get(server, "cc/big/image", "1")
+        with lock:
+            results.append(("manifest", got.status_code, got.headers.get("docker-content-digest", ""), ""))
+        for digest in _blob_digests(manifest.data):
+            blob = _blob(server, "cc/big/image", digest)
+            actual = "sha256:" + hashlib.sha256(blob.content).hexdigest()
+            with lock:
+                results.append((digest, blob.status_code, actual, blob.headers.get("x-moorage-cache", "")))
 
     threads = [threading.Thread(target=pull) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [200] * 4
-    for descriptor in json.loads(manifest.data)["layers"]:
-        assert front.blob_fetches(descriptor["digest"]) == 1
+    assert [r[1] for r in results] == [200] * 4 * 5
+    assert {r[2] for r in results if r[0] == "manifest"} == {manifest.digest}
+    for digest in _blob_digests(manifest.data):
+        assert front.blob_fetches(digest) == 1  # one upstream fetch served all four clients
+        answers = [r for r in results if r[0] == digest]
+        assert [r[2] for r in answers] == [digest] * 4  # every client got the verified bytes
+        assert {r[3] for r in answers} <= {"miss", "hit"}
 
 
 def _admin(server: LiveServer, *args: str, stdin: str | None = None) -> str:
@@ -265,28 +287,44 @@ def test_kill_9_mid_import_then_the_next_pull_completes(
 ) -> None:
     registry, front = upstream
     with httpx.Client(base_url=registry.url) as c:
-        manifest = push(c, "slow/image", "1", layers=3, size=500_000)
-    server.ecr().create_pull_through_cache_rule(ecrRepositoryPrefix="kk", upstreamRegistryUrl=front.url)
-    front.delay = 1.0
+        manifest = push(c, "slow/image", "1", layers=1, size=3_000_000)
+    layer = _blob_digests(manifest.data)[1]
+    ecr = server.ecr()
+    ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="kk", upstreamRegistryUrl=front.url)
+    assert _get(server, "kk/slow/image", "1").headers["x-moorage-cache"] == "miss"
+    front.chunk_delay = 0.05  # ~2.5 s for the layer: the kill lands mid-import
+    received = 0
 
     def pull() -> None:
+        nonlocal received
         with contextlib.suppress(httpx.HTTPError):
-            _get(server, "kk/slow/image", "1")
+            url = f"{server.url}/v2/kk/slow/image/blobs/{layer}"
+            with httpx.stream("GET", url, auth=server.auth, timeout=60) as response:
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
 
     worker = threading.Thread(target=pull)
     worker.start()
     deadline = time.monotonic() + 20
-    while front.blob_fetches(json.loads(manifest.data)["config"]["digest"]) == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    while received < 200_000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert 0 < received < 3_000_000, received
     server.kill()
     worker.join()
+    assert received < 3_000_000  # the client saw a cut-short body, never a whole wrong blob
+    front.chunk_delay = 0.0
     server.start()
-    # nothing half-written is visible: the tag is not there until its import completes
-    listed = server.ecr().describe_images(repositoryName="kk/slow/image").get("imageDetails", [])
-    assert listed == []
-    front.delay = 0.0
-    again = _get(server, "kk/slow/image", "1")
+    # nothing half-written is visible: the layer is not available until a fetch completes
+    checked = ecr.batch_check_layer_availability(repositoryName="kk/slow/image", layerDigests=[layer])
+    assert checked["layers"] == []
+    assert [f["failureCode"] for f in checked["failures"]] == ["MissingLayerDigest"]
+    front.fail_with = 503  # and with the upstream failing, a pull fails instead of serving a fragment
+    failed = _blob(server, "kk/slow/image", layer)
+    assert failed.status_code == 503
+    assert images.error_codes(failed) == ["UNAVAILABLE"]
+    front.fail_with = None
+    again = _blob(server, "kk/slow/image", layer)
     assert again.status_code == 200, again.text
-    assert again.headers["docker-content-digest"] == manifest.digest
+    assert "sha256:" + hashlib.sha256(again.content).hexdigest() == layer
     assert again.headers["x-moorage-cache"] == "miss"
+    assert _blob(server, "kk/slow/image", layer).headers["x-moorage-cache"] == "hit"

@@ -7,7 +7,8 @@
   scope="repository:<name>:pull"`; `GET /token?service=&scope=` (HTTP Basic when users are set)
   issues a token valid for exactly the requested repository scopes. It counts the requests it
   proxies (`counts`, keyed by "METHOD path"), and can be told to answer every /v2/ request with a
-  fixed status (`fail_with = 429`) or to be down (`stop()`).
+  fixed status (`fail_with = 429`) or to be down (`stop()`), to wait before blob answers (`delay`)
+  or to send blob bodies slowly (`chunk_delay` per 64 KiB); `finished` says when each body ended.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ class TokenFront:
         self.fail_with: int | None = None
         self.retry_after: str | None = None
         self.delay = 0.0  # seconds to sleep before each proxied blob response
+        self.chunk_delay = 0.0  # seconds to sleep after each 64 KiB of a blob body (a slow upstream)
+        self.finished: dict[str, float] = {}  # "METHOD path" -> time.monotonic() its body was sent
         self.tokens: dict[str, set[str]] = {}  # token -> repository names it may pull
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
@@ -188,7 +191,12 @@ class TokenFront:
                 if self.command != "HEAD":
                     while chunk := response.read(1 << 16):
                         self.wfile.write(chunk)
+                        if front.chunk_delay and "/blobs/" in path:
+                            self.wfile.flush()
+                            time.sleep(front.chunk_delay)
                 conn.close()
+                with front._lock:
+                    front.finished[f"{self.command} {path}"] = time.monotonic()
 
             def do_GET(self) -> None:
                 if self.path.startswith("/token"):
@@ -208,6 +216,11 @@ class TokenFront:
 
     def blob_fetches(self, digest: str) -> int:
         return sum(n for key, n in self.counts.items() if key.startswith("GET ") and key.endswith(f"/blobs/{digest}"))
+
+    def blob_finished(self, digest: str) -> float | None:
+        """When (time.monotonic()) the last GET of the blob's body was sent in full."""
+        times = [t for key, t in self.finished.items() if key.startswith("GET ") and key.endswith(f"/blobs/{digest}")]
+        return max(times) if times else None
 
     def stop(self) -> None:
         if self._server is not None:

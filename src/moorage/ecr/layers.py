@@ -17,7 +17,14 @@ from typing import Any
 
 from moorage.ecr import EcrContext, Handler
 from moorage.ecr.wire import EcrError
-from moorage.errors import DigestInvalidError, DigestMismatchError, UploadOffsetMismatchError
+from moorage.errors import (
+    BlobUnknownError,
+    DigestInvalidError,
+    DigestMismatchError,
+    RepositoryNotFoundError,
+    UploadOffsetMismatchError,
+    UpstreamFailedError,
+)
 from moorage.model import Digest
 
 __all__ = ["HANDLERS", "LAYER_URL_TTL_SECONDS", "MIN_PART_SIZE", "PART_SIZE"]
@@ -170,6 +177,15 @@ async def get_download_url_for_layer(ctx: EcrContext, params: dict[str, Any]) ->
         digest = Digest.parse(raw)
     except DigestInvalidError:
         raise not_found from None
+    if ctx.services.cache_pulls is not None:  # a cached repository's layer not fetched yet: import it
+        try:
+            await ctx.services.cache_pulls.blob(registry, name, digest, stream=False)
+        except BlobUnknownError:
+            raise not_found from None
+        except RepositoryNotFoundError:
+            pass  # answered below as for any repository
+        except UpstreamFailedError as exc:
+            raise EcrError("UnableToGetUpstreamLayerException", exc.message) from None
     if await ctx.services.registry.layer(registry, name, digest, referenced=False) is None:
         raise not_found
     if await ctx.services.registry.layer(registry, name, digest) is None:

@@ -7,6 +7,7 @@ GET/PATCH/PUT/DELETE /v2/<name>/blobs/uploads/<id>    status | append | complete
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from moorage.asgi import send_file, send_stream
@@ -47,12 +48,33 @@ def _blob_headers(ctx: OciContext, digest: Digest) -> list[tuple[str, str]]:
 
 async def head_blob(ctx: OciContext) -> None:
     digest = _digest(ctx)
-    info = await ctx.registry.stat_blob(ctx.registry_ref, ctx.name, digest, cached=True)
-    await ctx.reply(200, [*_blob_headers(ctx, digest), ("content-length", str(info.size))])
+    cache = None
+    if ctx.pull_through is not None:  # a cached repository's blob not fetched yet: fetch it first
+        cached = await ctx.pull_through.blob(ctx.registry_ref, ctx.name, digest, stream=False)
+        cache = cached.state if cached is not None else None
+    info = await ctx.registry.stat_blob(ctx.registry_ref, ctx.name, digest, cached=cache is None)
+    headers = [*_blob_headers(ctx, digest), ("content-length", str(info.size))]
+    if cache is not None:
+        headers.append(("x-moorage-cache", cache))
+    await ctx.reply(200, headers)
 
 
 async def get_blob(ctx: OciContext) -> None:
     digest = _digest(ctx)
+    cache = None
+    if ctx.pull_through is not None:
+        # A cached repository's blob not fetched yet: the upstream's bytes are streamed to this
+        # client while they are written and hashed (a ranged GET waits for the whole blob).
+        streamed = ctx.request.header("range") is None
+        cached = await ctx.pull_through.blob(ctx.registry_ref, ctx.name, digest, stream=streamed)
+        if cached is not None and cached.chunks is not None:
+            headers = [API_VERSION_HEADER, *_blob_headers(ctx, digest), ("x-moorage-cache", cached.state)]
+            if cached.size is not None:
+                headers.append(("content-length", str(cached.size)))
+            async with contextlib.aclosing(cached.chunks) as chunks:
+                await send_stream(ctx.send, 200, headers, chunks)
+            return
+        cache = cached.state if cached is not None else None
     wanted = _parse_range(ctx.request.header("range"))
     if isinstance(wanted, int):  # the last `wanted` bytes
         info = await ctx.registry.stat_blob(ctx.registry_ref, ctx.name, digest)
@@ -64,6 +86,8 @@ async def get_blob(ctx: OciContext) -> None:
         await ctx.reply(307, [("location", blob.redirect), ("docker-content-digest", str(digest))])
         return
     headers = [API_VERSION_HEADER, *_blob_headers(ctx, digest)]
+    if cache is not None:
+        headers.append(("x-moorage-cache", cache))
     status = 200
     if blob.span is not None:
         start, end = blob.span
