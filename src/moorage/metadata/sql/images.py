@@ -413,6 +413,71 @@ class SqlImages(SqlTable):
         )
         return bool(result.rowcount == 1)
 
+    async def browse(
+        self,
+        repo_id: int,
+        *,
+        tag_status: Literal["TAGGED", "UNTAGGED", "ANY"] = "ANY",
+        tag_contains: str | None = None,
+        order: Literal["pushed", "size"] = "pushed",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+        with_body: bool = False,
+    ) -> tuple[list[Image], int]:
+        m, tg = t.manifests, t.tags
+        on = and_(tg.c.repo_id == m.c.repo_id, tg.c.digest == m.c.digest)
+        where: list[ColumnElement[bool]] = [m.c.repo_id == repo_id]
+        if tag_status == "TAGGED":
+            where.append(exists().where(on))
+        elif tag_status == "UNTAGGED":
+            where.append(~exists().where(on))
+        if tag_contains:
+            escaped = tag_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(exists().where(on, tg.c.name.like(f"%{escaped}%", escape="\\")))
+        total = int((await self._c.execute(select(func.count()).select_from(m).where(*where))).scalar() or 0)
+        key = m.c.pushed_at if order == "pushed" else m.c.image_size
+        ordering = (key.desc(), m.c.digest.desc()) if descending else (key.asc(), m.c.digest.asc())
+        columns = (*_IMAGE_COLUMNS, m.c.body) if with_body else _IMAGE_COLUMNS
+        stmt = select(*columns).where(*where).order_by(*ordering).limit(max(limit, 0)).offset(max(offset, 0))
+        rows = (await self._c.execute(stmt)).all()
+        tags: dict[str, list[str]] = {}
+        if rows:
+            found = await self._c.execute(_TAGS_OF_MANY, {"repo": repo_id, "digests": [r.digest for r in rows]})
+            for digest, tag in found:
+                tags.setdefault(digest, []).append(tag)
+        images = [
+            await self._image(row, with_body=with_body, with_tags=True, tags=tuple(sorted(tags.get(row.digest, ()))))
+            for row in rows
+        ]
+        return images, total
+
+    async def summaries(self, repo_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        if not repo_ids:
+            return {}
+        m = t.manifests
+        stmt = (
+            select(m.c.repo_id, func.count(), func.coalesce(func.sum(m.c.image_size), 0))
+            .where(m.c.repo_id.in_(sorted(set(repo_ids))))
+            .group_by(m.c.repo_id)
+        )
+        return {int(repo): (int(count), int(size)) for repo, count, size in await self._c.execute(stmt)}
+
+    async def usage(self, registry: RegistryRef) -> tuple[int, int, int]:
+        m, r = t.manifests, t.repositories
+        repos = (
+            await self._c.execute(
+                select(func.count()).where(r.c.account_id == registry.account_id, r.c.region == registry.region)
+            )
+        ).scalar()
+        stmt = (
+            select(func.count(), func.coalesce(func.sum(m.c.image_size), 0))
+            .select_from(m.join(r, r.c.id == m.c.repo_id))
+            .where(r.c.account_id == registry.account_id, r.c.region == registry.region)
+        )
+        count, size = (await self._c.execute(stmt)).one()
+        return int(repos or 0), int(count), int(size)
+
     async def record_pull(self, repo_id: int, digest: Digest, now: datetime, *, unless_since: datetime) -> bool:
         m = t.manifests
         result = await self._c.execute(
