@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,17 +119,20 @@ def build_world(live: LiveServer, *, scan: bool = True) -> World:
     world.digests["tools"] = im.push_image(client, "team/tools", "latest").digest
     world.digests["secret"] = im.push_image(client, "other/secret", "latest").digest
     client.close()
+    # The vulnerability database import (a CLI process) runs beside the identity set-up (three more).
+    importing = ThreadPoolExecutor(1).submit(world.cli, "vulndb", "import", str(DATA / "osv")) if scan else None
     world.admin("create-user", "dev")
     out = world.admin("create-access-key", "--user", "dev")
     key = re.search(r"AWS_ACCESS_KEY_ID=(\S+)", out)
     secret = re.search(r"AWS_SECRET_ACCESS_KEY=(\S+)", out)
-    assert key and secret
+    assert key
+    assert secret
     world.dev_key = (key[1], secret[1])
     policy = live.data_dir.parent / "team-policy.json"
     policy.write_text(json.dumps(TEAM_POLICY))
     world.admin("attach-user-policy", "dev", "--name", "team", "--document", str(policy))
-    if scan:
-        world.cli("vulndb", "import", str(DATA / "osv"))
+    if importing is not None:
+        importing.result()
         ecr.start_image_scan(repositoryName="team/app", imageId={"imageTag": "v1"})
         deadline = time.monotonic() + 60
         while True:

@@ -90,7 +90,9 @@ def test_sign_in_find_a_repository_and_open_an_image(world: World, browser: Brow
     tags = [row[1] for row in cells(browser, "#images")]
     assert sorted(tags) == ["untagged", "untagged", "v1", "v2"]
     scans = {row[1]: row[8] for row in cells(browser, "#images")}
-    assert scans["v1"].startswith("COMPLETE") and "HIGH 1" in scans["v1"] and "MEDIUM 5" in scans["v1"]
+    assert scans["v1"].startswith("COMPLETE")
+    assert "HIGH 1" in scans["v1"]
+    assert "MEDIUM 5" in scans["v1"]
     assert scans["v2"] == "not scanned"
     screenshot(browser, shots, "repository")
 
@@ -104,7 +106,8 @@ def test_sign_in_find_a_repository_and_open_an_image(world: World, browser: Brow
     browser.wait_for("#layers")
     assert browser.find("#image-tags").text == "v1"
     layers = cells(browser, "#layers")
-    assert len(layers) == 1 and layers[0][2] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert len(layers) == 1
+    assert layers[0][2] == "application/vnd.oci.image.layer.v1.tar+gzip"
     env = browser.find("#config-env").text
     assert "GREETING=ahoy" in env
     assert "org.example.team=harbour" in browser.find("#config-labels").text
@@ -126,15 +129,14 @@ def test_sign_in_find_a_repository_and_open_an_image(world: World, browser: Brow
 
     # The severity filter (the select submits itself: plain JS).
     browser.run(
-        "const s = document.getElementById('severity'); s.value = 'HIGH'; s.dispatchEvent(new Event('change', {bubbles: true}));"
+        "const s = document.getElementById('severity'); s.value = 'HIGH';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}));"
     )
     browser.wait_for("#severity option[value=HIGH][selected]")
     assert [(f[0], f[1]) for f in cells(browser, "#findings-table")] == [("CVE-2015-8315", "HIGH")]
 
 
-def test_lifecycle_preview_shows_the_images_that_would_expire(
-    world: World, browser: Browser, shots: Path
-) -> None:
+def test_lifecycle_preview_shows_the_images_that_would_expire(world: World, browser: Browser, shots: Path) -> None:
     browser.get(f"{world.live.url}/console/repositories/team/app/-/lifecycle")
     area = browser.find("#policy")
     area.clear()
