@@ -426,31 +426,56 @@ class SqlImages(SqlTable):
         with_body: bool = False,
     ) -> tuple[list[Image], int]:
         m, tg = t.manifests, t.tags
-        on = and_(tg.c.repo_id == m.c.repo_id, tg.c.digest == m.c.digest)
         where: list[ColumnElement[bool]] = [m.c.repo_id == repo_id]
+        # Uncorrelated IN / NOT IN subqueries: the database reads the repository's tags once per
+        # query (not once per image), whatever the repository's size.
+        tagged = select(tg.c.digest).where(tg.c.repo_id == repo_id)
         if tag_status == "TAGGED":
-            where.append(exists().where(on))
+            where.append(m.c.digest.in_(tagged))
         elif tag_status == "UNTAGGED":
-            where.append(~exists().where(on))
+            where.append(m.c.digest.not_in(tagged))
         if tag_contains:
             escaped = tag_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(exists().where(on, tg.c.name.like(f"%{escaped}%", escape="\\")))
-        total = int((await self._c.execute(select(func.count()).select_from(m).where(*where))).scalar() or 0)
+            where.append(m.c.digest.in_(tagged.where(tg.c.name.like(f"%{escaped}%", escape="\\"))))
+        if tag_status == "UNTAGGED" and tag_contains:
+            return [], 0  # an untagged image has no tag to contain anything
+        total = await self._browse_total(repo_id, tag_status, tag_contains)
         key = m.c.pushed_at if order == "pushed" else m.c.image_size
         ordering = (key.desc(), m.c.digest.desc()) if descending else (key.asc(), m.c.digest.asc())
+        # The page's digests first, walking the (repo_id, key, digest) index; then their rows.
+        page = select(m.c.digest).where(*where).order_by(*ordering).limit(max(limit, 0)).offset(max(offset, 0))
+        digests = [row[0] for row in await self._c.execute(page)]
+        if not digests:
+            return [], total
         columns = (*_IMAGE_COLUMNS, m.c.body) if with_body else _IMAGE_COLUMNS
-        stmt = select(*columns).where(*where).order_by(*ordering).limit(max(limit, 0)).offset(max(offset, 0))
-        rows = (await self._c.execute(stmt)).all()
+        found = {
+            row.digest: row
+            for row in await self._c.execute(select(*columns).where(m.c.repo_id == repo_id, m.c.digest.in_(digests)))
+        }
         tags: dict[str, list[str]] = {}
-        if rows:
-            found = await self._c.execute(_TAGS_OF_MANY, {"repo": repo_id, "digests": [r.digest for r in rows]})
-            for digest, tag in found:
-                tags.setdefault(digest, []).append(tag)
+        for digest, tag in await self._c.execute(_TAGS_OF_MANY, {"repo": repo_id, "digests": digests}):
+            tags.setdefault(digest, []).append(tag)
         images = [
-            await self._image(row, with_body=with_body, with_tags=True, tags=tuple(sorted(tags.get(row.digest, ()))))
-            for row in rows
+            await self._image(found[d], with_body=with_body, with_tags=True, tags=tuple(sorted(tags.get(d, ()))))
+            for d in digests
+            if d in found
         ]
         return images, total
+
+    async def _browse_total(self, repo_id: int, tag_status: str, tag_contains: str | None) -> int:
+        """How many images pass browse's filters, counted over the tags (a tag always names an image
+        of its repository) rather than by probing the tags once per image."""
+        m, tg = t.manifests, t.tags
+        tagged = select(func.count(tg.c.digest.distinct())).where(tg.c.repo_id == repo_id)
+        if tag_contains:
+            escaped = tag_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            tagged = tagged.where(tg.c.name.like(f"%{escaped}%", escape="\\"))
+        if tag_status == "TAGGED" or tag_contains:
+            return int((await self._c.execute(tagged)).scalar() or 0)
+        every = int((await self._c.execute(select(func.count()).where(m.c.repo_id == repo_id))).scalar() or 0)
+        if tag_status == "ANY":
+            return every
+        return every - int((await self._c.execute(tagged)).scalar() or 0)
 
     async def summaries(self, repo_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         if not repo_ids:
