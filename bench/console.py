@@ -39,7 +39,7 @@ from moorage.metadata import tables as t
 from moorage.metadata.sql import SqlMetadataStore
 
 KEY_ID = "AKIAMOORAGEBENCHROOT"
-SECRET = "moorage-bench-root-secret-0123456789abcdef"  # noqa: S105
+SECRET = "moorage-bench-root-secret-0123456789abcdef"
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
