@@ -235,3 +235,24 @@ def test_the_console_can_be_switched_off(tmp_path_factory: pytest.TempPathFactor
     with LiveServer(data, env={"MOORAGE_CONSOLE__ENABLED": "false"}) as live:
         assert httpx.get(f"{live.url}/console/signin").status_code == 404
         assert httpx.get(f"{live.url}/healthz").status_code == 200
+
+
+def test_the_repository_list_pages_and_searches(world: World) -> None:
+    ecr = world.ecr()
+    names = [f"paged/r{i:02d}" for i in range(53)]
+    for name in names:
+        ecr.create_repository(repositoryName=name)
+    client = sign_in(world)
+
+    def listed(page: str) -> list[str]:
+        return re.findall(r'class="repo-link" href="/console/repositories/([^"]+)"', page)
+
+    first = client.get("/console/", params={"q": "paged/"}).text
+    assert listed(first) == names[:50]
+    after = re.search(r'id="next-page" href="\?q=paged%2F&amp;after=([^"]+)"', first)
+    assert after
+    assert after[1] == "paged%2Fr49"
+    second = client.get("/console/", params={"q": "paged/", "after": "paged/r49"}).text
+    assert listed(second) == names[50:]
+    assert 'id="next-page"' not in second
+    assert listed(client.get("/console/", params={"q": "r5"}).text) == ["paged/r50", "paged/r51", "paged/r52"]

@@ -56,6 +56,7 @@ __all__ = ["ConsoleApp", "ConsoleServices"]
 log = logging.getLogger("moorage.console")
 
 PAGE_SIZE = 50
+SCAN_LIMIT = 2000
 MAX_FORM_BYTES = 256 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
@@ -529,10 +530,14 @@ class ConsoleApp:
         shown: list[Repository] = []
         more: str | None = None
         cursor = after
-        # Walk the name-ordered listing until a page of matching, permitted repositories is full.
+        scanned = 0
+        # Walk the name-ordered listing until a page of matching, permitted repositories is full,
+        # reading at most SCAN_LIMIT names per request (the next page goes on from there).
         while len(shown) <= PAGE_SIZE:
             batch = await self.s.registry.describe_repositories(page.registry, None, PageRequest(200, cursor))
             for repo in batch.items:
+                scanned += 1
+                cursor = repo.name
                 if query and query not in repo.name:
                     continue
                 if not all_allowed and not await self._allowed(
@@ -544,7 +549,9 @@ class ConsoleApp:
                     break
             if batch.next_after is None or len(shown) > PAGE_SIZE:
                 break
-            cursor = batch.next_after
+            if scanned >= SCAN_LIMIT:
+                more = cursor
+                break
         if len(shown) > PAGE_SIZE:
             shown = shown[:PAGE_SIZE]
             more = shown[-1].name
@@ -569,7 +576,6 @@ class ConsoleApp:
             after=after,
             more=more,
             restricted=not all_allowed,
-            can_create=await self._allowed(page, "CreateRepository", repositoryName="console-probe"),
             cli=self._cli(page, "describe-repositories"),
         )
 
