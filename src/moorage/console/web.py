@@ -688,7 +688,8 @@ class ConsoleApp:
                 {
                     "image": image,
                     "status": image.status(now),
-                    "platforms": _platforms(image),
+                    "platforms": ", ".join(_platforms(image)),
+                    "label": ", ".join(image.tags) or _short(image.digest),
                     "scan": scan,
                     "counts": [(s, counts[s]) for s in SEVERITIES if counts.get(s)],
                     "pull": f"{host}/{name}:{image.tags[0]}" if image.tags else f"{host}/{name}@{image.digest}",
