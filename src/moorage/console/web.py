@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -685,16 +686,16 @@ class ConsoleApp:
             if scan is not None and scan.status == "COMPLETE" and scan.result:
                 counts = json.loads(scan.result).get("counts") or {}
             rows.append(
-                {
-                    "image": image,
-                    "status": image.status(now),
-                    "platforms": ", ".join(_platforms(image)),
-                    "label": ", ".join(image.tags) or _short(image.digest),
-                    "scan": scan,
-                    "counts": [(s, counts[s]) for s in SEVERITIES if counts.get(s)],
-                    "pull": f"{host}/{name}:{image.tags[0]}" if image.tags else f"{host}/{name}@{image.digest}",
-                    "size": image.image_size or image.size,
-                }
+                SimpleNamespace(
+                    image=image,
+                    status=image.status(now),
+                    platforms=", ".join(_platforms(image)),
+                    label=", ".join(image.tags) or _short(image.digest),
+                    scan=scan,
+                    counts=[(s, counts[s]) for s in SEVERITIES if counts.get(s)],
+                    pull=f"{host}/{name}:{image.tags[0]}" if image.tags else f"{host}/{name}@{image.digest}",
+                    size=image.image_size or image.size,
+                )
             )
         filters = {"tagged": tag_status, "tag": tag_text or "", "sort": order, "dir": "asc" if ascending else "desc"}
         pages = max(1, -(-total // PAGE_SIZE))
