@@ -256,3 +256,31 @@ def test_the_repository_list_pages_and_searches(world: World) -> None:
     assert listed(second) == names[50:]
     assert 'id="next-page"' not in second
     assert listed(client.get("/console/", params={"q": "r5"}).text) == ["paged/r50", "paged/r51", "paged/r52"]
+
+
+def test_switching_region_shows_that_regions_registry(world: World) -> None:
+    world.live.ecr("eu-west-1").create_repository(repositoryName="europe/app")
+    client = sign_in(world)
+    assert "europe/app" not in client.get("/console/").text
+    switched = client.post("/console/context", data={"csrf": csrf(client), "region": "eu-west-1"})
+    assert switched.status_code == 303
+    listing = client.get("/console/").text
+    assert "europe/app" in listing
+    assert "team/app" not in listing
+    bad = client.post("/console/context", data={"csrf": csrf(client), "region": "mars-north-1"})
+    assert bad.status_code == 400
+
+
+def test_archive_and_restore_an_image(world: World) -> None:
+    client = sign_in(world)
+    token = csrf(client)
+    digest = world.digests["tools"]
+    base = f"/console/repositories/team/tools/-/images/{digest}"
+    assert client.post(f"{base}/archive", data={"csrf": token}).status_code == 303
+    described = world.ecr().describe_images(repositoryName="team/tools", imageIds=[{"imageDigest": digest}])
+    assert described["imageDetails"][0]["imageStatus"] == "ARCHIVED"
+    page = client.get(base).text
+    assert "ARCHIVE (ARCHIVED)" in page
+    assert client.post(f"{base}/restore", data={"csrf": token}).status_code == 303
+    described = world.ecr().describe_images(repositoryName="team/tools", imageIds=[{"imageDigest": digest}])
+    assert described["imageDetails"][0]["imageStatus"] in ("ACTIVATING", "ACTIVE")
