@@ -147,6 +147,7 @@ def test_lifecycle_preview_shows_the_images_that_would_expire(world: World, brow
     assert len(browser.find_all("#preview-results tbody tr")) == 1
     digest = browser.run("return document.querySelector('#preview-results tbody tr').dataset.digest")
     assert digest == world.digests["old"]  # the older of the two untagged images
+    browser.run("document.getElementById('policy-form').scrollIntoView()")
     screenshot(browser, shots, "lifecycle")
 
     # An invalid policy: the validator's own message.
