@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from moorage import __version__
 from moorage.asgi import (
@@ -48,6 +48,7 @@ from moorage.auth import (
 from moorage.authz import Authorizer, Need, Origin, PolicyStore, on_repository
 from moorage.clock import Clock, OffsetClock, SystemClock
 from moorage.config import SETTINGS_ENV, Settings, settings_from_json
+from moorage.console import ConsoleApp, ConsoleServices, derive_key
 from moorage.delivery import EventDispatcher, EventRetentionJob, sinks_from_settings
 from moorage.ecr import TARGET_PREFIX, EcrApi, EcrServices
 from moorage.ecr.validation import InputValidator, operation_names
@@ -55,7 +56,7 @@ from moorage.errors import MoorageError, TooLargeError
 from moorage.gc import GarbageCollector, GcJob
 from moorage.identity import Identities, load_master_key, verify_master_key
 from moorage.images import Images
-from moorage.jobs import Job, Scheduler
+from moorage.jobs import Job, Scheduler, last_runs
 from moorage.lifecycle_job import Lifecycle, LifecycleJob
 from moorage.metadata import MetadataStore
 from moorage.metadata.sql import SqlMetadataStore
@@ -110,6 +111,7 @@ class Moorage:
     signing: Signing | None = None
     signer: SignerApi | None = None
     cache_pulls: CachePulls | None = None
+    console: ConsoleApp | None = None
 
     def scheduler(self) -> Scheduler:
         """The background jobs of this process, coordinated with every other one by leases."""
@@ -284,6 +286,33 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
 
     metrics.watch_backlog(backlog)
     cache_pulls.observe = lambda kind, result: metrics.pull_through.labels(kind, result).inc()
+    console = None
+    if settings.console.enabled:
+        job_names = [GcJob.name, LifecycleJob.name, EventRetentionJob.name, BackfillJob.name, ScanJob.name]
+
+        async def job_runs() -> dict[str, datetime | None]:
+            return await last_runs(metadata, job_names)
+
+        console = ConsoleApp(
+            ConsoleServices(
+                settings,
+                registry,
+                images,
+                identities,
+                registry_tokens,
+                authorizer,
+                lifecycle,
+                metadata,
+                derive_key(master_key),
+                templates=templates,
+                replication=replication,
+                scanning=scanning,
+                pull_through=pull_through,
+                job_runs=job_runs,
+                backlog=backlog,
+                regions=_console_regions(),
+            )
+        )
     return Moorage(
         settings,
         clock,
@@ -312,7 +341,18 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         signing=signing,
         signer=signer,
         cache_pulls=cache_pulls,
+        console=console,
     )
+
+
+def _console_regions() -> tuple[str, ...]:
+    """The regions the console offers (botocore's ECR endpoints data, read locally)."""
+    try:
+        import boto3
+
+        return tuple(boto3.session.Session().get_available_regions("ecr"))
+    except Exception:
+        return ()
 
 
 _OTHER_ROUTES = {
@@ -418,6 +458,8 @@ class RootApp:
                 await self._reset(moorage, scope, send)
             elif path == "/_moorage/clock":
                 await self._clock_control(moorage, scope, receive, send)
+            elif (path == "/console" or path.startswith("/console/")) and moorage.console is not None:
+                await moorage.console(scope, receive, send)
             elif path == "/healthz":
                 await self._health(moorage, send, scope["method"] == "HEAD")
             elif path == "/metrics" and self.settings.metrics.enabled:

@@ -34,6 +34,7 @@ __all__ = [
     "AuthMode",
     "AuthSettings",
     "ConfigError",
+    "ConsoleSettings",
     "EventsSettings",
     "FilesystemStorageSettings",
     "GcSettings",
@@ -278,6 +279,14 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    # The web console at /console/ (console/): sign-in with access keys or a registry password.
+    enabled: bool = True
+    # How long a console sign-in lasts (a registry password's own expiry ends it sooner).
+    session_ttl: timedelta = timedelta(hours=8)
+
+
+@dataclass(frozen=True)
 class Settings:
     account_id: str = "123456789012"
     region: str = "us-east-1"
@@ -304,6 +313,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     pull_through_cache: PullThroughCacheSettings = field(default_factory=PullThroughCacheSettings)
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
 
 # --------------------------------------------------------------------------------------------------

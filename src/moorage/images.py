@@ -359,3 +359,43 @@ class Images:
                     out.append(referrer)
                     stack.append(referrer.digest)
         return out
+
+    # -- listings a person reads (the web console) --------------------------------------------
+
+    async def browse(
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        *,
+        tag_status: TagStatus = "ANY",
+        tag_contains: str | None = None,
+        order: Literal["pushed", "size"] = "pushed",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+        with_body: bool = False,
+    ) -> tuple[list[Image], int]:
+        """A page of the repository's images (with tags) sorted by push time or size, and how many
+        pass the filters (ImageTable.browse: a fixed number of queries). Raises RepositoryNotFoundError."""
+        async with self._metadata.transaction() as tx:
+            repo = await self._repo(tx, registry, name)
+            return await tx.images.browse(
+                repo.id,
+                tag_status=tag_status,
+                tag_contains=tag_contains,
+                order=order,
+                descending=descending,
+                offset=offset,
+                limit=limit,
+                with_body=with_body,
+            )
+
+    async def summaries(self, repositories: Sequence[Repository]) -> dict[int, tuple[int, int]]:
+        """(image count, total image size) per repository id, in one query."""
+        async with self._metadata.transaction() as tx:
+            return await tx.images.summaries([r.id for r in repositories])
+
+    async def usage(self, registry: RegistryRef) -> tuple[int, int, int]:
+        """(repositories, images, total image size) of the registry."""
+        async with self._metadata.transaction() as tx:
+            return await tx.images.usage(registry)

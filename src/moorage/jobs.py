@@ -110,3 +110,10 @@ class Scheduler:
             if not await self._acquire(lease):
                 log.warning("lost the lease %s", lease)
                 return
+
+
+async def last_runs(metadata: MetadataStore, names: Sequence[str]) -> dict[str, datetime | None]:
+    """When each job (by name) last finished a run, from the state the Scheduler keeps."""
+    async with metadata.transaction() as tx:
+        found = {name: await tx.kv.get(f"job/{name}/last-run") for name in names}
+    return {name: None if text is None else datetime.fromisoformat(text) for name, text in found.items()}

@@ -1243,3 +1243,48 @@ async def test_gc_batches_mark_only_unreferenced_due_candidates(metadata_store: 
         await tx.blobs.forget_many([free])
         assert await tx.blobs.deleting(10) == []
         assert await tx.blobs.gc_candidates(fresh + timedelta(days=1), 10) == [recent]  # `used` dropped
+
+
+# --- listings for the web console (ImageTable.browse / summaries / usage) -------------------------
+
+
+async def test_browse_filters_sorts_pages_and_counts(metadata_store: MetadataStore) -> None:
+    repo = await create(metadata_store, "browse")
+    other = await create(metadata_store, "browse-other")
+    await push(metadata_store, other, b"elsewhere", tags=["release-1"])
+    # Bodies of growing length: image_size grows with them; push times grow with i too.
+    pushed = []
+    for i, tags in enumerate([["release-1", "latest"], [], ["dev-2"], [], ["release_3"]]):
+        pushed.append(await push(metadata_store, repo, b"x" * (10 * (5 - i)) + f"{i}".encode(), tags=tags))
+    newest_first = [p.digest for p in reversed(pushed)]
+    async with metadata_store.transaction() as tx:
+        everything, total = await tx.images.browse(repo.id)
+        assert total == 5
+        assert [i.digest for i in everything] == newest_first
+        assert everything[-1].tags == ("latest", "release-1")
+        assert all(i.body is None for i in everything)
+        page, total = await tx.images.browse(repo.id, offset=1, limit=2)
+        assert (total, [i.digest for i in page]) == (5, newest_first[1:3])
+        by_size, _ = await tx.images.browse(repo.id, order="size", descending=True)
+        assert [i.digest for i in by_size] == [p.digest for p in pushed]  # the first body is the longest
+        oldest_first, _ = await tx.images.browse(repo.id, descending=False)
+        assert [i.digest for i in oldest_first] == [p.digest for p in pushed]
+        untagged, total = await tx.images.browse(repo.id, tag_status="UNTAGGED")
+        assert (total, {i.digest for i in untagged}) == (2, {pushed[1].digest, pushed[3].digest})
+        tagged, total = await tx.images.browse(repo.id, tag_status="TAGGED")
+        assert (total, len(tagged)) == (3, 3)
+        # Tag text is a substring match; `_` and `%` are literal characters, not wildcards.
+        release, total = await tx.images.browse(repo.id, tag_contains="release")
+        assert (total, {i.digest for i in release}) == (2, {pushed[0].digest, pushed[4].digest})
+        literal, total = await tx.images.browse(repo.id, tag_contains="e_")
+        assert (total, [i.digest for i in literal]) == (1, [pushed[4].digest])
+        assert await tx.images.browse(repo.id, tag_contains="%") == ([], 0)
+        assert await tx.images.browse(repo.id, tag_status="UNTAGGED", tag_contains="release") == ([], 0)
+        with_body, _ = await tx.images.browse(repo.id, limit=1, with_body=True)
+        assert with_body[0].body == b"x" * 10 + b"4"
+        assert await tx.images.summaries([repo.id, other.id, 999_999]) == {
+            repo.id: (5, sum(p.image_size for p in pushed)),
+            other.id: (1, len(b"elsewhere") + 1000),
+        }
+        assert await tx.images.usage(REGISTRY) == (2, 6, sum(p.image_size for p in pushed) + len(b"elsewhere") + 1000)
+        assert await tx.images.usage(OTHER_REGISTRY) == (0, 0, 0)

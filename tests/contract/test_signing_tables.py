@@ -1,5 +1,5 @@
 """The managed-signing tables (metadata/signing.py), on SQLite and on a real PostgreSQL server,
-each freshly migrated (revision 0007_signing)."""
+each freshly migrated (to the latest revision)."""
 
 from __future__ import annotations
 

@@ -225,6 +225,12 @@ def test_readme_first_run_in_a_fresh_venv(
         details = json.loads(described.stdout)["imageDetails"]
         assert [(d["imageDigest"], d["imageTags"]) for d in details] == [(pulled_digest, ["1"])], details
 
+        # The web console ships in the package (templates and static files are package data).
+        signin = httpx.get(f"{endpoint}/console/signin", timeout=10)
+        assert signin.status_code == 200, signin.text
+        assert "Sign in to Moorage" in signin.text
+        assert httpx.get(f"{endpoint}/console/static/console.css", timeout=10).status_code == 200
+
         # SIGTERM: a clean exit, soon, and nothing left running.
         workers = _descendants(server.pid)
         assert workers, "moorage serve runs its workers as child processes"

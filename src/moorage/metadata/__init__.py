@@ -209,6 +209,32 @@ class ImageTable(Protocol):
         True when it changed."""
         ...
 
+    async def browse(
+        self,
+        repo_id: int,
+        *,
+        tag_status: Literal["TAGGED", "UNTAGGED", "ANY"] = "ANY",
+        tag_contains: str | None = None,
+        order: Literal["pushed", "size"] = "pushed",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+        with_body: bool = False,
+    ) -> tuple[list[Image], int]:
+        """A page of images (with tags, without bodies) for a listing a person reads: filtered by
+        tag status and by a tag containing `tag_contains`, ordered by push time or size (digest
+        breaks ties), `limit` from `offset`; and how many images pass the filters. Two queries
+        for the images and one for the page's tags, whatever the repository's size."""
+        ...
+
+    async def summaries(self, repo_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(image count, sum of image sizes) per repository id, in one query; absent ids have none."""
+        ...
+
+    async def usage(self, registry: RegistryRef) -> tuple[int, int, int]:
+        """(repositories, images, sum of image sizes) of one registry: aggregate queries."""
+        ...
+
 
 class BlobTable(Protocol):
     async def add(self, info: BlobInfo, now: datetime) -> None:

@@ -54,3 +54,7 @@ class ScanTable(Protocol):
     async def claim(self, now: datetime, lease_seconds: float, limit: int) -> list[ScanRecord]:
         """Up to `limit` IN_PROGRESS scans whose lease is free or expired, now leased to the caller."""
         ...
+
+    async def many(self, registry: RegistryRef, repository: str, digests: Sequence[str]) -> list[ScanRecord]:
+        """The scan rows of these images of one repository, in one query (a listing's page)."""
+        ...

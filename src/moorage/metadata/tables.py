@@ -125,6 +125,9 @@ manifests = Table(
     # when the last restore from archive completes (ACTIVATING until then)
     Column("last_activated_at", Float, nullable=True),
     Index("ix_manifests_subject", "repo_id", "subject"),
+    # the console's repository page: images by push time / size (ImageTable.browse)
+    Index("ix_manifests_pushed", "repo_id", "pushed_at", "digest"),
+    Index("ix_manifests_size", "repo_id", "image_size", "digest"),
 )
 
 manifest_refs = Table(

@@ -178,6 +178,13 @@ class Scanning:
                     found[digest] = record
         return found
 
+    async def current_many(self, registry: RegistryRef, name: str, images: Sequence[Image]) -> dict[str, ScanRecord]:
+        """The current scan of each image (a listing's page), in one query; as `status_of`."""
+        async with self._metadata.transaction() as tx:
+            records = await tx.scans.many(registry, name, [str(i.digest) for i in images])
+        pushed = {str(i.digest): i.pushed_at for i in images}
+        return {r.digest: r for r in records if r.digest in pushed and r.requested_at >= pushed[r.digest]}
+
     # --- the job -----------------------------------------------------------------------------
 
     async def enqueue_pushed(self) -> int:

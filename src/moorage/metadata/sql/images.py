@@ -309,8 +309,10 @@ class SqlImages(SqlTable):
 
     async def referrers(self, repo_id: int, subject: Digest) -> list[Image]:
         m = t.manifests
-        stmt = select(*_IMAGE_COLUMNS).where(m.c.repo_id == repo_id, m.c.subject == str(subject)).order_by(m.c.digest)
-        rows = (await self._c.execute(stmt)).all()
+        # Sorted here, not by ORDER BY digest: with that, SQLite walks the whole repository along
+        # the primary key instead of using ix_manifests_subject (62 ms vs 0.03 ms at 10,000 images).
+        stmt = select(*_IMAGE_COLUMNS).where(m.c.repo_id == repo_id, m.c.subject == str(subject))
+        rows = sorted((await self._c.execute(stmt)).all(), key=lambda row: str(row.digest))
         return [await self._image(row, with_body=False, with_tags=False) for row in rows]
 
     async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
@@ -414,6 +416,96 @@ class SqlImages(SqlTable):
             update(m).where(m.c.repo_id == repo_id, m.c.digest == str(digest)).values(values)
         )
         return bool(result.rowcount == 1)
+
+    async def browse(
+        self,
+        repo_id: int,
+        *,
+        tag_status: Literal["TAGGED", "UNTAGGED", "ANY"] = "ANY",
+        tag_contains: str | None = None,
+        order: Literal["pushed", "size"] = "pushed",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+        with_body: bool = False,
+    ) -> tuple[list[Image], int]:
+        m, tg = t.manifests, t.tags
+        where: list[ColumnElement[bool]] = [m.c.repo_id == repo_id]
+        # Uncorrelated IN / NOT IN subqueries: the database reads the repository's tags once per
+        # query (not once per image), whatever the repository's size.
+        tagged = select(tg.c.digest).where(tg.c.repo_id == repo_id)
+        if tag_status == "TAGGED":
+            where.append(m.c.digest.in_(tagged))
+        elif tag_status == "UNTAGGED":
+            where.append(m.c.digest.not_in(tagged))
+        if tag_contains:
+            escaped = tag_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(m.c.digest.in_(tagged.where(tg.c.name.like(f"%{escaped}%", escape="\\"))))
+        if tag_status == "UNTAGGED" and tag_contains:
+            return [], 0  # an untagged image has no tag to contain anything
+        total = await self._browse_total(repo_id, tag_status, tag_contains)
+        key = m.c.pushed_at if order == "pushed" else m.c.image_size
+        ordering = (key.desc(), m.c.digest.desc()) if descending else (key.asc(), m.c.digest.asc())
+        # The page's digests first, walking the (repo_id, key, digest) index; then their rows.
+        page = select(m.c.digest).where(*where).order_by(*ordering).limit(max(limit, 0)).offset(max(offset, 0))
+        digests = [row[0] for row in await self._c.execute(page)]
+        if not digests:
+            return [], total
+        columns = (*_IMAGE_COLUMNS, m.c.body) if with_body else _IMAGE_COLUMNS
+        found = {
+            row.digest: row
+            for row in await self._c.execute(select(*columns).where(m.c.repo_id == repo_id, m.c.digest.in_(digests)))
+        }
+        tags: dict[str, list[str]] = {}
+        for digest, tag in await self._c.execute(_TAGS_OF_MANY, {"repo": repo_id, "digests": digests}):
+            tags.setdefault(digest, []).append(tag)
+        images = [
+            await self._image(found[d], with_body=with_body, with_tags=True, tags=tuple(sorted(tags.get(d, ()))))
+            for d in digests
+            if d in found
+        ]
+        return images, total
+
+    async def _browse_total(self, repo_id: int, tag_status: str, tag_contains: str | None) -> int:
+        """How many images pass browse's filters, counted over the tags (a tag always names an image
+        of its repository) rather than by probing the tags once per image."""
+        m, tg = t.manifests, t.tags
+        tagged = select(func.count(tg.c.digest.distinct())).where(tg.c.repo_id == repo_id)
+        if tag_contains:
+            escaped = tag_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            tagged = tagged.where(tg.c.name.like(f"%{escaped}%", escape="\\"))
+        if tag_status == "TAGGED" or tag_contains:
+            return int((await self._c.execute(tagged)).scalar() or 0)
+        every = int((await self._c.execute(select(func.count()).where(m.c.repo_id == repo_id))).scalar() or 0)
+        if tag_status == "ANY":
+            return every
+        return every - int((await self._c.execute(tagged)).scalar() or 0)
+
+    async def summaries(self, repo_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        if not repo_ids:
+            return {}
+        m = t.manifests
+        stmt = (
+            select(m.c.repo_id, func.count(), func.coalesce(func.sum(m.c.image_size), 0))
+            .where(m.c.repo_id.in_(sorted(set(repo_ids))))
+            .group_by(m.c.repo_id)
+        )
+        return {int(repo): (int(count), int(size)) for repo, count, size in await self._c.execute(stmt)}
+
+    async def usage(self, registry: RegistryRef) -> tuple[int, int, int]:
+        m, r = t.manifests, t.repositories
+        repos = (
+            await self._c.execute(
+                select(func.count()).where(r.c.account_id == registry.account_id, r.c.region == registry.region)
+            )
+        ).scalar()
+        stmt = (
+            select(func.count(), func.coalesce(func.sum(m.c.image_size), 0))
+            .select_from(m.join(r, r.c.id == m.c.repo_id))
+            .where(r.c.account_id == registry.account_id, r.c.region == registry.region)
+        )
+        count, size = (await self._c.execute(stmt)).one()
+        return int(repos or 0), int(count), int(size)
 
     async def record_pull(self, repo_id: int, digest: Digest, now: datetime, *, unless_since: datetime) -> bool:
         m = t.manifests

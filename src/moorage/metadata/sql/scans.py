@@ -136,3 +136,14 @@ class SqlScans(SqlTable):
             if done.rowcount:
                 claimed.append(rec)
         return claimed
+
+    async def many(self, registry: RegistryRef, repository: str, digests: Sequence[str]) -> list[ScanRecord]:
+        if not digests:
+            return []
+        stmt = select(_S).where(
+            _S.c.account_id == registry.account_id,
+            _S.c.region == registry.region,
+            _S.c.repository == repository,
+            _S.c.digest.in_(sorted(set(digests))),
+        )
+        return [_record(row) for row in await self._c.execute(stmt)]

@@ -1,7 +1,7 @@
 """managed signing: signing_profiles, signing_roots, signing_statuses
 
 Revision ID: 0007_signing
-Revises: 0005_pull_through
+Revises: 0006_secrets
 Create Date: 2026-12-02 17:30:00
 """
 
