@@ -308,6 +308,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
                 replication=replication,
                 scanning=scanning,
                 pull_through=pull_through,
+                signing=signing,
                 job_runs=job_runs,
                 backlog=backlog,
                 regions=_console_regions(),

@@ -7,10 +7,12 @@ import re
 import time
 from collections.abc import Iterator
 
+import boto3
 import httpx
 import pytest
 
 from tests.console.conftest import World, build_world
+from tests.support import images as im
 from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.e2e
@@ -284,3 +286,47 @@ def test_archive_and_restore_an_image(world: World) -> None:
     assert client.post(f"{base}/restore", data={"csrf": token}).status_code == 303
     described = world.ecr().describe_images(repositoryName="team/tools", imageIds=[{"imageDigest": digest}])
     assert described["imageDetails"][0]["imageStatus"] in ("ACTIVATING", "ACTIVE")
+
+
+def test_the_image_page_shows_its_signing_status(world: World) -> None:
+    live = world.live
+    signer = boto3.client(
+        "signer",
+        endpoint_url=live.url,
+        region_name="us-east-1",
+        aws_access_key_id=world.root_key[0],
+        aws_secret_access_key=world.root_key[1],
+    )
+    arn = signer.put_signing_profile(profileName="console_signer", platformId="Notation-OCI-SHA384-ECDSA")["arn"]
+    ecr = world.ecr()
+    ecr.create_repository(repositoryName="signed/app")
+    ecr.put_signing_configuration(
+        signingConfiguration={
+            "rules": [
+                {
+                    "signingProfileArn": arn,
+                    "repositoryFilters": [{"filter": "signed/*", "filterType": "WILDCARD_MATCH"}],
+                }
+            ]
+        }
+    )
+    with httpx.Client(base_url=live.url, auth=live.auth, timeout=30) as pusher:
+        digest = im.push_image(pusher, "signed/app", "v1").digest
+    deadline = time.monotonic() + 60
+    while True:
+        statuses = ecr.describe_image_signing_status(repositoryName="signed/app", imageId={"imageDigest": digest})
+        if statuses["signingStatuses"] and statuses["signingStatuses"][0]["status"] != "IN_PROGRESS":
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.2)
+    assert statuses["signingStatuses"][0]["status"] == "COMPLETE"
+    client = sign_in(world)
+    page = client.get(f"/console/repositories/signed/app/-/images/{digest}").text
+    signature = re.search(r'<dd class="signature">(.*?)</dd>', page, re.S)
+    assert signature, page
+    assert "COMPLETE" in signature[1]
+    assert "console_signer" in signature[1]
+    # An image no rule signs says so.
+    unsigned = client.get(f"/console/repositories/team/tools/-/images/{world.digests['tools']}").text
+    assert "not signed" in unsigned
+    ecr.delete_signing_configuration()

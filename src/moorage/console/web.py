@@ -49,6 +49,7 @@ from moorage.pull_through import PullThroughCache
 from moorage.registry import Registry
 from moorage.replication import Replication
 from moorage.scanning.service import Scanning, ScanNotFoundError
+from moorage.signing import Signing
 from moorage.templates import Templates
 from moorage.tokens import TokenError
 
@@ -83,6 +84,7 @@ class ConsoleServices:
     replication: Replication | None = None
     scanning: Scanning | None = None
     pull_through: PullThroughCache | None = None
+    signing: Signing | None = None
     # the background jobs' names and when each last ran; events pending per consumer
     job_runs: Callable[[], Awaitable[Mapping[str, datetime | None]]] | None = None
     backlog: Callable[[], Awaitable[Mapping[str, int]]] | None = None
@@ -803,6 +805,9 @@ class ConsoleApp:
             page, "DescribeImageReplicationStatus", repositoryName=name
         ):
             replication = list(await self.s.replication.statuses(registry, name, image.digest))
+        signing = None  # None: not allowed to see it; []: no profile signs this image
+        if self.s.signing is not None and await self._allowed(page, "DescribeImageSigningStatus", repositoryName=name):
+            signing = list(await self.s.signing.statuses(registry, str(name), image.digest))
         host = self._host(page)
         await self._render(
             page,
@@ -822,6 +827,7 @@ class ConsoleApp:
             scan=scan,
             severity=severity if severity in SEVERITIES else "",
             replication=replication,
+            signing=signing,
             pull_tag=f"{host}/{name}:{image.tags[0]}" if image.tags else None,
             pull_digest=f"{host}/{name}@{image.digest}",
             can_archive=await self._allowed(page, "UpdateImageStorageClass", repositoryName=name),
