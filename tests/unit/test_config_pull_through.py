@@ -3,6 +3,7 @@ validation, and how a rule's upstream URL is mapped to the configured address.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,16 @@ def test_http_endpoint_with_allow_http_upstreams() -> None:
     assert settings.pull_through_cache.upstream_endpoints == {"ghcr.io": "http://127.0.0.1:5001"}
 
 
+class _NoMetadata:
+    """Just enough of a metadata store for a cache that is never asked for a rule."""
+
+    def on_writes_committed(self, callback: Callable[[], None]) -> None:
+        pass
+
+
 def test_a_mapped_host_is_contacted_at_its_address_with_the_url_path_kept() -> None:
     settings = PullThroughCacheSettings(upstream_endpoints={"registry-1.docker.io": "https://mirror.corp:5000/"})
-    cache = PullThroughCache(None, SystemClock(), settings)  # type: ignore[arg-type]  # no metadata needed
+    cache = PullThroughCache(_NoMetadata(), SystemClock(), settings)  # type: ignore[arg-type]  # never read
     assert cache.endpoint(cache.base_url("registry-1.docker.io")) == "https://mirror.corp:5000"
     assert cache.endpoint(cache.base_url("https://registry-1.docker.io/team")) == "https://mirror.corp:5000/team"
     assert cache.endpoint(cache.base_url("quay.io")) == "https://quay.io"
