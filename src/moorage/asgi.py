@@ -113,6 +113,11 @@ class ClientDisconnectedError(Exception):
     """The client went away before the request body was complete."""
 
 
+class ResponseAbortedError(Exception):
+    """A handler failed after its response had started: the server must drop the connection so
+    the client sees a body cut short (a status line cannot be taken back)."""
+
+
 async def answer_disconnected(scope: Scope, send: Send) -> None:
     """After a handler gave up on a request whose client disconnected (it sent no response),
     record it as CLIENT_CLOSED_REQUEST: a server logs a request left unanswered as a 500. Nothing
@@ -220,10 +225,20 @@ async def send_bytes(send: Send, status: int, headers: Headers, body: bytes = b"
 
 
 async def send_stream(send: Send, status: int, headers: Headers, chunks: AsyncIterator[bytes]) -> None:
-    """A response whose body comes from an async iterator (Content-Length set by the caller)."""
+    """A response whose body comes from an async iterator (Content-Length set by the caller).
+
+    The headers go out only once the first chunk is in hand, so an iterator that fails before
+    yielding anything still lets the caller answer with a proper error instead of a 200."""
+    iterator = aiter(chunks)
+    try:
+        first: bytes | None = await anext(iterator)
+    except StopAsyncIteration:
+        first = None
     await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
-    async for chunk in chunks:
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    if first is not None:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+        async for chunk in iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -622,7 +622,7 @@ class CachePulls:
             await flight.ready.wait()
             if flight.error is not None:
                 _raise_blob(flight.error, digest)
-            return CachedBlob("miss", flight.size, flight.follow())
+            return CachedBlob("miss", flight.size, flight.follow(digest))
         try:
             await asyncio.shield(flight.task)
         except Exception as exc:
@@ -725,7 +725,7 @@ class _BlobFlight:
                 self.on_bytes(len(chunk))
             yield chunk
 
-    async def follow(self) -> AsyncGenerator[bytes, None]:
+    async def follow(self, digest: Digest) -> AsyncGenerator[bytes, None]:
         """The streaming client's body: the chunks as the fetch reads them, the last one only
         once every byte matched the digest (a failure cuts the body short instead)."""
         queue = self.queue
@@ -754,8 +754,11 @@ class _BlobFlight:
             await asyncio.wait({verified, self.task}, return_when=asyncio.FIRST_COMPLETED)
             if not self.verified.is_set():
                 verified.cancel()
-                self.task.result()  # raises the fetch's failure: the response ends short
-                raise UpstreamError("unavailable", "the upstream blob could not be verified")
+                try:
+                    self.task.result()
+                except BaseException as exc:  # the fetch's failure: the response ends short (or, when
+                    _raise_blob(exc, digest)  # nothing was sent yet, is answered as that failure)
+                _raise_blob(UpstreamError("unavailable", "the upstream blob could not be verified"), digest)
             if held is not None:
                 yield held
         finally:

@@ -188,15 +188,19 @@ class TokenFront:
                     if k.lower() not in ("connection", "transfer-encoding", "keep-alive"):
                         self.send_header(k, v)
                 self.end_headers()
+                sent = time.monotonic()
                 if self.command != "HEAD":
                     while chunk := response.read(1 << 16):
                         self.wfile.write(chunk)
                         if front.chunk_delay and "/blobs/" in path:
                             self.wfile.flush()
+                            sent = time.monotonic()  # the pause below comes after the bytes are out
                             time.sleep(front.chunk_delay)
+                        else:
+                            sent = time.monotonic()
                 conn.close()
                 with front._lock:
-                    front.finished[f"{self.command} {path}"] = time.monotonic()
+                    front.finished[f"{self.command} {path}"] = sent
 
             def do_GET(self) -> None:
                 if self.path.startswith("/token"):

@@ -28,7 +28,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
+from moorage.asgi import (
+    ClientDisconnectedError,
+    Message,
+    Receive,
+    Request,
+    ResponseAbortedError,
+    Scope,
+    Send,
+    send_bytes,
+)
 from moorage.auth import Principal, RegistryAuthenticator
 from moorage.authz import Authorizer, Origin, on_repository
 from moorage.errors import (
@@ -189,8 +198,24 @@ class OciApi:
         except AccessDeniedError as exc:  # e.g. an expired token, or one of another region or account
             await _error(send, request, "DENIED", 403, exc.message)
             return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         ctx = OciContext(
-            request, send, path, registry_ref, principal, self._registry, self._uploads, self._pull_through, self._authz
+            request,
+            tracked_send,
+            path,
+            registry_ref,
+            principal,
+            self._registry,
+            self._uploads,
+            self._pull_through,
+            self._authz,
         )
         try:
             if path.kind != "base":
@@ -208,6 +233,9 @@ class OciApi:
                 raise UploadUnknownError(ctx.reference[:100])  # never sent to a store: ids are UUIDs
             await handler(ctx)
         except MoorageError as exc:
+            if started:  # the status line is out: the only honest signal left is a cut-short body
+                log.warning("%s %s failed after its response started: %s", request.method, request.path, exc.message)
+                raise ResponseAbortedError(exc.message) from exc
             code, status = oci_error(exc)
             await _error(send, request, code, status, exc.message, _error_headers(exc, status))
         except ClientDisconnectedError:
