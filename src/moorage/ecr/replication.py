@@ -13,6 +13,7 @@ from moorage.ecr import EcrContext, Handler
 from moorage.ecr.wire import EcrError, epoch, next_token, page_request
 from moorage.errors import ManifestUnknownError
 from moorage.metadata.replication import BackfillRecord
+from moorage.model import Image, RegistryRef, RepositoryName
 from moorage.replication import Destination, Replication
 
 __all__ = ["HANDLERS"]
@@ -39,7 +40,10 @@ def image_not_found(image_id: dict[str, str], name: str, registry_id: str) -> Ec
     )
 
 
-async def describe_image_replication_status(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+async def target_image(ctx: EcrContext, params: dict[str, Any]) -> tuple[RegistryRef, RepositoryName, Image]:
+    """The image an `imageId` of a status operation names (DescribeImageReplicationStatus,
+    DescribeImageSigningStatus): by digest, by tag, or both when they agree; else ECR's
+    ImageNotFoundException (InvalidParameterException when it names neither)."""
     registry, name = ctx.target(params)
     image_id: dict[str, str] = params["imageId"]
     reference = image_id.get("imageDigest") or image_id.get("imageTag")
@@ -58,6 +62,11 @@ async def describe_image_replication_status(ctx: EcrContext, params: dict[str, A
             by_tag = await ctx.services.registry.get_manifest(registry, name, image_id["imageTag"], with_body=False)
         if by_tag is None or by_tag.digest != image.digest:
             raise image_not_found(image_id, name, registry.account_id)
+    return registry, name, image
+
+
+async def describe_image_replication_status(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
+    registry, name, image = await target_image(ctx, params)
     rows = await _service(ctx).statuses(registry, name, image.digest)
     statuses = []
     for row in rows:
@@ -70,8 +79,8 @@ async def describe_image_replication_status(ctx: EcrContext, params: dict[str, A
             entry["failureCode"] = row.failure_code
         statuses.append(entry)
     out_id = {"imageDigest": str(image.digest)}
-    if "imageTag" in image_id:
-        out_id["imageTag"] = image_id["imageTag"]
+    if "imageTag" in params["imageId"]:
+        out_id["imageTag"] = params["imageId"]["imageTag"]
     return {"repositoryName": name, "imageId": out_id, "replicationStatuses": statuses}
 
 

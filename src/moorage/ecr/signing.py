@@ -3,13 +3,11 @@ The service (profiles, configuration, statuses, the signing consumer) is `moorag
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from moorage.ecr import EcrContext, Handler
-from moorage.ecr.replication import image_not_found
+from moorage.ecr.replication import target_image
 from moorage.ecr.wire import EcrError
-from moorage.errors import ManifestUnknownError
 from moorage.signing import Signing, SigningConfigurationNotFoundError, parse_profile_arn
 
 __all__ = ["HANDLERS"]
@@ -57,24 +55,7 @@ async def delete_signing_configuration(ctx: EcrContext, params: dict[str, Any]) 
 
 
 async def describe_image_signing_status(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
-    registry, name = ctx.target(params)
-    image_id: dict[str, str] = params["imageId"]
-    reference = image_id.get("imageDigest") or image_id.get("imageTag")
-    if reference is None:
-        raise EcrError(
-            "InvalidParameterException",
-            "Invalid parameter at 'imageId' failed to satisfy constraint: 'both tag and digest cannot be null'",
-        )
-    try:
-        image = await ctx.services.registry.get_manifest(registry, name, reference, with_body=False)
-    except ManifestUnknownError:
-        raise image_not_found(image_id, name, registry.account_id) from None
-    if "imageTag" in image_id and "imageDigest" in image_id:
-        by_tag = None
-        with contextlib.suppress(ManifestUnknownError):
-            by_tag = await ctx.services.registry.get_manifest(registry, name, image_id["imageTag"], with_body=False)
-        if by_tag is None or by_tag.digest != image.digest:
-            raise image_not_found(image_id, name, registry.account_id)
+    registry, name, image = await target_image(ctx, params)
     statuses = []
     for row in await _service(ctx).statuses(registry, name, image.digest):
         entry: dict[str, Any] = {"signingProfileArn": row.profile_arn, "status": row.status}
@@ -83,8 +64,8 @@ async def describe_image_signing_status(ctx: EcrContext, params: dict[str, Any])
             entry["failureReason"] = row.failure_reason or ""
         statuses.append(entry)
     out_id = {"imageDigest": str(image.digest)}
-    if "imageTag" in image_id:
-        out_id["imageTag"] = image_id["imageTag"]
+    if "imageTag" in params["imageId"]:
+        out_id["imageTag"] = params["imageId"]["imageTag"]
     return {
         "repositoryName": name,
         "imageId": out_id,
