@@ -7,8 +7,9 @@ no per-request routing tables, no middleware stack, the request body streamed st
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -222,6 +223,19 @@ async def send_bytes(send: Send, status: int, headers: Headers, body: bytes = b"
         raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+AWS_JSON_1_1 = "application/x-amz-json-1.1"
+
+
+async def send_aws_json(send: Send, status: int, body: Mapping[str, Any], request_id: str) -> None:
+    """An answer of an AWS JSON 1.1 face (ECR, Secrets Manager): the compact JSON body with its
+    request id, and for an error the `x-amzn-errortype` the SDKs read the error code from."""
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    headers = [("content-type", AWS_JSON_1_1), ("x-amzn-requestid", request_id)]
+    if status != 200:
+        headers.append(("x-amzn-errortype", str(body.get("__type"))))
+    await send_bytes(send, status, headers, payload)
 
 
 async def send_stream(send: Send, status: int, headers: Headers, chunks: AsyncIterator[bytes]) -> None:

@@ -13,14 +13,13 @@ response carries `x-amzn-RequestId`. Handlers are thin: they translate wire shap
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
+from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_aws_json
 from moorage.auth import ApiAuthenticator, ApiCaller, TokenRegistryAuthenticator
 from moorage.authz import INVALIDATING_OPERATIONS, REPOSITORY_ONLY_INVALIDATIONS, Authorizer, Origin
 from moorage.config import Settings
@@ -54,7 +53,6 @@ __all__ = [
 log = logging.getLogger("moorage.ecr")
 
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
-CONTENT_TYPE = "application/x-amz-json-1.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +199,7 @@ class EcrApi:
             if error.status >= 500:
                 log.exception("ECR %s failed", request.header("x-amz-target"))
             status, body = error.status, error.body()
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        headers = [("content-type", CONTENT_TYPE), ("x-amzn-requestid", request_id)]
-        if status != 200:
-            headers.append(("x-amzn-errortype", str(body.get("__type"))))
-        await send_bytes(send, status, headers, payload)
+        await send_aws_json(send, status, body, request_id)
 
     async def _handle(self, request: Request, request_id: str) -> dict[str, Any]:
         target = request.header("x-amz-target") or ""

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from moorage import errors as e
-from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_bytes
+from moorage.asgi import ClientDisconnectedError, Receive, Request, Scope, Send, send_aws_json
 from moorage.auth import ApiAuthenticator, ApiCaller
 from moorage.authz import Authorizer, Need, Origin
 from moorage.metadata import SecretRecord
@@ -43,7 +43,6 @@ log = logging.getLogger("moorage.secretsmanager")
 
 SERVICE = "secretsmanager"
 TARGET_PREFIX = "secretsmanager."
-CONTENT_TYPE = "application/x-amz-json-1.1"
 
 
 class SecretsManagerError(Exception):
@@ -389,11 +388,7 @@ class SecretsManagerApi:
             if error.status >= 500:
                 log.exception("Secrets Manager %s failed", request.header("x-amz-target"))
             status, body = error.status, error.body()
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        headers = [("content-type", CONTENT_TYPE), ("x-amzn-requestid", request_id)]
-        if status != 200:
-            headers.append(("x-amzn-errortype", str(body.get("__type"))))
-        await send_bytes(send, status, headers, payload)
+        await send_aws_json(send, status, body, request_id)
 
     async def _handle(self, request: Request) -> dict[str, Any]:
         target = request.header("x-amz-target") or ""
