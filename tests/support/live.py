@@ -68,6 +68,24 @@ class LiveServer:
     def url(self) -> str:
         return f"http://{self.address}"
 
+    def client(
+        self,
+        service: str,
+        region: str = "us-east-1",
+        *,
+        access_key_id: str = ROOT_ACCESS_KEY_ID,
+        secret_access_key: str = ROOT_SECRET_ACCESS_KEY,
+    ) -> Any:
+        """A boto3 client of one of the AWS faces this server answers on its one port (ecr,
+        secretsmanager, signer)."""
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+        )
+
     def ecr(
         self,
         region: str = "us-east-1",
@@ -75,13 +93,7 @@ class LiveServer:
         access_key_id: str = ROOT_ACCESS_KEY_ID,
         secret_access_key: str = ROOT_SECRET_ACCESS_KEY,
     ) -> Any:
-        return boto3.client(
-            "ecr",
-            endpoint_url=self.url,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-        )
+        return self.client("ecr", region, access_key_id=access_key_id, secret_access_key=secret_access_key)
 
     def secretsmanager(
         self,
@@ -90,14 +102,7 @@ class LiveServer:
         access_key_id: str = ROOT_ACCESS_KEY_ID,
         secret_access_key: str = ROOT_SECRET_ACCESS_KEY,
     ) -> Any:
-        """A boto3 Secrets Manager client for this server (same port as ECR)."""
-        return boto3.client(
-            "secretsmanager",
-            endpoint_url=self.url,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-        )
+        return self.client("secretsmanager", region, access_key_id=access_key_id, secret_access_key=secret_access_key)
 
     def password(self, region: str = "us-east-1") -> str:
         if region not in self._passwords:
