@@ -356,7 +356,10 @@ def cached_repository(registry: RegistryRef, name: RepositoryName, now: datetime
 
 def match_rule(rules: Sequence[PullThroughRule], name: str) -> tuple[PullThroughRule, str] | None:
     """The rule for a repository name (longest `/`-boundary prefix, else ROOT) and the upstream
-    repository path it maps to."""
+    repository path it maps to. For a Docker Hub rule, a single path component (`hub/alpine`)
+    maps to the official image `library/alpine`, as Docker Hub's own clients do; the cached
+    repository keeps the name the client asked for. ECR only accepts `hub/library/alpine`,
+    which maps unchanged."""
     best: PullThroughRule | None = None
     for rule in rules:
         if rule.prefix != "ROOT" and name.startswith(rule.prefix + "/"):
@@ -369,6 +372,8 @@ def match_rule(rules: Sequence[PullThroughRule], name: str) -> tuple[PullThrough
     rest = name if best.prefix == "ROOT" else name[len(best.prefix) + 1 :]
     if best.upstream_prefix != "ROOT":
         rest = f"{best.upstream_prefix}/{rest}"
+    elif best.upstream_registry == "docker-hub" and "/" not in rest:
+        rest = f"library/{rest}"
     return best, rest
 
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -268,3 +269,65 @@ def test_a_blob_that_does_not_match_its_digest_is_never_published(
     checked = ecr.batch_check_layer_availability(repositoryName="bad/corrupt/app", layerDigests=[layer])
     assert [f["failureCode"] for f in checked["failures"]] == ["MissingLayerDigest"]
     assert front.blob_fetches(layer) == 2
+
+
+def _skopeo(server: LiveServer, ref: str, dest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--src-tls-verify=false",
+            "--preserve-digests",
+            "--src-creds",
+            server.creds,
+            f"docker://{server.address}/{ref}",
+            f"oci:{dest}:x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_docker_hub_official_images_pull_with_and_without_library(
+    server: LiveServer, upstream: tuple[Distribution, TokenFront], tmp_path: Path
+) -> None:
+    registry, front = upstream
+    with httpx.Client(base_url=registry.url) as c:  # upstream holds only library/<name>, as Docker Hub
+        alpine = push(c, "library/alpine", "edge", layers=2, size=100_000)
+        busybox = push(c, "library/busybox", "1")
+        redis = push(c, "library/redis", "7", layers=2)
+    ecr = server.ecr()
+    ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="dh", upstreamRegistryUrl="registry-1.docker.io")
+
+    for ref, dest in (("dh/alpine:edge", "short"), ("dh/library/alpine:edge", "long")):
+        done = _skopeo(server, ref, tmp_path / dest)
+        assert done.returncode == 0, ref + ": " + done.stderr
+        index = json.loads((tmp_path / dest / "index.json").read_text())
+        assert index["manifests"][0]["digest"] == alpine.digest, ref
+    names = sorted(r["repositoryName"] for r in ecr.describe_repositories()["repositories"])
+    assert [n for n in names if n.startswith("dh/")] == ["dh/alpine", "dh/library/alpine"]
+
+    got = ecr.batch_get_image(repositoryName="dh/busybox", imageIds=[{"imageTag": "1"}])
+    assert [i["imageId"]["imageDigest"] for i in got["images"]] == [busybox.digest]
+    layer = _digests(busybox.data)[1]
+    url = ecr.get_download_url_for_layer(repositoryName="dh/busybox", layerDigest=layer)["downloadUrl"]
+    assert _sha(httpx.get(url, timeout=30, follow_redirects=True).content) == layer
+
+    endpoints = json.dumps({"registry-1.docker.io": front.url})
+    done = subprocess.run(
+        [sys.executable, "-m", "moorage", "cache", "warm", "dh", "redis:7", "--data-dir", str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **HTTP_ENV, "MOORAGE_PULL_THROUGH_CACHE__UPSTREAM_ENDPOINTS": endpoints},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    front.fail_with = 503  # warmed: the upstream is no longer needed
+    warmed = _manifest(server, "dh/redis", "7")
+    assert warmed.status_code == 200, warmed.text
+    assert warmed.headers["docker-content-digest"] == redis.digest
+    for digest in _digests(redis.data):
+        assert _blob(server, "dh/redis", digest).headers["x-moorage-cache"] == "hit"

@@ -37,6 +37,39 @@ def test_upstream_repository_prefix_replaces_the_ecr_prefix() -> None:
     assert matched[1] == "library/nginx"
 
 
+def _hub(prefix: str, upstream_prefix: str = "ROOT") -> PullThroughRule:
+    return PullThroughRule(REGISTRY, prefix, "registry-1.docker.io", "docker-hub", upstream_prefix, None, None, NOW)
+
+
+def test_docker_hub_single_component_maps_to_library() -> None:
+    matched = match_rule([_hub("hub")], "hub/alpine")
+    assert matched is not None
+    assert matched[1] == "library/alpine"
+    matched = match_rule([_hub("ROOT")], "alpine")  # a ROOT rule: the whole name is the path
+    assert matched is not None
+    assert matched[1] == "library/alpine"
+
+
+def test_docker_hub_paths_with_a_namespace_map_unchanged() -> None:
+    for name, path in (
+        ("hub/library/alpine", "library/alpine"),  # ECR's spelling of official images
+        ("hub/bitnami/redis", "bitnami/redis"),
+        ("hub/a/b/c", "a/b/c"),
+    ):
+        matched = match_rule([_hub("hub")], name)
+        assert matched is not None
+        assert matched[1] == path, name
+
+
+def test_library_mapping_is_docker_hub_only_and_yields_to_upstream_prefix() -> None:
+    matched = match_rule([_rule("q")], "q/alpine")  # quay.io: no `library/`
+    assert matched is not None
+    assert matched[1] == "alpine"
+    matched = match_rule([_hub("hub", "bitnami")], "hub/redis")
+    assert matched is not None
+    assert matched[1] == "bitnami/redis"
+
+
 def test_known_upstreams() -> None:
     assert known_upstream("registry-1.docker.io") == "docker-hub"
     assert known_upstream("public.ecr.aws") == "ecr-public"
