@@ -187,6 +187,8 @@ def test_serving_processes_stay_under_200_mib(
         pytest.fail(f"{free / GiB:.1f} GiB free in /tmp, {need / GiB:.1f} GiB needed: set MOORAGE_MEMTEST_SIZE")
     env = _backend_env(backend, request)
     server = LiveServer(tmp_path / "data", args=["--workers", str(workers)], env=env)
+    # The blobs go as soon as the server stops: pytest keeps tmp dirs, and the next case needs the room.
+    request.addfinalizer(lambda: shutil.rmtree(server.data_dir, ignore_errors=True))
     with server:
         server.ecr().create_repository(repositoryName="mem/big")
         assert server.process is not None
