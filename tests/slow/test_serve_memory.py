@@ -15,7 +15,8 @@ per backend in /tmp.
 
 Measured on the 2-core dev machine at 4 GiB (peak VmRSS): embedded, 1 worker: parent 31.7 MiB,
 worker 113.7 MiB; embedded, 2 workers: 31.8 / 109.5 / 110.6 MiB; PostgreSQL + SeaweedFS, 1 worker:
-parent 31.8 MiB, worker 150.8 MiB (an idle worker is ~107 MiB). About 4.5 minutes for all three.
+parent 31.8 MiB, worker 150.8 and 158.4 MiB in two runs (an idle worker is ~107 MiB). About 4.5
+minutes for all three.
 """
 
 from __future__ import annotations
