@@ -258,7 +258,9 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     events = settings.events
     api_auth = ApiAuthenticator(identities, mode=settings.auth.mode, default=default)
     signer = SignerApi(signing, api_auth, authorizer)
-    remotes = [RemoteCopier(remote, metadata, blobs, clock=clock) for remote in settings.replication.remotes]
+    remotes = [
+        RemoteCopier(remote, metadata, blobs, clock=clock, secrets=secrets) for remote in settings.replication.remotes
+    ]
     replication_sink = ReplicationSink(metadata, replication, clock=clock, allowed=replication_allowed, remotes=remotes)
     dispatcher = EventDispatcher(
         metadata,

@@ -253,7 +253,8 @@ class ReplicationRemoteSettings:
     secret_access_key: str | None = field(default=None, metadata={"redact": "value"})
     username: str | None = None
     password: str | None = field(default=None, metadata={"redact": "value"})
-    # Not supported yet (refused with a message): give the credentials inline.
+    # A secret of this deployment's Secrets Manager store holding the credentials instead
+    # ({"username", "accessToken"} or {"accessKeyId", "secretAccessKey"}), read at every copy.
     credential_arn: str | None = None
     # One request to the remote (a blob upload streams for as long as it takes between reads).
     timeout: timedelta = timedelta(seconds=60)
@@ -648,6 +649,9 @@ def _validate_events(events: EventsSettings) -> None:
         raise ConfigError("events.retention: must not be negative")
 
 
+_SECRET_ARN_RE = re.compile(r"arn:aws:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+")
+
+
 def _validate_remotes(s: Settings) -> None:
     seen: set[tuple[str, str]] = set()
     for i, remote in enumerate(s.replication.remotes):
@@ -666,10 +670,13 @@ def _validate_remotes(s: Settings) -> None:
             if url is not None and not re.match(r"https?://[^/]", url):
                 raise ConfigError(f"{key}.{name}: expected an http(s):// URL, got {url!r}")
         if remote.credential_arn is not None:
-            raise ConfigError(
-                f"{key}.credential_arn: not supported yet; give access_key_id/secret_access_key "
-                "or username/password inline"
-            )
+            if not _SECRET_ARN_RE.fullmatch(remote.credential_arn):
+                raise ConfigError(
+                    f"{key}.credential_arn: expected a Secrets Manager secret ARN "
+                    f"(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME), got {remote.credential_arn!r}"
+                )
+            if remote.access_key_id is not None or remote.username is not None:
+                raise ConfigError(f"{key}: give credential_arn or inline credentials, not both")
         _require_pair(
             f"{key}.access_key_id", remote.access_key_id, f"{key}.secret_access_key", remote.secret_access_key
         )

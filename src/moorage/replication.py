@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from moorage import events as ev
 from moorage import manifests as mf
@@ -42,6 +43,7 @@ from moorage.errors import (
     InvalidRequestError,
     LimitExceededError,
     ManifestUnknownError,
+    MoorageError,
     RepositoryAlreadyExistsError,
 )
 from moorage.metadata import MetadataStore, Transaction
@@ -50,6 +52,7 @@ from moorage.metadata.replication import BackfillItem, BackfillRecord, Replicati
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, Repository, RepositoryName, parse_tag
 from moorage.registry import manifest_references, tag_is_immutable
 from moorage.remote import EcrApi, RemoteError, RemoteRegistry
+from moorage.secrets import CacheCredentials
 from moorage.storage import BlobMissingError, BlobStore
 from moorage.templates import Templates
 from moorage.upstream import Credentials
@@ -78,6 +81,8 @@ FAILURE_CODES: dict[str, str] = {
     "5xx or 429 answers); retried with backoff until it takes the image",
     "DESTINATION_REJECTED": "a remote destination refused the image (a 4xx answer other than for access)",
     "LIMIT_EXCEEDED": "the destination refused the image for a quota (reserved)",
+    "CREDENTIALS_UNAVAILABLE": "a remote's credential_arn names a secret that is missing, scheduled for "
+    "deletion, or holds neither username/accessToken nor accessKeyId/secretAccessKey",
 }
 __doc__ = (__doc__ or "") + "".join(f"\n    {code:<28} {meaning}" for code, meaning in FAILURE_CODES.items()) + "\n"
 
@@ -574,6 +579,14 @@ class _Retry(Exception):
 PARALLEL_BLOBS = 4  # blob uploads in flight per image and remote
 
 
+class RemoteCredentialSource(Protocol):
+    """Where a remote's `credential_arn` is read (`secrets.Secrets`)."""
+
+    async def pull_through_credentials(self, registry: RegistryRef, arn: str) -> CacheCredentials:
+        """Raises MoorageError when the secret is missing or its value is not JSON credentials."""
+        ...
+
+
 class RemoteCopier:
     """Pushes images to one destination served by another deployment (see moorage.remote):
 
@@ -596,13 +609,16 @@ class RemoteCopier:
         *,
         clock: Clock,
         client: RemoteRegistry | None = None,
+        secrets: RemoteCredentialSource | None = None,
     ) -> None:
         self.settings = settings
         self.destination = RegistryRef(settings.registry_id, settings.region)
         self._metadata = metadata
         self._blobs = blobs
         self._clock = clock
-        timeout = settings.timeout.total_seconds()
+        self._secrets = secrets
+        self._secret_value: CacheCredentials | None = None
+        self._timeout = timeout = settings.timeout.total_seconds()
         self._api: EcrApi | None = None
         credentials: Credentials | None = None
         if settings.access_key_id is not None and settings.secret_access_key is not None:
@@ -634,6 +650,7 @@ class RemoteCopier:
         retry = False
         kept: str | None = None
         try:
+            await self._read_secret()
             plan = await self._plan(source, name, digest)
             for attempt in range(3):
                 try:
@@ -679,6 +696,49 @@ class RemoteCopier:
                 await tx.events.add(
                     [ev.replication_action(self.destination, name, digest, source, now, tag=tag, failure_code=code)]
                 )
+
+    async def _read_secret(self) -> None:
+        """With `credential_arn`: the secret's current value, read at every copy (a rotated value
+        is used by the next copy); raises _Refused(CREDENTIALS_UNAVAILABLE) when it cannot be used."""
+        arn = self.settings.credential_arn
+        if arn is None:
+            return
+        if self._secrets is None:
+            raise _Refused("CREDENTIALS_UNAVAILABLE")
+        parts = arn.split(":")  # validated at start-up: arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME
+        try:
+            found = await self._secrets.pull_through_credentials(RegistryRef(parts[4], parts[3]), arn)
+        except MoorageError as exc:
+            log.info("replication to %s/%s: %s", self.destination.account_id, self.destination.region, exc.message)
+            raise _Refused("CREDENTIALS_UNAVAILABLE") from None
+        if found == self._secret_value:
+            return
+        if found.access_key_id is not None and found.secret_access_key is not None:
+            old, self._api = (
+                self._api,
+                EcrApi(
+                    self.settings.api_url or self.settings.url,
+                    self.settings.region,
+                    found.access_key_id,
+                    found.secret_access_key,
+                    timeout=self._timeout,
+                ),
+            )
+            self._password = None
+        elif found.username is not None and found.access_token is not None:
+            old, self._api = self._api, None
+            self._registry.set_credentials(Credentials(found.username, found.access_token))
+        else:
+            log.info(
+                "replication to %s/%s: the secret %s holds no credentials",
+                self.destination.account_id,
+                self.destination.region,
+                arn,
+            )
+            raise _Refused("CREDENTIALS_UNAVAILABLE")
+        if old is not None:
+            await old.aclose()
+        self._secret_value = found
 
     async def _authenticate(self, *, fresh: bool) -> None:
         if self._api is None:

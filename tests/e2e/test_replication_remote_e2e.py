@@ -373,3 +373,79 @@ def test_kill_9_mid_push_to_a_remote_resumes_and_completes(tmp_path: Path, far: 
     copy = pulled_from(tmp_path, f"{far.address}/far/big:v1")
     assert copy.digest_of("got") == digest
     copy.verify(digest)
+
+
+def test_remote_credentials_come_from_secrets(
+    tmp_path: Path, far: LiveServer, dist: Distribution, layout: Layout
+) -> None:
+    """`credential_arn` instead of inline credentials: an access key for the other Moorage, a
+    username/accessToken for distribution, read at every copy (a changed value is used by the
+    next push); a secret that does not exist fails that destination's copies, and only those."""
+    import boto3
+
+    root = tmp_path / "secret-source"
+    root.mkdir()
+    config = root / "moorage.toml"
+    config.write_text("")
+    env = {**SERVER_ENV, "MOORAGE_CONFIG": str(config)}
+    server = LiveServer(root / "data", args=["--auth", "open"], env=env)
+
+    def secrets() -> Any:
+        return boto3.client(
+            "secretsmanager", endpoint_url=server.url, region_name=EAST, aws_access_key_id=A, aws_secret_access_key="x"
+        )
+
+    with server:
+        sm = secrets()
+        far_arn = sm.create_secret(
+            Name="replication/far",
+            SecretString=json.dumps({"accessKeyId": ROOT_ACCESS_KEY_ID, "secretAccessKey": ROOT_SECRET_ACCESS_KEY}),
+        )["ARN"]
+        dist_arn = sm.create_secret(
+            Name="replication/dist", SecretString=json.dumps({"username": USER, "accessToken": PASSWORD})
+        )["ARN"]
+    missing_arn = f"arn:aws:secretsmanager:{EAST}:{A}:secret:replication/none-AbCdEf"
+    lost = "777777777777"
+    config.write_text(
+        "[[replication.remotes]]\n"
+        f'registry_id = "{R}"\nregion = "{EAST}"\nurl = "{far.url}"\ncredential_arn = "{far_arn}"\n\n'
+        "[[replication.remotes]]\n"
+        f'registry_id = "{D}"\nregion = "{EAST}"\nurl = "{dist.url}"\ncredential_arn = "{dist_arn}"\n\n'
+        "[[replication.remotes]]\n"
+        f'registry_id = "{lost}"\nregion = "{EAST}"\nurl = "{far.url}"\ncredential_arn = "{missing_arn}"\n'
+    )
+    rules = {
+        "rules": [
+            {
+                "destinations": [{"region": EAST, "registryId": R}, {"region": EAST, "registryId": D}],
+                "repositoryFilters": [{"filter": "sec", "filterType": "PREFIX_MATCH"}],
+            },
+            {
+                "destinations": [{"region": EAST, "registryId": lost}],
+                "repositoryFilters": [{"filter": "lost", "filterType": "PREFIX_MATCH"}],
+            },
+        ]
+    }
+    with server:
+        login(server)
+        a = client(server, A)
+        a.put_replication_configuration(replicationConfiguration=rules)
+        digest = layout.digest_of("single")
+        push(f"oci:{layout.root}:single", server, "sec/app:v1")
+        found = settled(a, "sec/app", digest, expected=2)
+        assert found[(R, EAST)]["status"] == "COMPLETE", found
+        assert found[(D, EAST)]["status"] == "COMPLETE", found
+        assert manifest_of(far.ecr(), "sec/app", {"imageTag": "v1"})[0] == digest
+        copy = pulled_from(tmp_path, f"{dist.host}/sec/app:v1", "--src-creds", f"{USER}:{PASSWORD}")
+        assert copy.digest_of("got") == digest
+
+        push(f"oci:{layout.root}:single", server, "lost/app:v1")
+        (failed,) = settled(a, "lost/app", digest, expected=1).values()
+        assert (failed["status"], failed.get("failureCode")) == ("FAILED", "CREDENTIALS_UNAVAILABLE")
+
+        # The secret's value is read at each copy: a wrong token now is refused by distribution.
+        secrets().put_secret_value(SecretId=dist_arn, SecretString=json.dumps({"username": USER, "accessToken": "no"}))
+        push(f"oci:{layout.root}:single", server, "sec/other:v1")
+        found = settled(a, "sec/other", digest, expected=2)
+        assert found[(R, EAST)]["status"] == "COMPLETE", found
+        assert (found[(D, EAST)]["status"], found[(D, EAST)].get("failureCode")) == ("FAILED", "ACCESS_DENIED")

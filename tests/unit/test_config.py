@@ -730,7 +730,13 @@ def test_replication_remotes_from_toml_and_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ('credential_arn = "arn:aws:secretsmanager:eu-west-1:1:secret:x"\n', "credential_arn: not supported yet"),
+        ('credential_arn = "arn:aws:secretsmanager:eu-west-1:1:secret:x"\n', "credential_arn: expected a Secrets"),
+        ('credential_arn = "arn:aws:s3:::bucket"\n', "credential_arn: expected a Secrets"),
+        (
+            'credential_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf"\nusername = "u"\n'
+            'password = "p"\n',
+            "credential_arn or inline credentials, not both",
+        ),
         ('access_key_id = "AKIA"\n', "secret_access_key"),
         ('username = "u"\n', "password"),
         ('username = "u"\npassword = "p"\naccess_key_id = "A"\nsecret_access_key = "s"\n', "either"),
@@ -755,3 +761,10 @@ def test_replication_remotes_are_validated(tmp_path: Path, extra: str, message: 
 def test_replication_remote_destinations_are_validated(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, toml)
+
+
+def test_a_replication_remote_may_name_a_secret_instead(tmp_path: Path) -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:replication/far-AbCdEf"
+    (remote,) = load(tmp_path, REMOTE + f'credential_arn = "{arn}"\n').replication.remotes
+    assert remote.credential_arn == arn
+    assert (remote.access_key_id, remote.username) == (None, None)
