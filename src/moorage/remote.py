@@ -137,13 +137,11 @@ class RemoteRegistry(UpstreamClient):
                 response = await self._client.send(request)
             except httpx.HTTPError as exc:
                 raise RemoteError("unavailable", f"{what}: {self._host} unreachable: {type(exc).__name__}") from None
-            if response.status_code == 401 and replayable and not auth and self._auth_header(scope):
-                continue  # sent bare while a concurrent request authenticated: again, with what it got
             if response.status_code == 401 and replayable:
                 challenge = response.headers.get("www-authenticate", "")
                 self._tokens.pop(scope, None)
                 try:
-                    answered = bool(challenge) and await self._answer_challenge(challenge, scope)
+                    answered = bool(challenge) and await self._answer_challenge(challenge, scope, sent=auth)
                 except UpstreamError as exc:
                     kind = "denied" if exc.kind == "denied" else "unavailable"
                     raise RemoteError(kind, f"{what}: {exc.message}", status=exc.status) from None

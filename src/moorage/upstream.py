@@ -159,8 +159,12 @@ class UpstreamClient:
             return self._credentials.basic()
         return None
 
-    async def _answer_challenge(self, header: str, scope: str) -> bool:
-        """Obtain what the challenge asks for; False when there is nothing new to try."""
+    async def _answer_challenge(self, header: str, scope: str, *, sent: str | None) -> bool:
+        """Obtain what the challenge asks for; False when there is nothing new to try. `sent` is
+        the Authorization the refused request carried: one sent bare while a concurrent request
+        answered the same challenge is simply sent again with what that one obtained."""
+        if not sent and self._auth_header(scope):
+            return True
         if not self._looked_up:
             await self._look_up()
         scheme, params = parse_challenge(header)
@@ -251,10 +255,10 @@ class UpstreamClient:
                 await response.aclose()
                 if auth and auth.startswith("Bearer") and scope in self._tokens:
                     del self._tokens[scope]  # expired early: one fresh token, then give up
-                    if not await self._answer_challenge(challenge, scope):
+                    if not await self._answer_challenge(challenge, scope, sent=auth):
                         raise UpstreamError("denied", "the upstream registry refused the credentials", status=401)
                     continue
-                if not challenge or not await self._answer_challenge(challenge, scope):
+                if not challenge or not await self._answer_challenge(challenge, scope, sent=auth):
                     raise UpstreamError("denied", "the upstream registry refused the credentials", status=401)
                 continue
             try:
