@@ -622,13 +622,7 @@ class RemoteCopier:
         self._api: EcrApi | None = None
         credentials: Credentials | None = None
         if settings.access_key_id is not None and settings.secret_access_key is not None:
-            self._api = EcrApi(
-                settings.api_url or settings.url,
-                settings.region,
-                settings.access_key_id,
-                settings.secret_access_key,
-                timeout=timeout,
-            )
+            self._api = self._ecr_api(settings.access_key_id, settings.secret_access_key)
         elif settings.username is not None and settings.password is not None:
             credentials = Credentials(settings.username, settings.password)
         self._registry = client or RemoteRegistry(settings.url, credentials, timeout=timeout)
@@ -697,6 +691,13 @@ class RemoteCopier:
                     [ev.replication_action(self.destination, name, digest, source, now, tag=tag, failure_code=code)]
                 )
 
+    def _ecr_api(self, access_key_id: str, secret_access_key: str) -> EcrApi:
+        """The remote's ECR API (GetAuthorizationToken, CreateRepository) signed with this key."""
+        settings = self.settings
+        return EcrApi(
+            settings.api_url or settings.url, settings.region, access_key_id, secret_access_key, timeout=self._timeout
+        )
+
     async def _read_secret(self) -> None:
         """With `credential_arn`: the secret's current value, read at every copy (a rotated value
         is used by the next copy); raises _Refused(CREDENTIALS_UNAVAILABLE) when it cannot be used."""
@@ -714,16 +715,7 @@ class RemoteCopier:
         if found == self._secret_value:
             return
         if found.access_key_id is not None and found.secret_access_key is not None:
-            old, self._api = (
-                self._api,
-                EcrApi(
-                    self.settings.api_url or self.settings.url,
-                    self.settings.region,
-                    found.access_key_id,
-                    found.secret_access_key,
-                    timeout=self._timeout,
-                ),
-            )
+            old, self._api = self._api, self._ecr_api(found.access_key_id, found.secret_access_key)
             self._password = None
         elif found.username is not None and found.access_token is not None:
             old, self._api = self._api, None

@@ -65,6 +65,14 @@ async def target_image(ctx: EcrContext, params: dict[str, Any]) -> tuple[Registr
     return registry, name, image
 
 
+def answered_id(image: Image, params: dict[str, Any]) -> dict[str, str]:
+    """The `imageId` a status operation answers with: the digest, and the tag when one was asked for."""
+    out_id = {"imageDigest": str(image.digest)}
+    if "imageTag" in params["imageId"]:
+        out_id["imageTag"] = params["imageId"]["imageTag"]
+    return out_id
+
+
 async def describe_image_replication_status(ctx: EcrContext, params: dict[str, Any]) -> dict[str, Any]:
     registry, name, image = await target_image(ctx, params)
     rows = await _service(ctx).statuses(registry, name, image.digest)
@@ -78,9 +86,7 @@ async def describe_image_replication_status(ctx: EcrContext, params: dict[str, A
         if row.failure_code:
             entry["failureCode"] = row.failure_code
         statuses.append(entry)
-    out_id = {"imageDigest": str(image.digest)}
-    if "imageTag" in params["imageId"]:
-        out_id["imageTag"] = params["imageId"]["imageTag"]
+    out_id = answered_id(image, params)
     return {"repositoryName": name, "imageId": out_id, "replicationStatuses": statuses}
 
 

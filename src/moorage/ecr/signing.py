@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from moorage.ecr import EcrContext, Handler
-from moorage.ecr.replication import target_image
+from moorage.ecr.replication import answered_id, target_image
 from moorage.ecr.wire import EcrError
 from moorage.signing import Signing, SigningConfigurationNotFoundError, parse_profile_arn
 
@@ -63,9 +63,7 @@ async def describe_image_signing_status(ctx: EcrContext, params: dict[str, Any])
             entry["failureCode"] = row.failure_code or "Unknown"
             entry["failureReason"] = row.failure_reason or ""
         statuses.append(entry)
-    out_id = {"imageDigest": str(image.digest)}
-    if "imageTag" in params["imageId"]:
-        out_id["imageTag"] = params["imageId"]["imageTag"]
+    out_id = answered_id(image, params)
     return {
         "repositoryName": name,
         "imageId": out_id,
