@@ -1,0 +1,193 @@
+"""A bare HTTP/1.1 GET for large bodies: one request on its own connection, the body read by an
+asyncio `BufferedProtocol` straight into 1 MiB buffers and handed out chunk by chunk.
+
+httpx (pull-through upstreams) and botocore (S3) stream a body at 0.5-7 CPU-s per GiB here
+(small reads, several copies per chunk, a thread hop per read for botocore); this reads at the
+cost of the socket copy plus one copy into each chunk's `bytes`. It is for the hot blob paths
+only: a `200`/`206` with a Content-Length. Anything else (redirects, challenges, chunked
+bodies, errors) is for the caller to handle with its regular client.
+
+Reading pauses while `_MAX_READY` bytes wait for the consumer, so memory stays bounded whatever
+the two speeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import cast
+
+__all__ = ["CHUNK", "RawBodyError", "RawResponse"]
+
+CHUNK = 1 << 20
+"""Size of the chunks `RawResponse.chunks` yields (the last one may be shorter)."""
+_MAX_READY = 4 << 20
+_MAX_HEAD = 64 * 1024
+
+
+class RawBodyError(ConnectionError):
+    """The body did not arrive whole: the connection closed early, or a read timed out."""
+
+
+class RawResponse(asyncio.BufferedProtocol):
+    """One `GET`: `await RawResponse.open(...)` sends it and reads the status line and headers;
+    `chunks()` yields exactly Content-Length body bytes; `close()` drops the connection."""
+
+    def __init__(self) -> None:
+        self._current = bytearray(CHUNK)
+        self._filled = 0  # bytes of `_current` holding data
+        self._ready: deque[bytearray] = deque()  # full chunks not yet handed out
+        self._ready_bytes = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._paused = False
+        self._want = 1  # `_filled` at which a waiting reader is woken
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.length: int | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        scheme: str,
+        host: str,
+        port: int | None,
+        target: str,
+        headers: Mapping[str, str],
+        timeout: float,
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
+    ) -> RawResponse:
+        """Connect, send `GET target` with `headers` (plus `connection: close`) and read the
+        response head, all within `timeout` seconds. `ssl_context` makes the https context."""
+        loop = asyncio.get_running_loop()
+        response = cls()
+        async with asyncio.timeout(timeout):
+            if scheme == "https":
+                context = ssl_context() if ssl_context is not None else ssl.create_default_context()
+                await loop.create_connection(lambda: response, host, port or 443, ssl=context, server_hostname=host)
+            else:
+                await loop.create_connection(lambda: response, host, port or 80)
+            assert response._transport is not None
+            lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            response._transport.write(f"GET {target} HTTP/1.1\r\n{lines}connection: close\r\n\r\n".encode())
+            try:
+                await response._read_head()
+            except BaseException:
+                response.close()
+                raise
+        return response
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self._current)[self._filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._filled += nbytes
+        if self._filled == len(self._current) and not self.status:  # a full buffer and no head yet
+            if self._transport is not None:
+                self._transport.pause_reading()  # `_read_head` finds the head or gives up
+            self._wake()
+        elif self._filled == len(self._current):
+            self._ready.append(self._current)
+            self._ready_bytes += self._filled
+            self._current = bytearray(CHUNK)
+            self._filled = 0
+            if self._ready_bytes >= _MAX_READY and self._transport is not None and not self._paused:
+                self._paused = True
+                self._transport.pause_reading()
+            self._wake()
+        elif self._filled >= self._want:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _read_head(self) -> None:
+        searched = 0
+        while True:
+            end = self._current.find(b"\r\n\r\n", max(searched - 3, 0), self._filled)
+            if end >= 0:
+                break
+            if self._eof or self._filled >= _MAX_HEAD:
+                raise ValueError("no HTTP response head")
+            searched = self._filled
+            self._want = self._filled + 1
+            await self._wait()
+        head = bytes(self._current[:end]).decode("latin-1").split("\r\n")
+        version, _, rest = head[0].partition(" ")
+        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+            raise ValueError("not an HTTP/1 response")
+        self.status = int(rest[:3])
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        length = self.headers.get("content-length", "")
+        self.length = int(length) if length.isdigit() else None
+        start = end + 4  # the body bytes that came with the head move to the buffer's start
+        self._current[: self._filled - start] = self._current[start : self._filled]
+        self._filled -= start
+        self._want = CHUNK
+        if self._transport is not None:
+            self._transport.resume_reading()  # in case a full buffer paused it before the head was read
+
+    async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
+        """The body, exactly Content-Length bytes, in CHUNK pieces; RawBodyError when the
+        connection ends early or no chunk arrives within `timeout` seconds."""
+        remaining = self.length or 0
+        while remaining > 0:
+            self._want = min(CHUNK, remaining)
+            while not self._ready and self._filled < self._want and not self._eof:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._wait()
+                except TimeoutError:
+                    raise RawBodyError("the body read timed out") from None
+            if self._ready:
+                buffer = self._ready.popleft()
+                self._ready_bytes -= len(buffer)
+                take = min(len(buffer), remaining)
+                chunk = bytes(buffer) if take == len(buffer) else bytes(memoryview(buffer)[:take])
+                if self._paused and self._ready_bytes < _MAX_READY and self._transport is not None:
+                    self._paused = False
+                    self._transport.resume_reading()
+            elif self._filled:
+                take = min(self._filled, remaining)
+                chunk = bytes(memoryview(self._current)[:take])
+                self._current[: self._filled - take] = self._current[take : self._filled]
+                self._filled -= take
+            else:
+                raise RawBodyError("the connection closed before the whole body arrived")
+            remaining -= take
+            yield chunk
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
