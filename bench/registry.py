@@ -46,10 +46,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import functools
 import hashlib
 import http.client
+import io
 import json
 import os
 import platform
@@ -109,6 +111,8 @@ MOORAGE = "moorage"  # the Moorage under test (the embedded one with --compare-b
 PG_S3 = "moorage-pg-s3"  # the second Moorage with --compare-backends
 REFERENCE = "reference"
 FLOOR = "floor"  # bench/floor_app.py: the HTTP stack with no registry (uploads and download only)
+REDIRECT = "moorage-redirect"  # --backend pg-s3: a second Moorage on the same stores, S3 redirects (download only)
+BOTO3 = "boto3"  # --backend pg-s3: a plain boto3 multipart upload of the same bytes (not a server)
 Backend = Literal["embedded", "pg-s3"]
 AuthMode = Literal["open", "token"]
 AUTH_MODES: tuple[AuthMode, ...] = ("token", "open")
@@ -410,13 +414,33 @@ def start_floor(workdir: Path, timeout: float = 30.0) -> Server:
     return server
 
 
-def start_reference(workdir: Path, binary: str, cache: str, timeout: float = 30.0) -> Server:
+def start_reference(
+    workdir: Path, binary: str, cache: str, timeout: float = 30.0, s3: dict[str, str] | None = None
+) -> Server:
+    """distribution on its filesystem driver, or with `s3` (keys of BackingServices.reference_s3)
+    on its own S3 driver, redirects off so that blob GETs stream through it as Moorage's do."""
     if shutil.which(binary) is None:
         raise BenchError(f"reference registry binary {binary!r} not found (apt-get install docker-registry)")
     data_dir = workdir / "reference-data"
     data_dir.mkdir()
     port = free_port()
     cache_block = f"  cache:\n    blobdescriptor: {cache}\n" if cache != "none" else ""
+    if s3 is None:
+        driver = f"  filesystem:\n    rootdirectory: {data_dir}\n"
+    else:
+        driver = (
+            "  s3:\n"
+            f"    accesskey: {s3['access_key']}\n"
+            f"    secretkey: {s3['secret_key']}\n"
+            f"    region: {s3['region']}\n"
+            f"    regionendpoint: {s3['endpoint_url']}\n"
+            f"    bucket: {s3['bucket']}\n"
+            "    secure: false\n"
+            "    v4auth: true\n"
+            "    rootdirectory: /reference\n"
+            "  redirect:\n"
+            "    disable: true\n"
+        )
     config = (
         "version: 0.1\n"
         "log:\n"
@@ -424,8 +448,7 @@ def start_reference(workdir: Path, binary: str, cache: str, timeout: float = 30.
         "  accesslog:\n"
         "    disabled: true\n"
         "storage:\n"
-        "  filesystem:\n"
-        f"    rootdirectory: {data_dir}\n"
+        f"{driver}"
         "  delete:\n"
         "    enabled: true\n"
         f"{cache_block}"
@@ -435,7 +458,8 @@ def start_reference(workdir: Path, binary: str, cache: str, timeout: float = 30.
     config_path = workdir / "reference-config.yml"
     config_path.write_text(config)
     log_path = workdir / "reference.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    # Its AWS SDK reads AWS_* too (an AWS_CA_BUNDLE makes its S3 driver panic with a plain-HTTP endpoint).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_"))}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [binary, "serve", str(config_path)],
@@ -444,7 +468,8 @@ def start_reference(workdir: Path, binary: str, cache: str, timeout: float = 30.
             env=env,
             start_new_session=True,
         )
-    server = Server(REFERENCE, "reference (distribution)", port, process, log_path)
+    title = "reference (distribution" + (", s3 driver)" if s3 is not None else ")")
+    server = Server(REFERENCE, title, port, process, log_path)
     try:
         _wait_ready(server, "/v2/", timeout)
     except BaseException:
@@ -464,6 +489,7 @@ class BackingServices:
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
         self.env: dict[str, str] = {}
+        self.reference_s3: dict[str, str] = {}
         self.pids: list[int] = []
 
     def start(self) -> None:
@@ -483,6 +509,7 @@ class BackingServices:
             url = postgres.create_database(self.DATABASE)
             s3 = self._stack.enter_context(SeaweedS3())
             bucket = s3.create_bucket("bench")
+            reference_bucket = s3.create_bucket("bench-reference")
         except (RuntimeError, OSError) as exc:
             raise BenchError(f"starting PostgreSQL and SeaweedFS failed: {exc}") from exc
         self.env = {
@@ -494,6 +521,15 @@ class BackingServices:
             "MOORAGE_STORAGE__S3__REGION": s3.region,
             "MOORAGE_STORAGE__S3__ACCESS_KEY_ID": s3.access_key,
             "MOORAGE_STORAGE__S3__SECRET_ACCESS_KEY": s3.secret_key,
+            # One master key for every Moorage on these stores (registry passwords verify anywhere).
+            "MOORAGE_AUTH__MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        }
+        self.reference_s3 = {
+            "access_key": s3.access_key,
+            "secret_key": s3.secret_key,
+            "region": s3.region,
+            "endpoint_url": s3.endpoint_url,
+            "bucket": reference_bucket,
         }
         # Their CPU is neither the servers' nor foreign load: the postmaster (pg_ctl detaches it)
         # and `weed`, a child of this process.
@@ -605,6 +641,47 @@ class Payload:
             sock.sendall(b"\r\n")
             position += n
         sock.sendall(b"0\r\n\r\n")
+
+
+class PayloadReader(io.RawIOBase):
+    """The payload's bytes as a readable stream (for boto3's upload_fileobj)."""
+
+    def __init__(self, payload: Payload) -> None:
+        self.payload = payload
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self.payload.size - self.position)
+        filled = 0
+        for chunk, offset, count in self.payload.segments(self.position, wanted):
+            piece = chunk if chunk is not None else os.pread(self.payload.data.fileno(), count, offset)
+            view[filled : filled + len(piece)] = piece
+            filled += len(piece)
+        self.position += filled
+        return filled
+
+
+def boto3_upload(s3: dict[str, str], payload: Payload, key: str) -> float:
+    """Seconds for boto3's upload_fileobj (multipart, its default TransferConfig: 8 MiB parts, 10
+    threads) of the payload's bytes into the reference's bucket; the object is deleted after."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        region_name=s3["region"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+    )
+    began = time.perf_counter()
+    client.upload_fileobj(io.BufferedReader(PayloadReader(payload), 8 * MIB), s3["bucket"], key)
+    elapsed = time.perf_counter() - began
+    client.delete_object(Bucket=s3["bucket"], Key=key)
+    return elapsed
 
 
 def new_payload(data: BinaryIO, data_size: int, size: int) -> Payload:
@@ -1201,8 +1278,10 @@ class Metric:
     higher_is_better: bool
     fmt: str = "{:,.0f}"
     target: str = ""
-    # check(moorage median, reference median) -> met?
+    # check(subject's median, baseline's median) -> met? (baseline "" = an absolute target: 0.0)
     check: Callable[[float, float], bool] | None = None
+    subject: str = MOORAGE
+    baseline: str = REFERENCE
     # server key -> values (keys appear as servers record or fail)
     samples: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, list[str]] = field(default_factory=dict)
@@ -1212,14 +1291,16 @@ class Metric:
         values = self.samples.get(server)
         return statistics.median(values) if values else None
 
-    def ratio(self, ours_key: str = MOORAGE, theirs_key: str = REFERENCE) -> float | None:
-        ours, theirs = self.median(ours_key), self.median(theirs_key)
+    def ratio(self, ours_key: str | None = None, theirs_key: str | None = None) -> float | None:
+        ours = self.median(ours_key or self.subject)
+        theirs = self.median(theirs_key or self.baseline) if (theirs_key or self.baseline) else None
         if ours is None or theirs is None or theirs == 0:
             return None
         return ours / theirs
 
     def met(self) -> bool | None:
-        ours, theirs = self.median(MOORAGE), self.median(REFERENCE)
+        ours = self.median(self.subject)
+        theirs = self.median(self.baseline) if self.baseline else 0.0
         if self.check is None or ours is None or theirs is None:
             return None
         return self.check(ours, theirs)
@@ -1239,6 +1320,9 @@ class Metric:
             "moorage": self.median(MOORAGE),
             "reference": self.median(REFERENCE),
             "ratio": self.ratio(),
+            "subject": self.subject,
+            "baseline": self.baseline or None,
+            "medians": {server: self.median(server) for server in self.samples},
         }
         if PG_S3 in self.samples or PG_S3 in self.errors:
             document[PG_S3] = self.median(PG_S3)
@@ -1272,12 +1356,19 @@ class Results:
             self.metrics[key].errors.setdefault(server, []).append(error)
 
 
-def define_metrics(size_mib: int, rss_mib: int, loads: Sequence[LoadTarget], servers: Sequence[str]) -> Results:
+def define_metrics(
+    size_mib: int, rss_mib: int, loads: Sequence[LoadTarget], servers: Sequence[str], backend: Backend = "embedded"
+) -> Results:
+    """The report's rows. Targets are issue 16's. Embedded (default settings): upload >= 2.5x the
+    reference within 1.2 server CPU-s per GiB, download >= 1.0x, manifest GET by tag >= 3x within
+    150 CPU-µs, manifest and blob HEAD >= 3x. PostgreSQL + S3 (`--backend pg-s3`, the reference on
+    its own S3 driver on the same SeaweedFS): uploads >= the reference and >= 0.7x a plain boto3
+    multipart upload of the same bytes, streamed downloads >= 0.8x the reference's, downloads by
+    redirect <= 0.05 server CPU-s per GiB. (pg-s3 manifest GET <= 2x embedded CPU: --compare-backends.)"""
     results = Results(servers)
     size = _size_label(size_mib)
-    # Issue 16's targets (embedded, default settings): upload >= 2.5x the reference within 1.2
-    # server CPU-s per GiB, download >= 1.0x, manifest GET by tag >= 3x within 150 CPU-µs,
-    # manifest and blob HEAD >= 3x.
+    s3 = backend == "pg-s3"
+    upload_ratio = 1.0 if s3 else 2.5
     for mode in UPLOAD_MODES:
         results.add(
             Metric(
@@ -1285,8 +1376,8 @@ def define_metrics(size_mib: int, rss_mib: int, loads: Sequence[LoadTarget], ser
                 f"{size} upload, {mode} (MiB/s)",
                 "MiB/s",
                 True,
-                target=">= 2.5x",
-                check=lambda ours, theirs: ours >= 2.5 * theirs,
+                target=f">= {upload_ratio}x",
+                check=lambda ours, theirs: ours >= upload_ratio * theirs,
             )
         )
         results.add(
@@ -1296,23 +1387,60 @@ def define_metrics(size_mib: int, rss_mib: int, loads: Sequence[LoadTarget], ser
                 "CPU-s/GiB",
                 False,
                 fmt="{:.2f}",
-                target="<= 1.2",
-                check=lambda ours, _theirs: ours <= 1.2,
+                target="" if s3 else "<= 1.2",
+                check=None if s3 else (lambda ours, _theirs: ours <= 1.2),
+                baseline=REFERENCE,
             )
         )
+    if BOTO3 in servers:
+        results.add(
+            Metric(
+                "upload_vs_boto3_mibs",
+                f"{size} upload, monolithic, vs a boto3 multipart upload (MiB/s)",
+                "MiB/s",
+                True,
+                target=">= 0.7x boto3",
+                check=lambda ours, theirs: ours >= 0.7 * theirs,
+                baseline=BOTO3,
+            )
+        )
+    download_ratio = 0.8 if s3 else 1.0
     results.add(
         Metric(
             "download_mibs",
-            f"{size} download (MiB/s)",
+            f"{size} download{', streamed' if s3 else ''} (MiB/s)",
             "MiB/s",
             True,
-            target=">= 1.0x",
-            check=lambda ours, theirs: ours >= 1.0 * theirs,
+            target=f">= {download_ratio}x",
+            check=lambda ours, theirs: ours >= download_ratio * theirs,
         )
     )
     results.add(Metric("download_cpu", f"{size} download (server CPU-s/GiB)", "CPU-s/GiB", False, fmt="{:.2f}"))
+    if REDIRECT in servers:
+        results.add(
+            Metric(
+                "download_redirect_mibs",
+                f"{size} download by redirect to S3 (MiB/s)",
+                "MiB/s",
+                True,
+                subject=REDIRECT,
+            )
+        )
+        results.add(
+            Metric(
+                "download_redirect_cpu",
+                f"{size} download by redirect to S3 (server CPU-s/GiB)",
+                "CPU-s/GiB",
+                False,
+                fmt="{:.3f}",
+                target="<= 0.05",
+                check=lambda ours, _theirs: ours <= 0.05,
+                subject=REDIRECT,
+                baseline="",
+            )
+        )
     for load in loads:
-        rated = load.key in ("manifest_get", "manifest_head", "blob_head")
+        rated = not s3 and load.key in ("manifest_get", "manifest_head", "blob_head")
         results.add(
             Metric(
                 f"{load.key}_rps",
@@ -1323,7 +1451,7 @@ def define_metrics(size_mib: int, rss_mib: int, loads: Sequence[LoadTarget], ser
                 check=(lambda ours, theirs: ours >= 3.0 * theirs) if rated else None,
             )
         )
-        budgeted = load.key == "manifest_get"
+        budgeted = not s3 and load.key == "manifest_get"
         results.add(
             Metric(
                 f"{load.key}_cpu",
@@ -1366,6 +1494,8 @@ def print_report(results: Results, header: str, footnotes: Sequence[str] = ()) -
         PG_S3: "moorage (pg-s3)",
         REFERENCE: "reference",
         FLOOR: "floor",
+        REDIRECT: "moorage (pg-s3, redirect)",
+        BOTO3: "boto3 → S3",
     }
     table = Table()
     table.add_column("metric")
@@ -1389,7 +1519,8 @@ def print_report(results: Results, header: str, footnotes: Sequence[str] = ()) -
         if compare:
             cells.append(ratio_cell(metric.ratio(PG_S3, MOORAGE)))
         table.add_row(*cells, metric.target, status)
-    console = Console(width=max(170 if compare else 120, shutil.get_terminal_size().columns))
+    wide = compare or len(results.servers) > 3
+    console = Console(width=max(170 if wide else 120, shutil.get_terminal_size().columns))
     console.print(header, markup=False, highlight=False)
     console.print(table)
     for metric in results.metrics.values():
@@ -1567,15 +1698,20 @@ def measure(
     data: BinaryIO,
     data_size: int,
     helper_pids: Sequence[int] = (),
+    reference_s3: dict[str, str] | None = None,
 ) -> Results:
     """Every measurement on every server, rounds alternating the order. `helper_pids` are
-    processes the servers depend on (PostgreSQL, SeaweedFS): not counted as foreign load."""
+    processes the servers depend on (PostgreSQL, SeaweedFS): not counted as foreign load.
+    With `reference_s3` (--backend pg-s3) every round also times a boto3 multipart upload of the
+    monolithic payload into that bucket."""
     image = SmallImage.make()
     loads = load_targets(image)
-    results = define_metrics(options.size_mib, options.rss_mib, loads, [server.key for server in servers])
+    keys = [server.key for server in servers] + ([BOTO3] if reference_s3 is not None else [])
+    results = define_metrics(options.size_mib, options.rss_mib, loads, keys, options.backend)
     size = options.size_mib * MIB
 
-    registries = [server for server in servers if server.key != FLOOR]  # the floor serves blobs only
+    # The floor and the redirecting Moorage take part in the blob transfers only.
+    registries = [server for server in servers if server.key not in (FLOOR, REDIRECT)]
     for server in registries:
         _log(f"pushing the small image (+{EXTRA_TAGS} tags) to {server.title}")
         push_small_image(server, image)
@@ -1583,6 +1719,10 @@ def measure(
     for server in registries:
         for target in loads:
             run_load(options, server, target, workdir, 1.0)
+    for server in servers:
+        if server.key == REDIRECT:  # its first redirect builds its S3 client: not part of a download
+            with Client(server.port, auth=server.auth) as client:
+                download(client, SMALL_REPO, image.layer_digest, len(image.layer))
 
     pids = [server.pid for server in servers] + list(helper_pids)
     round_load = ForeignLoad(pids)
@@ -1595,7 +1735,16 @@ def measure(
         downloads: dict[str, str] = {}
         for mode in UPLOAD_MODES:
             payload = new_payload(data, data_size, size)
-            for server in order:
+            if mode == "monolithic" and reference_s3 is not None:
+                try:
+                    elapsed = boto3_upload(reference_s3, payload, f"boto3/{round_index}")
+                except Exception as exc:  # any boto3/botocore failure: reported, the run goes on
+                    results.fail(["upload_vs_boto3_mibs"], BOTO3, f"{type(exc).__name__}: {exc}")
+                    _log(f"  boto3 multipart upload FAILED: {exc}")
+                else:
+                    results.record("upload_vs_boto3_mibs", BOTO3, size / MIB / elapsed)
+                    _log(f"  {BOTO3:9} upload multipart  {size / MIB / elapsed:8,.0f} MiB/s (client-side)")
+            for server in (s for s in order if s.key != REDIRECT):
                 server.check_alive()
                 keys = [f"upload_{mode}_mibs", f"upload_{mode}_cpu"]
                 try:
@@ -1615,14 +1764,19 @@ def measure(
                 mibs = size / MIB / elapsed
                 results.record(keys[0], server.key, mibs)
                 results.record(keys[1], server.key, cpu / (size / GIB))
+                if mode == "monolithic" and server.key == MOORAGE and reference_s3 is not None:
+                    results.record("upload_vs_boto3_mibs", MOORAGE, mibs)
                 per_gib = cpu / (size / GIB)
                 _log(
                     f"  {server.key:9} upload {mode:10} {mibs:8,.0f} MiB/s  {per_gib:5.2f} CPU-s/GiB "
                     f"(client {own / (size / GIB):.2f})"
                 )
                 downloads.setdefault(server.key, payload.digest)
+        if MOORAGE in downloads:  # the redirecting Moorage shares the pg-s3 one's stores
+            downloads[REDIRECT] = downloads[MOORAGE]
         for server in order:
-            keys = ["download_mibs", "download_cpu"]
+            keys = ["download_redirect_mibs", "download_redirect_cpu"] if server.key == REDIRECT else []
+            keys = keys or ["download_mibs", "download_cpu"]
             digest = downloads.get(server.key)
             if digest is None:
                 results.fail(keys, server.key, "no uploaded blob to download")
@@ -1650,7 +1804,7 @@ def measure(
                 f"(client {own / (size / GIB):.2f})"
             )
         for target in loads:
-            for server in (s for s in order if s.key != FLOOR):
+            for server in (s for s in order if s.key not in (FLOOR, REDIRECT)):
                 server.check_alive()
                 keys = [f"{target.key}_rps", f"{target.key}_cpu"]
                 try:
@@ -1736,8 +1890,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         workdir, options.workers, options.moorage_src, env, key=key, backend=backend, auth=options.auth
                     )
                 )
-            servers.append(start_reference(workdir, options.reference_binary, options.reference_cache))
-            if options.floor:
+            s3_only = options.backend == "pg-s3" and not options.compare_backends and backing is not None
+            reference_s3 = backing.reference_s3 if s3_only and backing is not None else None
+            if reference_s3 is not None and backing is not None:
+                # Downloads by redirect: a second Moorage on the same stores handing out pre-signed URLs.
+                env = {**backing.env, **options.moorage_env, "MOORAGE_STORAGE__S3__REDIRECT": "true"}
+                redirect = start_moorage(
+                    workdir, options.workers, options.moorage_src, env, key=REDIRECT, backend="pg-s3", auth=options.auth
+                )
+                redirect.title += ", S3 redirects"
+                servers.append(redirect)
+            servers.append(start_reference(workdir, options.reference_binary, options.reference_cache, s3=reference_s3))
+            if options.floor and reference_s3 is None:  # the floor writes to a local file
                 servers.append(start_floor(workdir))
             for server in servers:
                 _log(f"  {server.title}: http://127.0.0.1:{server.port} (pid {server.pid})")
@@ -1748,7 +1912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.monotonic()
             foreign = ForeignLoad([server.pid for server in servers] + helper_pids)
             helpers_before = backing.cpu() if backing is not None else {}
-            results = measure(options, servers, workdir, data, data_size, helper_pids)
+            results = measure(options, servers, workdir, data, data_size, helper_pids, reference_s3)
             took = time.monotonic() - started
             foreign_seconds, foreign_cores = foreign.cores()
             helper_seconds = cpu_seconds(helpers_before, backing.cpu()) if backing is not None else 0.0
@@ -1780,6 +1944,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "are redirected to pre-signed S3 URLs (the client reads from SeaweedFS)"
                     if options.moorage_env.get("MOORAGE_STORAGE__S3__REDIRECT", "").lower() in ("1", "true", "yes")
                     else "stream from S3 through Moorage"
+                )
+                + (
+                    "; the reference runs on its own s3 driver on the same SeaweedFS (its own bucket, redirects off, "
+                    "so its GETs stream too); boto3 = upload_fileobj of the same bytes (default TransferConfig)"
+                    if options.backend == "pg-s3" and not options.compare_backends
+                    else ""
                 )
             )
         footnotes += [
