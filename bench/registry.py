@@ -304,6 +304,29 @@ def _wait_ready(server: Server, path: str, timeout: float, ready_status: int = 2
     raise BenchError(f"{server.title} not ready after {timeout:.0f}s ({last}); log tail:\n{server.log_tail()}")
 
 
+def _launch(
+    key: str,
+    title: str,
+    command: Sequence[str],
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    ready: tuple[str, int],
+    timeout: float,
+) -> Server:
+    """Start `command` in a session of its own (its output to `log_path`) and wait until `GET
+    ready[0]` answers status `ready[1]`; stopped again if it does not."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = Server(key, title, port, process, log_path)
+    try:
+        _wait_ready(server, ready[0], timeout, ready_status=ready[1])
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def start_moorage(
     workdir: Path,
     workers: int,
@@ -348,12 +371,9 @@ def start_moorage(
         "warning",
         "--no-access-log",
     ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     title = f"moorage{' pg-s3' if backend == 'pg-s3' else ''} ({workers} worker{'s' if workers != 1 else ''})"
-    server = Server(key, title, port, process, log_path)
+    server = _launch(key, title, command, env, port, log_path, ("/healthz", 200), timeout)
     try:
-        _wait_ready(server, "/healthz", timeout)
         if auth == "token":
             server.auth = (("Authorization", f"Basic {_registry_password(port)}"),)
             server.title += ", token auth"
@@ -403,15 +423,8 @@ def start_floor(workdir: Path, timeout: float = 30.0) -> Server:
         "warning",
         "floor_app:app",
     ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = Server(FLOOR, "floor (granian ASGI, hash + write + fsync, no registry)", port, process, log_path)
-    try:
-        _wait_ready(server, "/floor-ready", timeout, ready_status=404)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    title = "floor (granian ASGI, hash + write + fsync, no registry)"
+    return _launch(FLOOR, title, command, env, port, log_path, ("/floor-ready", 404), timeout)
 
 
 def start_reference(
@@ -460,22 +473,9 @@ def start_reference(
     log_path = workdir / "reference.log"
     # Its AWS SDK reads AWS_* too (an AWS_CA_BUNDLE makes its S3 driver panic with a plain-HTTP endpoint).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_"))}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [binary, "serve", str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
     title = "reference (distribution" + (", s3 driver)" if s3 is not None else ")")
-    server = Server(REFERENCE, title, port, process, log_path)
-    try:
-        _wait_ready(server, "/v2/", timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    command = [binary, "serve", str(config_path)]
+    return _launch(REFERENCE, title, command, env, port, log_path, ("/v2/", 200), timeout)
 
 
 class BackingServices:
