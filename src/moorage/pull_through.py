@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -404,7 +405,7 @@ class CachePulls:
     at a time in this process (`_BlobFlight`), written through the upload path (live sha256,
     staged, published by rename only when the digest matches, so a failed or killed fetch leaves
     nothing visible). The request that started the fetch is answered with the bytes as they
-    arrive (the last chunk is held back until the digest is verified, so a client never receives
+    arrive (its last 64 KiB are held back until the digest is verified, so a client never receives
     a whole wrong blob); requests that come while it runs wait for the commit and are then
     served from the store. Nothing is buffered beyond a few chunks."""
 
@@ -618,10 +619,9 @@ class CachePulls:
         if flight is None:
             flight = _BlobFlight(stream, on_bytes)
             self._blob_flights[key] = flight
-            flight.task = asyncio.create_task(
-                self._fetch_blob(key, flight, rule, registry, name, upstream_name, digest)
+            flight.started(
+                asyncio.create_task(self._fetch_blob(key, flight, rule, registry, name, upstream_name, digest))
             )
-            flight.task.add_done_callback(_retrieve)
         self._count("miss", "blob")
         if leader and stream:
             await flight.ready.wait()
@@ -650,7 +650,7 @@ class CachePulls:
                 flight.size = blob.size
                 flight.ready.set()
                 await self._uploads.upload_blob(
-                    registry, name, digest, flight.tee(blob.chunks), on_verified=flight.verified.set
+                    registry, name, digest, flight.tee(blob.chunks), on_verified=flight.matched
                 )
         except BaseException as exc:
             flight.error = exc
@@ -704,72 +704,108 @@ class CachedBlob:
 
 
 _MAX_CLIENTS = 64
-_QUEUE_CHUNKS = 4  # chunks (up to 1 MiB each) the streaming client may lag behind the upstream
+_LAG_CHUNKS = 4  # chunks (1-4 MiB each) the streaming client may lag behind the upstream
+_HELD_TAIL = 64 * 1024  # the blob's last bytes, sent to the streaming client once the digest matched
 
 
 class _BlobFlight:
-    """One upstream fetch of one blob in this process, and the client it streams to."""
+    """One upstream fetch of one blob in this process, and the client it streams to.
+
+    The fetch hands each chunk to the client before it hashes and writes it (and lets the
+    client's task send it first), so the client's receiving overlaps the server's hashing and
+    writing; the client's first byte goes out with the upstream's first chunk."""
 
     def __init__(self, stream: bool, on_bytes: Callable[[int], None] | None) -> None:
         self.ready = asyncio.Event()  # the upstream answered (size known) or the fetch failed
         self.verified = asyncio.Event()  # every byte arrived and matched the digest (publishing now)
         self.size: int | None = None
         self.error: BaseException | None = None
-        self.queue: asyncio.Queue[bytes] | None = asyncio.Queue(_QUEUE_CHUNKS) if stream else None
+        self.listening = stream  # a streaming client takes the chunks (until it is gone)
+        self._chunks: deque[bytes] = deque()
+        self._client_waits: asyncio.Future[None] | None = None  # for a chunk or the fetch's end
+        self._fetch_waits: asyncio.Future[None] | None = None  # for the client to take a chunk
         self.on_bytes = on_bytes
         self.task: asyncio.Task[None]
 
+    def started(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        _retrieve(task)
+        _wake(self._client_waits)
+
+    def matched(self) -> None:
+        """Every byte arrived and matched the digest (the upload publishes the blob now)."""
+        self.verified.set()
+        _wake(self._client_waits)
+
     async def tee(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The upstream's chunks on their way to the upload, copied to the streaming client
+        """The upstream's chunks on their way to the upload, handed to the streaming client
         while it listens (a slow client slows the fetch down; a gone one no longer does)."""
+        loop = asyncio.get_running_loop()
         async for chunk in chunks:
-            queue = self.queue
-            if queue is not None:
-                await queue.put(chunk)
+            if self.listening:
+                self._chunks.append(chunk)
+                _wake(self._client_waits)
+                if len(self._chunks) >= _LAG_CHUNKS:
+                    self._fetch_waits = loop.create_future()
+                    await self._fetch_waits
+                else:
+                    await asyncio.sleep(0)  # the client's task sends it first
             if self.on_bytes is not None:
                 self.on_bytes(len(chunk))
             yield chunk
 
     async def follow(self, digest: Digest) -> AsyncGenerator[bytes, None]:
-        """The streaming client's body: the chunks as the fetch reads them, the last one only
-        once every byte matched the digest (a failure cuts the body short instead)."""
-        queue = self.queue
-        assert queue is not None
+        """The streaming client's body: the chunks as the fetch reads them, the blob's last
+        bytes only once every byte matched the digest (a failure cuts the body short instead).
+        With no size from the upstream, the last chunk is known only at the end: each chunk is
+        held until the next one comes."""
+        loop = asyncio.get_running_loop()
         held: bytes | None = None
         taken = 0
         try:
             while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, self.task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
+                if self._chunks:
+                    chunk = self._chunks.popleft()
+                    _wake(self._fetch_waits)
+                    taken += len(chunk)
+                    if self.size is None:
+                        chunk, held = held or b"", chunk
+                    elif taken >= self.size:  # the last bytes: now the digest check
+                        cut = max(len(chunk) - _HELD_TAIL, 0)
+                        chunk, held = chunk[:cut], chunk[cut:]
+                    if chunk:
+                        yield chunk
+                    if held is not None and self.size is not None:
+                        break
+                    continue
+                if self.task.done() or self.verified.is_set():
                     break
-                if held is not None:
-                    yield held
-                held = getter.result()
-                taken += len(held)
-                if taken == self.size:
-                    break  # the last byte: now the digest check
-            while not queue.empty():  # put before the fetch ended
-                chunk = queue.get_nowait()
-                if held is not None:
-                    yield held
-                held = chunk
-            verified = asyncio.ensure_future(self.verified.wait())
-            await asyncio.wait({verified, self.task}, return_when=asyncio.FIRST_COMPLETED)
+                self._client_waits = loop.create_future()
+                await self._client_waits
             if not self.verified.is_set():
+                verified = asyncio.ensure_future(self.verified.wait())
+                await asyncio.wait({verified, self.task}, return_when=asyncio.FIRST_COMPLETED)
                 verified.cancel()
+            if not self.verified.is_set():
                 try:
                     self.task.result()
                 except BaseException as exc:  # the fetch's failure: the response ends short (or, when
                     _raise_blob(exc, digest)  # nothing was sent yet, is answered as that failure)
                 _raise_blob(UpstreamError("unavailable", "the upstream blob could not be verified"), digest)
-            if held is not None:
+            if held:
                 yield held
         finally:
-            self.queue = None
-            while not queue.empty():  # unblock a fetch waiting to hand us a chunk
-                queue.get_nowait()
+            self.listening = False
+            self._chunks.clear()
+            _wake(self._fetch_waits)  # a fetch waiting to hand us a chunk goes on without us
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
