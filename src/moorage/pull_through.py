@@ -41,7 +41,7 @@ from moorage.errors import (
 )
 from moorage.events import Event, pull_through_cache_action
 from moorage.metadata import MetadataStore, PullThroughRule
-from moorage.model import Digest, RegistryRef, Repository, RepositoryName
+from moorage.model import Digest, RegistryRef, Repository, RepositoryName, UploadSession
 from moorage.registry import READ_CACHE_SECONDS, ReadCache, Registry
 from moorage.uploads import Uploads
 from moorage.upstream import CredentialProvider, Credentials, UpstreamClient, UpstreamError, UpstreamManifest
@@ -260,9 +260,12 @@ class PullThroughCache:
             raise PullThroughRuleNotFoundError(prefix, registry.account_id)
         return rule
 
-    async def record(self, event: Event) -> None:
+    async def record(self, event: Event, *, checked: tuple[str, str] | None = None) -> None:
+        """Store the event (and, in the same transaction, the `checked` kv pair when given)."""
         async with self._metadata.transaction(write=True) as tx:
             await tx.events.add([event])
+            if checked is not None:
+                await tx.kv.put(*checked)
 
     async def kv_get(self, key: str) -> str | None:
         async with self._metadata.transaction() as tx:
@@ -507,10 +510,11 @@ class CachePulls:
             if state == "hit":
                 self._count("hit")
                 return state
+        imported: list[str] = []
         try:
             await self._once(
                 ("m", registry.account_id, registry.region, str(name), reference),
-                lambda: self._import(registry, name, client, upstream_name, reference),
+                lambda: self._import(registry, name, client, upstream_name, reference, imported),
             )
         except UpstreamError as exc:
             if image is not None:
@@ -529,32 +533,48 @@ class CachePulls:
                 )
             )
             _raise_for(exc, reference)
-        imported = await self._registry.get_manifest(registry, name, reference, with_body=False)
+        if not imported:  # a concurrent pull imported it
+            imported.append(str((await self._registry.get_manifest(registry, name, reference, with_body=False)).digest))
+        now = self._clock.now()
         await self._cache.record(
             pull_through_cache_action(
                 registry,
                 str(name),
                 rule.prefix,
                 rule.upstream_url,
-                self._clock.now(),
+                now,
                 tag=None if is_digest else reference,
-                digest=str(imported.digest),
-            )
+                digest=imported[0],
+            ),
+            checked=None if is_digest else (checked_key, str(now.timestamp())),
         )
-        if not is_digest:
-            await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
         self._count("miss")
         return "miss"
 
     async def _import(
-        self, registry: RegistryRef, name: RepositoryName, client: UpstreamClient, upstream_name: str, reference: str
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        client: UpstreamClient,
+        upstream_name: str,
+        reference: str,
+        imported: list[str],
     ) -> None:
+        """Store `upstream_name:reference` (an index with its children) and append its digest
+        to `imported`. The repository is created while the upstream answers."""
+        fetching = asyncio.ensure_future(client.get_manifest(upstream_name, reference))
         try:
-            await self._registry.get_repository(registry, name)
-        except RepositoryNotFoundError:
-            with contextlib.suppress(RepositoryAlreadyExistsError):
-                await self._registry.create_repository(cached_repository(registry, name, self._clock.now()))
-        manifest = await client.get_manifest(upstream_name, reference)
+            try:
+                await self._registry.get_repository(registry, name)
+            except RepositoryNotFoundError:
+                with contextlib.suppress(RepositoryAlreadyExistsError):
+                    await self._registry.create_repository(cached_repository(registry, name, self._clock.now()))
+        except BaseException:
+            fetching.cancel()
+            with contextlib.suppress(BaseException):
+                await fetching
+            raise
+        manifest = await fetching
         parsed = mf.parse(manifest.body, manifest.media_type or None)
         for child in parsed.manifests:
             child_manifest = await client.get_manifest(upstream_name, str(child.digest))
@@ -562,6 +582,7 @@ class CachePulls:
         await self._store(
             registry, name, client, upstream_name, manifest, None if Digest.looks_like(reference) else reference
         )
+        imported.append(manifest.digest)
 
     async def _store(
         self,
@@ -645,15 +666,25 @@ class CachePulls:
         digest: Digest,
     ) -> None:
         client = self._client(rule)
+        # The upload session (a database write, a staging file) is opened while the upstream
+        # answers, not after: both are on the way to the client's first byte.
+        opening = asyncio.ensure_future(self._uploads.start(registry, name))
+        session: UploadSession | None = None
         try:
             async with client.blob(upstream_name, str(digest)) as blob:
+                session = await opening
                 flight.size = blob.size
                 flight.ready.set()
-                await self._uploads.upload_blob(
-                    registry, name, digest, flight.tee(blob.chunks), on_verified=flight.matched
+                await self._uploads.complete(
+                    registry, name, session.upload_id, digest, flight.tee(blob.chunks), on_verified=flight.matched
                 )
         except BaseException as exc:
             flight.error = exc
+            if session is None:
+                with contextlib.suppress(Exception):
+                    session = await opening
+            if session is not None:  # nothing staged stays behind
+                await self._uploads.cancel(registry, name, session.upload_id, missing_ok=True)
             raise
         finally:
             flight.ready.set()
@@ -704,7 +735,7 @@ class CachedBlob:
 
 
 _MAX_CLIENTS = 64
-_LAG_CHUNKS = 4  # chunks (1-4 MiB each) the streaming client may lag behind the upstream
+_LAG_CHUNKS = 4  # chunks (1 MiB each) the streaming client may lag behind the upstream
 _HELD_TAIL = 64 * 1024  # the blob's last bytes, sent to the streaming client once the digest matched
 
 
