@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -40,7 +41,7 @@ from moorage.errors import (
 )
 from moorage.events import Event, pull_through_cache_action
 from moorage.metadata import MetadataStore, PullThroughRule
-from moorage.model import Digest, RegistryRef, Repository, RepositoryName
+from moorage.model import Digest, RegistryRef, Repository, RepositoryName, UploadSession
 from moorage.registry import READ_CACHE_SECONDS, ReadCache, Registry
 from moorage.uploads import Uploads
 from moorage.upstream import CredentialProvider, Credentials, UpstreamClient, UpstreamError, UpstreamManifest
@@ -259,9 +260,12 @@ class PullThroughCache:
             raise PullThroughRuleNotFoundError(prefix, registry.account_id)
         return rule
 
-    async def record(self, event: Event) -> None:
+    async def record(self, event: Event, *, checked: tuple[str, str] | None = None) -> None:
+        """Store the event (and, in the same transaction, the `checked` kv pair when given)."""
         async with self._metadata.transaction(write=True) as tx:
             await tx.events.add([event])
+            if checked is not None:
+                await tx.kv.put(*checked)
 
     async def kv_get(self, key: str) -> str | None:
         async with self._metadata.transaction() as tx:
@@ -404,7 +408,7 @@ class CachePulls:
     at a time in this process (`_BlobFlight`), written through the upload path (live sha256,
     staged, published by rename only when the digest matches, so a failed or killed fetch leaves
     nothing visible). The request that started the fetch is answered with the bytes as they
-    arrive (the last chunk is held back until the digest is verified, so a client never receives
+    arrive (its last 64 KiB are held back until the digest is verified, so a client never receives
     a whole wrong blob); requests that come while it runs wait for the commit and are then
     served from the store. Nothing is buffered beyond a few chunks."""
 
@@ -506,10 +510,11 @@ class CachePulls:
             if state == "hit":
                 self._count("hit")
                 return state
+        imported: list[str] = []
         try:
             await self._once(
                 ("m", registry.account_id, registry.region, str(name), reference),
-                lambda: self._import(registry, name, client, upstream_name, reference),
+                lambda: self._import(registry, name, client, upstream_name, reference, imported),
             )
         except UpstreamError as exc:
             if image is not None:
@@ -528,32 +533,48 @@ class CachePulls:
                 )
             )
             _raise_for(exc, reference)
-        imported = await self._registry.get_manifest(registry, name, reference, with_body=False)
+        if not imported:  # a concurrent pull imported it
+            imported.append(str((await self._registry.get_manifest(registry, name, reference, with_body=False)).digest))
+        now = self._clock.now()
         await self._cache.record(
             pull_through_cache_action(
                 registry,
                 str(name),
                 rule.prefix,
                 rule.upstream_url,
-                self._clock.now(),
+                now,
                 tag=None if is_digest else reference,
-                digest=str(imported.digest),
-            )
+                digest=imported[0],
+            ),
+            checked=None if is_digest else (checked_key, str(now.timestamp())),
         )
-        if not is_digest:
-            await self._cache.kv_put(checked_key, str(self._clock.now().timestamp()))
         self._count("miss")
         return "miss"
 
     async def _import(
-        self, registry: RegistryRef, name: RepositoryName, client: UpstreamClient, upstream_name: str, reference: str
+        self,
+        registry: RegistryRef,
+        name: RepositoryName,
+        client: UpstreamClient,
+        upstream_name: str,
+        reference: str,
+        imported: list[str],
     ) -> None:
+        """Store `upstream_name:reference` (an index with its children) and append its digest
+        to `imported`. The repository is created while the upstream answers."""
+        fetching = asyncio.ensure_future(client.get_manifest(upstream_name, reference))
         try:
-            await self._registry.get_repository(registry, name)
-        except RepositoryNotFoundError:
-            with contextlib.suppress(RepositoryAlreadyExistsError):
-                await self._registry.create_repository(cached_repository(registry, name, self._clock.now()))
-        manifest = await client.get_manifest(upstream_name, reference)
+            try:
+                await self._registry.get_repository(registry, name)
+            except RepositoryNotFoundError:
+                with contextlib.suppress(RepositoryAlreadyExistsError):
+                    await self._registry.create_repository(cached_repository(registry, name, self._clock.now()))
+        except BaseException:
+            fetching.cancel()
+            with contextlib.suppress(BaseException):
+                await fetching
+            raise
+        manifest = await fetching
         parsed = mf.parse(manifest.body, manifest.media_type or None)
         for child in parsed.manifests:
             child_manifest = await client.get_manifest(upstream_name, str(child.digest))
@@ -561,6 +582,7 @@ class CachePulls:
         await self._store(
             registry, name, client, upstream_name, manifest, None if Digest.looks_like(reference) else reference
         )
+        imported.append(manifest.digest)
 
     async def _store(
         self,
@@ -618,10 +640,9 @@ class CachePulls:
         if flight is None:
             flight = _BlobFlight(stream, on_bytes)
             self._blob_flights[key] = flight
-            flight.task = asyncio.create_task(
-                self._fetch_blob(key, flight, rule, registry, name, upstream_name, digest)
+            flight.started(
+                asyncio.create_task(self._fetch_blob(key, flight, rule, registry, name, upstream_name, digest))
             )
-            flight.task.add_done_callback(_retrieve)
         self._count("miss", "blob")
         if leader and stream:
             await flight.ready.wait()
@@ -645,15 +666,25 @@ class CachePulls:
         digest: Digest,
     ) -> None:
         client = self._client(rule)
+        # The upload session (a database write, a staging file) is opened while the upstream
+        # answers, not after: both are on the way to the client's first byte.
+        opening = asyncio.ensure_future(self._uploads.start(registry, name))
+        session: UploadSession | None = None
         try:
             async with client.blob(upstream_name, str(digest)) as blob:
+                session = await opening
                 flight.size = blob.size
                 flight.ready.set()
-                await self._uploads.upload_blob(
-                    registry, name, digest, flight.tee(blob.chunks), on_verified=flight.verified.set
+                await self._uploads.complete(
+                    registry, name, session.upload_id, digest, flight.tee(blob.chunks), on_verified=flight.matched
                 )
         except BaseException as exc:
             flight.error = exc
+            if session is None:
+                with contextlib.suppress(Exception):
+                    session = await opening
+            if session is not None:  # nothing staged stays behind
+                await self._uploads.cancel(registry, name, session.upload_id, missing_ok=True)
             raise
         finally:
             flight.ready.set()
@@ -704,72 +735,108 @@ class CachedBlob:
 
 
 _MAX_CLIENTS = 64
-_QUEUE_CHUNKS = 4  # chunks (up to 1 MiB each) the streaming client may lag behind the upstream
+_LAG_CHUNKS = 4  # chunks (1 MiB each) the streaming client may lag behind the upstream
+_HELD_TAIL = 64 * 1024  # the blob's last bytes, sent to the streaming client once the digest matched
 
 
 class _BlobFlight:
-    """One upstream fetch of one blob in this process, and the client it streams to."""
+    """One upstream fetch of one blob in this process, and the client it streams to.
+
+    The fetch hands each chunk to the client before it hashes and writes it (and lets the
+    client's task send it first), so the client's receiving overlaps the server's hashing and
+    writing; the client's first byte goes out with the upstream's first chunk."""
 
     def __init__(self, stream: bool, on_bytes: Callable[[int], None] | None) -> None:
         self.ready = asyncio.Event()  # the upstream answered (size known) or the fetch failed
         self.verified = asyncio.Event()  # every byte arrived and matched the digest (publishing now)
         self.size: int | None = None
         self.error: BaseException | None = None
-        self.queue: asyncio.Queue[bytes] | None = asyncio.Queue(_QUEUE_CHUNKS) if stream else None
+        self.listening = stream  # a streaming client takes the chunks (until it is gone)
+        self._chunks: deque[bytes] = deque()
+        self._client_waits: asyncio.Future[None] | None = None  # for a chunk or the fetch's end
+        self._fetch_waits: asyncio.Future[None] | None = None  # for the client to take a chunk
         self.on_bytes = on_bytes
         self.task: asyncio.Task[None]
 
+    def started(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        _retrieve(task)
+        _wake(self._client_waits)
+
+    def matched(self) -> None:
+        """Every byte arrived and matched the digest (the upload publishes the blob now)."""
+        self.verified.set()
+        _wake(self._client_waits)
+
     async def tee(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The upstream's chunks on their way to the upload, copied to the streaming client
+        """The upstream's chunks on their way to the upload, handed to the streaming client
         while it listens (a slow client slows the fetch down; a gone one no longer does)."""
+        loop = asyncio.get_running_loop()
         async for chunk in chunks:
-            queue = self.queue
-            if queue is not None:
-                await queue.put(chunk)
+            if self.listening:
+                self._chunks.append(chunk)
+                _wake(self._client_waits)
+                if len(self._chunks) >= _LAG_CHUNKS:
+                    self._fetch_waits = loop.create_future()
+                    await self._fetch_waits
+                else:
+                    await asyncio.sleep(0)  # the client's task sends it first
             if self.on_bytes is not None:
                 self.on_bytes(len(chunk))
             yield chunk
 
     async def follow(self, digest: Digest) -> AsyncGenerator[bytes, None]:
-        """The streaming client's body: the chunks as the fetch reads them, the last one only
-        once every byte matched the digest (a failure cuts the body short instead)."""
-        queue = self.queue
-        assert queue is not None
+        """The streaming client's body: the chunks as the fetch reads them, the blob's last
+        bytes only once every byte matched the digest (a failure cuts the body short instead).
+        With no size from the upstream, the last chunk is known only at the end: each chunk is
+        held until the next one comes."""
+        loop = asyncio.get_running_loop()
         held: bytes | None = None
         taken = 0
         try:
             while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, self.task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
+                if self._chunks:
+                    chunk = self._chunks.popleft()
+                    _wake(self._fetch_waits)
+                    taken += len(chunk)
+                    if self.size is None:
+                        chunk, held = held or b"", chunk
+                    elif taken >= self.size:  # the last bytes: now the digest check
+                        cut = max(len(chunk) - _HELD_TAIL, 0)
+                        chunk, held = chunk[:cut], chunk[cut:]
+                    if chunk:
+                        yield chunk
+                    if held is not None and self.size is not None:
+                        break
+                    continue
+                if self.task.done() or self.verified.is_set():
                     break
-                if held is not None:
-                    yield held
-                held = getter.result()
-                taken += len(held)
-                if taken == self.size:
-                    break  # the last byte: now the digest check
-            while not queue.empty():  # put before the fetch ended
-                chunk = queue.get_nowait()
-                if held is not None:
-                    yield held
-                held = chunk
-            verified = asyncio.ensure_future(self.verified.wait())
-            await asyncio.wait({verified, self.task}, return_when=asyncio.FIRST_COMPLETED)
+                self._client_waits = loop.create_future()
+                await self._client_waits
             if not self.verified.is_set():
+                verified = asyncio.ensure_future(self.verified.wait())
+                await asyncio.wait({verified, self.task}, return_when=asyncio.FIRST_COMPLETED)
                 verified.cancel()
+            if not self.verified.is_set():
                 try:
                     self.task.result()
                 except BaseException as exc:  # the fetch's failure: the response ends short (or, when
                     _raise_blob(exc, digest)  # nothing was sent yet, is answered as that failure)
                 _raise_blob(UpstreamError("unavailable", "the upstream blob could not be verified"), digest)
-            if held is not None:
+            if held:
                 yield held
         finally:
-            self.queue = None
-            while not queue.empty():  # unblock a fetch waiting to hand us a chunk
-                queue.get_nowait()
+            self.listening = False
+            self._chunks.clear()
+            _wake(self._fetch_waits)  # a fetch waiting to hand us a chunk goes on without us
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -398,10 +398,12 @@ _MAX_HEAD = 64 * 1024
 
 class _RawBody(asyncio.BufferedProtocol):
     """One HTTP/1.1 GET on its own connection, its body read straight into a 4 MiB buffer and
-    handed out in chunks of at least 1 MiB (reading pauses while the buffer is full)."""
+    handed out in chunks of 1 MiB (the last one smaller; reading pauses while the buffer is
+    full). Bytes `[_start, _filled)` of the buffer are received and not handed out yet."""
 
     def __init__(self) -> None:
         self._buffer = bytearray(_RAW_BUFFER)
+        self._start = 0
         self._filled = 0
         self._eof = False
         self._error: BaseException | None = None
@@ -439,9 +441,11 @@ class _RawBody(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._filled += nbytes
-        if self._filled >= len(self._buffer) and self._transport is not None:
-            self._transport.pause_reading()
-        if self._filled >= self._want:
+        if self._filled >= len(self._buffer):  # full: the reader hands out or compacts, then resumes
+            if self._transport is not None:
+                self._transport.pause_reading()
+            self._wake()
+        elif self._filled - self._start >= self._want:
             self._wake()
 
     def eof_received(self) -> bool:
@@ -484,9 +488,7 @@ class _RawBody(asyncio.BufferedProtocol):
             self.headers[name.strip().lower()] = value.strip()
         length = self.headers.get("content-length", "")
         self.length = int(length) if length.isdigit() else None
-        start = end + 4
-        self._buffer[: self._filled - start] = self._buffer[start : self._filled]
-        self._filled -= start
+        self._start = end + 4
         self._want = _RAW_CHUNK
 
     async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
@@ -494,23 +496,36 @@ class _RawBody(asyncio.BufferedProtocol):
         remaining = self.length or 0
         while remaining > 0:
             self._want = min(_RAW_CHUNK, remaining)
-            while self._filled < self._want and not self._eof:
+            while self._filled - self._start < self._want and not self._eof:
+                if self._filled == len(self._buffer):  # no room for the rest of the chunk
+                    self._compact()
+                    self._resume()
                 try:
                     async with asyncio.timeout(timeout):
                         await self._wait()
                 except TimeoutError:
                     raise UpstreamError("unavailable", "upstream blob read timed out") from None
-            if self._filled == 0:
+            if self._filled == self._start:
                 raise UpstreamError("unavailable", "upstream blob read failed: the connection closed early")
-            take = min(self._filled, remaining)
+            take = min(self._filled - self._start, self._want)
             with memoryview(self._buffer) as view:
-                chunk = bytes(view[:take])
-            self._buffer[: self._filled - take] = self._buffer[take : self._filled]
-            self._filled -= take
+                chunk = bytes(view[self._start : self._start + take])
+            self._start += take
+            if self._start == self._filled:  # all handed out: the whole buffer is free again
+                self._start = self._filled = 0
+                self._resume()
             remaining -= take
-            if self._transport is not None and not self._eof:
-                self._transport.resume_reading()
             yield chunk
+
+    def _compact(self) -> None:
+        """Move the bytes not handed out yet (less than a chunk) to the buffer's start."""
+        left = self._filled - self._start
+        self._buffer[:left] = self._buffer[self._start : self._filled]
+        self._start, self._filled = 0, left
+
+    def _resume(self) -> None:
+        if self._transport is not None and not self._eof and self._filled < len(self._buffer):
+            self._transport.resume_reading()
 
     def close(self) -> None:
         if self._transport is not None:

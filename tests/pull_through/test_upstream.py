@@ -3,6 +3,7 @@ htpasswd (Basic), and the Docker Hub-like token front end (Bearer with per-repos
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -117,3 +118,40 @@ async def test_429_backs_off_the_host_and_down_is_unavailable(plain: Distributio
     with pytest.raises(UpstreamError) as info:
         await gone.check()
     assert info.value.kind == "unavailable"
+
+
+async def test_a_blob_dribbling_in_is_read_whole_in_chunks_of_at_most_1_mib() -> None:
+    """An upstream that sends its answer in uneven pieces, the body starting right after the head
+    (so chunk boundaries never line up with the read buffer's): every byte arrives, in order."""
+    body = bytes(range(256)) * (9 * 4096 + 123)  # ~9 MiB
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body[:1000])
+        sent, piece = 1000, 1
+        while sent < len(body):
+            size = 150_000 + 97_000 * (piece % 7)
+            writer.write(body[sent : sent + size])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+            sent, piece = sent + size, piece + 1
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = UpstreamClient(f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        received = bytearray()
+        sizes = []
+        async with client.blob("any/app", digest) as blob:
+            assert blob.size == len(body)
+            async for chunk in blob.chunks:
+                sizes.append(len(chunk))
+                received.extend(chunk)
+        assert bytes(received) == body
+        assert max(sizes) <= 1 << 20
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
