@@ -14,7 +14,6 @@ honoured per upstream host: calls during the back-off fail at once without conta
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import re
@@ -23,10 +22,11 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+
+from moorage.rawhttp import RawBodyError, RawResponse
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -286,8 +286,8 @@ class UpstreamClient:
             if exc.kind != "not_found":
                 raise
 
-    async def _raw_get(self, url: str, auth: str | None) -> _RawBody | None:
-        """GET `url` with `_RawBody`: the open body of a `200` with a Content-Length, or None
+    async def _raw_get(self, url: str, auth: str | None) -> RawResponse | None:
+        """GET `url` with `RawResponse`: the open body of a `200` with a Content-Length, or None
         when httpx must answer (401, other statuses, chunked bodies). 404 and 429 raise."""
         until = _BACKOFF.get(self._host)
         if until is not None and until > time.monotonic():
@@ -301,7 +301,9 @@ class UpstreamClient:
                 headers["authorization"] = auth
             target = parts.path + (f"?{parts.query}" if parts.query else "")
             try:
-                body = await _RawBody.open(parts.scheme, parts.hostname, parts.port, target, headers, self._timeout)
+                body = await RawResponse.open(
+                    parts.scheme, parts.hostname, parts.port, target, headers, self._timeout, _ssl_context
+                )
             except (OSError, TimeoutError, ValueError) as exc:
                 raise UpstreamError(
                     "unavailable", f"upstream {parts.netloc} unreachable: {type(exc).__name__}"
@@ -366,15 +368,16 @@ class UpstreamClient:
     async def blob(self, repository: str, digest: str) -> AsyncIterator[UpstreamBlob]:
         """The blob's bytes as a stream (never read whole).
 
-        The body is read by `_RawBody` when it can be (a plain `200` with a Content-Length, after
-        at most three redirects): httpx's streaming costs ~7 CPU-s per GiB here, the raw reader
-        ~1.3. Anything else (a challenge, an error, a chunked body) goes through httpx."""
+        The body is read by `rawhttp.RawResponse` when it can be (a plain `200` with a
+        Content-Length, after at most three redirects): httpx's streaming costs ~7 CPU-s per GiB
+        here, the raw reader ~1.3. Anything else (a challenge, an error, a chunked body) goes
+        through httpx."""
         path = f"/v2/{self._repo(repository)}/blobs/{digest}"
         scope = self._scope(repository)
         raw = await self._raw_get(self._origin + path, self._auth_header(scope))
         if raw is not None:
             try:
-                yield UpstreamBlob(raw.length, raw.chunks(self._timeout))
+                yield UpstreamBlob(raw.length, _raw_chunks(raw, self._timeout))
             finally:
                 raw.close()
             return
@@ -391,145 +394,12 @@ class UpstreamClient:
             yield UpstreamBlob(int(length) if length and length.isdigit() else None, chunks())
 
 
-_RAW_CHUNK = 1 << 20
-_RAW_BUFFER = 4 << 20
-_MAX_HEAD = 64 * 1024
-
-
-class _RawBody(asyncio.BufferedProtocol):
-    """One HTTP/1.1 GET on its own connection, its body read straight into a 4 MiB buffer and
-    handed out in chunks of 1 MiB (the last one smaller; reading pauses while the buffer is
-    full). Bytes `[_start, _filled)` of the buffer are received and not handed out yet."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray(_RAW_BUFFER)
-        self._start = 0
-        self._filled = 0
-        self._eof = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._transport: asyncio.Transport | None = None
-        self._want = _RAW_CHUNK
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.length: int | None = None
-
-    @classmethod
-    async def open(
-        cls, scheme: str, host: str, port: int | None, target: str, headers: Mapping[str, str], timeout: float
-    ) -> _RawBody:
-        loop = asyncio.get_running_loop()
-        body = cls()
-        async with asyncio.timeout(timeout):
-            if scheme == "https":
-                await loop.create_connection(lambda: body, host, port or 443, ssl=_ssl_context(), server_hostname=host)
-            else:
-                await loop.create_connection(lambda: body, host, port or 80)
-            assert body._transport is not None
-            lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            body._transport.write(f"GET {target} HTTP/1.1\r\n{lines}connection: close\r\n\r\n".encode())
-            await body._read_head()
-        return body
-
-    # -- protocol ----------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return memoryview(self._buffer)[self._filled :]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._filled += nbytes
-        if self._filled >= len(self._buffer):  # full: the reader hands out or compacts, then resumes
-            if self._transport is not None:
-                self._transport.pause_reading()
-            self._wake()
-        elif self._filled - self._start >= self._want:
-            self._wake()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self._error = exc
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
-        await self._waiter
-
-    # -- reading -----------------------------------------------------------------------------
-
-    async def _read_head(self) -> None:
-        self._want = 1
-        while True:
-            end = self._buffer.find(b"\r\n\r\n", 0, self._filled)
-            if end >= 0:
-                break
-            if self._eof or self._filled >= _MAX_HEAD:
-                raise ValueError("no HTTP response head")
-            self._want = self._filled + 1
-            await self._wait()
-        head = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-        version, _, rest = head[0].partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise ValueError("not an HTTP/1 response")
-        self.status = int(rest[:3])
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            self.headers[name.strip().lower()] = value.strip()
-        length = self.headers.get("content-length", "")
-        self.length = int(length) if length.isdigit() else None
-        self._start = end + 4
-        self._want = _RAW_CHUNK
-
-    async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
-        """The body, exactly Content-Length bytes; UpstreamError when the connection ends early."""
-        remaining = self.length or 0
-        while remaining > 0:
-            self._want = min(_RAW_CHUNK, remaining)
-            while self._filled - self._start < self._want and not self._eof:
-                if self._filled == len(self._buffer):  # no room for the rest of the chunk
-                    self._compact()
-                    self._resume()
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._wait()
-                except TimeoutError:
-                    raise UpstreamError("unavailable", "upstream blob read timed out") from None
-            if self._filled == self._start:
-                raise UpstreamError("unavailable", "upstream blob read failed: the connection closed early")
-            take = min(self._filled - self._start, self._want)
-            with memoryview(self._buffer) as view:
-                chunk = bytes(view[self._start : self._start + take])
-            self._start += take
-            if self._start == self._filled:  # all handed out: the whole buffer is free again
-                self._start = self._filled = 0
-                self._resume()
-            remaining -= take
+async def _raw_chunks(raw: RawResponse, timeout: float) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in raw.chunks(timeout):
             yield chunk
-
-    def _compact(self) -> None:
-        """Move the bytes not handed out yet (less than a chunk) to the buffer's start."""
-        left = self._filled - self._start
-        self._buffer[:left] = self._buffer[self._start : self._filled]
-        self._start, self._filled = 0, left
-
-    def _resume(self) -> None:
-        if self._transport is not None and not self._eof and self._filled < len(self._buffer):
-            self._transport.resume_reading()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+    except RawBodyError as exc:
+        raise UpstreamError("unavailable", f"upstream blob read failed: {exc}") from None
 
 
 _SSL: list[ssl.SSLContext] = []
