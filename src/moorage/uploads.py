@@ -108,7 +108,15 @@ class Uploads:
             raise UploadOffsetMismatchError(upload_id, session.size)
         return session
 
-    async def _append(self, session: UploadSession, data: AsyncIterable[bytes]) -> UploadSession:
+    async def _append(
+        self,
+        session: UploadSession,
+        data: AsyncIterable[bytes],
+        written: Callable[[Any], None] | None = None,
+    ) -> UploadSession:
+        """Stage `data` after the session's bytes and save the new size. `written` is called with
+        the live sha256 of the whole upload (None when this process has none) once the bytes are
+        staged, before the save."""
         upload_id = session.upload_id
         live = self._hashers.pop(upload_id, None)
         hasher = live[1] if live is not None and live[0] == session.size else None
@@ -133,6 +141,8 @@ class Uploads:
             state = await self._blobs.append(session.state, counted())
         except UploadStateError:
             raise UploadUnknownError(upload_id) from None
+        if written is not None:
+            written(hasher)
         now = self._clock.now()
         async with self._metadata.transaction(write=True) as tx:
             saved = await tx.uploads.save(
@@ -162,13 +172,24 @@ class Uploads:
         and raises DigestMismatchError. `on_verified` is called once the digest matched, before
         the blob is published (the pull-through cache then releases a streamed body's last bytes)."""
         session = await self._status_at(registry, name, upload_id, first_byte)
+        told = False
+
+        def early(hasher: Any) -> None:
+            # The last chunk is staged and the live hash matches: say so now rather than after
+            # the session's save (a database write a streamed pull-through body would wait on).
+            nonlocal told
+            matched = hasher is not None and digest.algorithm == "sha256" and hasher.hexdigest() == digest.hex
+            if on_verified is not None and matched:
+                told = True
+                on_verified()
+
         if final is not None:
-            session = await self._append(session, final)
+            session = await self._append(session, final, early)
         actual = await self._digest_of(session, digest.algorithm)
         if actual != digest:
             await self.cancel(registry, name, upload_id)
             raise DigestMismatchError(str(digest), str(actual))
-        if on_verified is not None:
+        if on_verified is not None and not told:
             on_verified()
         await self._claim(BlobInfo(digest, session.size))
         try:
