@@ -19,7 +19,7 @@ from sqlalchemy.sql.dml import Insert
 from moorage.metadata import tables as t
 from moorage.model import Page, PageRequest
 
-__all__ = ["Executor", "SqlTable", "dt", "dt_req", "limited", "paged", "touch", "ts"]
+__all__ = ["Executor", "SqlTable", "dt", "dt_req", "insert_ignore", "limited", "paged", "touch", "ts"]
 
 
 def ts(value: datetime) -> float:
@@ -51,15 +51,28 @@ class Executor(Protocol):
     def begin_nested(self) -> AbstractAsyncContextManager[Any]: ...
 
 
+_IGNORING: dict[tuple[str, str], Insert] = {}
+
+
+def insert_ignore(dialect: str, table: Table) -> Insert:
+    """`INSERT ... ON CONFLICT DO NOTHING` into `table`, built once per dialect. Hot paths execute
+    it with their row as parameters (`execute(stmt, row)`) rather than `.values(row)`: building
+    a VALUES clause costs more than the indexed insert itself."""
+    key = (dialect, table.name)
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        base = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        stmt = _IGNORING[key] = base.on_conflict_do_nothing()
+    return stmt
+
+
 class SqlTable:
     def __init__(self, conn: Executor, dialect: str) -> None:
         self._c = conn
         self._dialect = dialect
 
     def _insert_ignore(self, table: Table) -> Insert:
-        if self._dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        return sqlite.insert(table).on_conflict_do_nothing()
+        return insert_ignore(self._dialect, table)
 
 
 async def touch(conn: Executor, dialect: str, digests: Sequence[str], now: datetime) -> None:

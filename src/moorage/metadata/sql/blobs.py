@@ -27,6 +27,17 @@ _LINKED_BLOB = (
     )
 )
 
+# Which of a manifest's blobs are linked (every push asks).
+_LINKED_OF_MANY = (
+    select(t.repo_blobs.c.digest)
+    .select_from(t.repo_blobs.join(t.blobs, t.blobs.c.digest == t.repo_blobs.c.digest))
+    .where(
+        t.repo_blobs.c.repo_id == bindparam("repo"),
+        t.repo_blobs.c.digest.in_(bindparam("digests", expanding=True)),
+        t.blobs.c.deleting == false(),
+    )
+)
+
 
 class SqlBlobs(SqlTable):
     async def add(self, info: BlobInfo, now: datetime) -> None:
@@ -53,14 +64,8 @@ class SqlBlobs(SqlTable):
     async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
         if not digests:
             return []
-        rb, b = t.repo_blobs, t.blobs
         wanted = sorted({str(d) for d in digests})
-        stmt = (
-            select(rb.c.digest)
-            .select_from(rb.join(b, b.c.digest == rb.c.digest))
-            .where(rb.c.repo_id == repo_id, rb.c.digest.in_(wanted), b.c.deleting == false())
-        )
-        found = {row[0] for row in await self._c.execute(stmt)}
+        found = {row[0] for row in await self._c.execute(_LINKED_OF_MANY, {"repo": repo_id, "digests": wanted})}
         return [d for d in digests if str(d) not in found]
 
     async def unlink(self, repo_id: int, digest: Digest) -> bool:

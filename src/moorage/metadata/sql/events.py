@@ -81,6 +81,10 @@ def _stable(dialect: str) -> Any:
 # The delivery loops run these constantly: built once per dialect, executed with parameters.
 _AFTER: dict[str, Any] = {}
 _CONSUMER = select(event_consumers).where(event_consumers.c.name == bindparam("name"))
+_INSERT = {
+    "postgresql": events.insert().values(xid=text("pg_current_xact_id()::text::bigint")),
+    "sqlite": events.insert(),
+}
 
 
 def _after_statement(dialect: str) -> Any:
@@ -120,10 +124,7 @@ class SqlEvents:
             }
             for e in new
         ]
-        stmt = events.insert()
-        if self._dialect == "postgresql":
-            stmt = stmt.values(xid=text("pg_current_xact_id()::text::bigint"))
-        await self._c.execute(stmt, rows)
+        await self._c.execute(_INSERT[self._dialect], rows)
         self.added += len(rows)
 
     async def after(self, position: EventPosition, limit: int) -> list[StoredEvent]:

@@ -62,11 +62,14 @@ class SqlRepositories(SqlTable):
         }
         # ON CONFLICT DO NOTHING rather than catching the unique violation: no savepoint needed,
         # and on PostgreSQL the transaction stays usable.
-        result = await self._c.execute(self._insert_ignore(t.repositories).values(values))
+        result = await self._c.execute(self._insert_ignore(t.repositories), values)
         if result.rowcount != 1:
             raise RepositoryAlreadyExistsError(repo.name, repo.registry.account_id)
-        params = {"account": repo.registry.account_id, "region": repo.registry.region, "name": repo.name}
-        new_id = (await self._c.execute(_REPO_BY_NAME, params)).first().id
+        if self._dialect == "sqlite":
+            new_id = result.lastrowid  # the INTEGER PRIMARY KEY is the rowid
+        else:
+            params = {"account": repo.registry.account_id, "region": repo.registry.region, "name": repo.name}
+            new_id = (await self._c.execute(_REPO_BY_NAME, params)).first().id
         return Repository(
             registry=repo.registry,
             name=repo.name,
