@@ -5,9 +5,9 @@ family (the sibling modules) on the transaction's connection.
 
 Dialect differences live in small named functions:
 - `async_url`: plain `sqlite:///` / `postgresql://` URLs are mapped to the async drivers.
-- `_on_sqlite_connect` / `_on_sqlite_begin`: WAL, foreign keys, a busy timeout, and `BEGIN IMMEDIATE`
-  for write transactions, so SQLite writers queue on the database lock up front instead of
-  failing when a read lock cannot be upgraded.
+- `_on_sqlite_connect` / `_on_sqlite_begin` / `_begin_sync`: WAL, foreign keys, a busy timeout,
+  and `BEGIN IMMEDIATE` for write transactions, so SQLite writers queue on the database lock up
+  front instead of failing when a read lock cannot be upgraded.
 - `SqlTable._insert_ignore` (base.py): `INSERT ... ON CONFLICT DO NOTHING` in either dialect.
 PostgreSQL serialises writers per repository with `SELECT ... FOR UPDATE` on the repository row.
 """
@@ -15,8 +15,10 @@ PostgreSQL serialises writers per repository with `SELECT ... FOR UPDATE` on the
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -94,29 +96,102 @@ class _SyncReads:
 
 
 class SqlTransaction:
+    """The table families on one transaction's connection, each made when first used: a
+    transaction touches two or three of the twenty, and it is begun on every request."""
+
     def __init__(self, conn: Executor, dialect: str) -> None:
-        known: dict[int, tuple[RegistryRef, str]] = {}
-        self.repositories: RepositoryTable = SqlRepositories(conn, dialect, known)
-        self.images: ImageTable = SqlImages(conn, dialect, known)
-        self.blobs: BlobTable = SqlBlobs(conn, dialect)
-        self.uploads: UploadTable = SqlUploads(conn, dialect)
-        self.resource_tags: ResourceTagTable = SqlResourceTags(conn, dialect)
-        self.identities: IdentityTable = SqlIdentities(conn, dialect)
-        self.policies: PolicyTable = SqlPolicies(conn, dialect)
-        self.lifecycle: LifecycleTable = SqlLifecycle(conn, dialect)
-        self.pull_exclusions: PullExclusionTable = SqlPullExclusions(conn, dialect)
-        self.leases: LeaseTable = SqlLeases(conn, dialect)
-        self.kv: KvTable = SqlKv(conn, dialect)
-        self.outbox = SqlEvents(conn, dialect)
-        self.events: EventTable = self.outbox
-        self.templates: TemplateTable = SqlTemplates(conn, dialect)
-        self.replication: ReplicationStatusTable = SqlReplicationStatuses(conn, dialect)
-        self.backfills: BackfillTable = SqlBackfills(conn, dialect)
-        self.vulndb: VulnDbTable = SqlVulnDb(conn, dialect)
-        self.scans: ScanTable = SqlScans(conn, dialect)
-        self.pull_through: PullThroughRuleTable = SqlPullThroughRules(conn, dialect)
-        self.secrets: SecretTable = SqlSecrets(conn, dialect)
-        self.signing: SigningTable = SqlSigning(conn, dialect)
+        self._conn = conn
+        self._dialect = dialect
+        self._known: dict[int, tuple[RegistryRef, str]] = {}
+
+    def events_added(self) -> int:
+        """How many events this transaction wrote (the store wakes consumers after the commit)."""
+        outbox: SqlEvents | None = self.__dict__.get("outbox")
+        return 0 if outbox is None else outbox.added
+
+    @cached_property
+    def repositories(self) -> RepositoryTable:
+        return SqlRepositories(self._conn, self._dialect, self._known)
+
+    @cached_property
+    def images(self) -> ImageTable:
+        return SqlImages(self._conn, self._dialect, self._known)
+
+    @cached_property
+    def blobs(self) -> BlobTable:
+        return SqlBlobs(self._conn, self._dialect)
+
+    @cached_property
+    def uploads(self) -> UploadTable:
+        return SqlUploads(self._conn, self._dialect)
+
+    @cached_property
+    def resource_tags(self) -> ResourceTagTable:
+        return SqlResourceTags(self._conn, self._dialect)
+
+    @cached_property
+    def identities(self) -> IdentityTable:
+        return SqlIdentities(self._conn, self._dialect)
+
+    @cached_property
+    def policies(self) -> PolicyTable:
+        return SqlPolicies(self._conn, self._dialect)
+
+    @cached_property
+    def lifecycle(self) -> LifecycleTable:
+        return SqlLifecycle(self._conn, self._dialect)
+
+    @cached_property
+    def pull_exclusions(self) -> PullExclusionTable:
+        return SqlPullExclusions(self._conn, self._dialect)
+
+    @cached_property
+    def leases(self) -> LeaseTable:
+        return SqlLeases(self._conn, self._dialect)
+
+    @cached_property
+    def kv(self) -> KvTable:
+        return SqlKv(self._conn, self._dialect)
+
+    @cached_property
+    def outbox(self) -> SqlEvents:
+        return SqlEvents(self._conn, self._dialect)
+
+    @cached_property
+    def events(self) -> EventTable:
+        return self.outbox
+
+    @cached_property
+    def templates(self) -> TemplateTable:
+        return SqlTemplates(self._conn, self._dialect)
+
+    @cached_property
+    def replication(self) -> ReplicationStatusTable:
+        return SqlReplicationStatuses(self._conn, self._dialect)
+
+    @cached_property
+    def backfills(self) -> BackfillTable:
+        return SqlBackfills(self._conn, self._dialect)
+
+    @cached_property
+    def vulndb(self) -> VulnDbTable:
+        return SqlVulnDb(self._conn, self._dialect)
+
+    @cached_property
+    def scans(self) -> ScanTable:
+        return SqlScans(self._conn, self._dialect)
+
+    @cached_property
+    def pull_through(self) -> PullThroughRuleTable:
+        return SqlPullThroughRules(self._conn, self._dialect)
+
+    @cached_property
+    def secrets(self) -> SecretTable:
+        return SqlSecrets(self._conn, self._dialect)
+
+    @cached_property
+    def signing(self) -> SigningTable:
+        return SqlSigning(self._conn, self._dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -144,6 +219,24 @@ def _on_sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
 
+def _begin_sync(sync: Connection, statement: str) -> RootTransaction:
+    """A transaction on a loop-thread SQLite connection: SQLAlchemy's (which issues nothing, the
+    driver's transaction control being off), then BEGIN straight on the driver. No "begin" event
+    listener does it, because any listener on an engine makes SQLAlchemy dispatch events around
+    every statement it runs; and the driver call costs less than a SQLAlchemy statement."""
+    outer = sync.begin()
+    try:
+        sync.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
+    except sqlite3.Error as exc:
+        outer.rollback()
+        # As SQLAlchemy would have raised it (callers look for "locked" / "busy" in it).
+        raise OperationalError(statement, None, exc) from exc
+    except BaseException:
+        outer.rollback()
+        raise
+    return outer
+
+
 class SqlMetadataStore:
     """MetadataStore on one SQLAlchemy async engine."""
 
@@ -169,7 +262,7 @@ class SqlMetadataStore:
             callback()
 
     def _committed(self, tx: SqlTransaction) -> None:
-        if tx.outbox.added:
+        if tx.events_added():
             for callback in self._event_listeners:
                 callback()
 
@@ -187,8 +280,7 @@ class SqlMetadataStore:
             for target in (engine.sync_engine, reads):
                 event.listen(target, "connect", _on_sqlite_connect)
             event.listen(writes, "connect", _on_sqlite_connect_nowait)
-            for target in (engine.sync_engine, reads, writes):
-                event.listen(target, "begin", _on_sqlite_begin)
+            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
             return cls(engine, reads, writes)
         # No pre-ping: it costs a round trip per checkout on the hot path; stale connections are
         # recycled instead and a failed statement surfaces as an error for that one request.
@@ -206,7 +298,7 @@ class SqlMetadataStore:
             # the checkout costs more than the indexed queries a read transaction runs.
             sync = self._idle_reads.pop() if self._idle_reads else self._sync_reads.connect()
             try:
-                with sync.begin():
+                with _begin_sync(sync, "BEGIN"):
                     yield SqlTransaction(_SyncReads(sync), self._dialect)
             except BaseException:
                 sync.close()
@@ -255,9 +347,9 @@ class SqlMetadataStore:
         assert self._sync_writes is not None
         delay, waited = 0.0005, 0.0
         while True:
-            sync = self._sync_writes.connect().execution_options(**{_WRITE: True})
+            sync = self._sync_writes.connect()
             try:
-                return sync, sync.begin()
+                return sync, _begin_sync(sync, "BEGIN IMMEDIATE")
             except OperationalError as exc:
                 sync.close()
                 if "locked" not in str(exc) and "busy" not in str(exc):
