@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Executable, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,7 +19,21 @@ from sqlalchemy.sql.dml import Insert
 from moorage.metadata import tables as t
 from moorage.model import Page, PageRequest
 
-__all__ = ["Executor", "SqlTable", "dt", "dt_req", "insert_ignore", "limited", "paged", "touch", "ts"]
+__all__ = [
+    "Executor",
+    "SqlTable",
+    "dt",
+    "dt_req",
+    "insert_ignore",
+    "is_prebuilt",
+    "limited",
+    "paged",
+    "prebuilt",
+    "touch",
+    "ts",
+]
+
+_S = TypeVar("_S")
 
 
 def ts(value: datetime) -> float:
@@ -83,3 +97,19 @@ async def touch(conn: Executor, dialect: str, digests: Sequence[str], now: datet
     insert = postgresql.insert(t.gc_candidates) if dialect == "postgresql" else sqlite.insert(t.gc_candidates)
     stmt = insert.on_conflict_do_update(index_elements=["digest"], set_={"since": insert.excluded.since})
     await conn.execute(stmt, rows)
+
+
+# Statements built once at import that may run on the SQLite fast path (`store._lean`): by
+# identity, so a statement built per call never lands there.
+_PREBUILT: dict[int, Any] = {}
+
+
+def prebuilt(stmt: _S) -> _S:
+    """Mark a module-level SELECT, built once, as one the store may run without SQLAlchemy's
+    per-execution machinery on SQLite (compiled once; rows, types and errors as SQLAlchemy gives)."""
+    _PREBUILT[id(stmt)] = stmt
+    return stmt
+
+
+def is_prebuilt(stmt: Any) -> bool:
+    return _PREBUILT.get(id(stmt)) is stmt

@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import bindparam, delete, false, select, true, update
 
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import SqlTable, dt_req, touch, ts
+from moorage.metadata.sql.base import SqlTable, dt_req, prebuilt, touch, ts
 from moorage.model import BlobInfo, Digest, RegistryRef, RepositoryName, UploadSession, UploadState
 
 __all__ = ["SqlBlobs", "SqlUploads"]
 
 
-_LINKED_BLOB = (
+_LINKED_BLOB = prebuilt(
     select(t.blobs.c.size)
     .select_from(t.repo_blobs.join(t.blobs, t.blobs.c.digest == t.repo_blobs.c.digest))
     .where(

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Row
 
 from moorage.metadata import ManifestRef
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, limited, paged, touch, ts
+from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, limited, paged, prebuilt, touch, ts
 from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, RepositoryName
 
@@ -52,14 +52,16 @@ def _image_by_tag(with_body: bool) -> Select[Any]:
     )
 
 
-_IMAGE_BY_DIGEST = {flag: _image_by_digest(flag) for flag in (False, True)}
+_IMAGE_BY_DIGEST = {flag: prebuilt(_image_by_digest(flag)) for flag in (False, True)}
 # Tags of one image / of a page of images. No ORDER BY (names are sorted in Python), so the
 # (repo_id, digest) index is the one used.
-_TAGS_OF = select(t.tags.c.name).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest == bindparam("digest"))
+_TAGS_OF = prebuilt(
+    select(t.tags.c.name).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest == bindparam("digest"))
+)
 _TAGS_OF_MANY = select(t.tags.c.digest, t.tags.c.name).where(
     t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest.in_(bindparam("digests", expanding=True))
 )
-_IMAGE_BY_TAG = {flag: _image_by_tag(flag) for flag in (False, True)}
+_IMAGE_BY_TAG = {flag: prebuilt(_image_by_tag(flag)) for flag in (False, True)}
 
 
 def _list_ids(tag_status: str, image_status: str, cursor: bool, limit: bool) -> Select[Any]:
@@ -100,7 +102,7 @@ def _list_ids(tag_status: str, image_status: str, cursor: bool, limit: bool) -> 
 
 # Every combination is small and ListImages is a listing users page through: built once at import.
 _LIST_IDS = {
-    (tag_status, image_status, cursor, limit): _list_ids(tag_status, image_status, cursor, limit)
+    (tag_status, image_status, cursor, limit): prebuilt(_list_ids(tag_status, image_status, cursor, limit))
     for tag_status in ("TAGGED", "UNTAGGED", "ANY")
     for image_status in ("ACTIVE", "ARCHIVED", "ACTIVATING", "ANY")
     for cursor in (False, True)
@@ -110,7 +112,9 @@ _LIST_IDS = {
 # The push path's statements (PutImage, manifest PUT), built once like the read path's.
 _INSERT_REF = t.manifest_refs.insert()
 _INSERT_TAG = t.tags.insert()
-_TAG_TARGET = select(t.tags.c.digest).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.name == bindparam("tag"))
+_TAG_TARGET = prebuilt(
+    select(t.tags.c.digest).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.name == bindparam("tag"))
+)
 _MOVE_TAG = (
     update(t.tags)
     .where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.name == bindparam("tag"))

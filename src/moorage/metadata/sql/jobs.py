@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import SqlTable, ts
+from moorage.metadata.sql.base import SqlTable, prebuilt, ts
 
 __all__ = ["SqlKv", "SqlLeases"]
 
@@ -34,7 +34,7 @@ class SqlLeases(SqlTable):
 
 
 # Settings and documents are read on most requests and by every event consumer: built once.
-_KV_GET = select(t.kv.c.value).where(t.kv.c.name == bindparam("name"))
+_KV_GET = prebuilt(select(t.kv.c.value).where(t.kv.c.name == bindparam("name")))
 
 
 def _upsert(insert: Any) -> Any:

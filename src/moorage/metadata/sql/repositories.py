@@ -15,7 +15,7 @@ from sqlalchemy.engine import Row
 
 from moorage.errors import RepositoryAlreadyExistsError
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import Executor, SqlTable, dt_req, limited, paged, touch, ts
+from moorage.metadata.sql.base import Executor, SqlTable, dt_req, limited, paged, prebuilt, touch, ts
 from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Page, PageRequest, RegistryRef, Repository, RepositoryName
 
@@ -39,12 +39,14 @@ def repository_from_row(row: Row[Any]) -> Repository:
 
 # Hot-path statements, built once: constructing SQLAlchemy expressions costs more than running
 # an indexed SQLite query.
-_REPO_BY_NAME = select(t.repositories).where(
-    t.repositories.c.account_id == bindparam("account"),
-    t.repositories.c.region == bindparam("region"),
-    t.repositories.c.name == bindparam("name"),
+_REPO_BY_NAME = prebuilt(
+    select(t.repositories).where(
+        t.repositories.c.account_id == bindparam("account"),
+        t.repositories.c.region == bindparam("region"),
+        t.repositories.c.name == bindparam("name"),
+    )
 )
-_REPO_BY_NAME_LOCKED = _REPO_BY_NAME.with_for_update()
+_REPO_BY_NAME_LOCKED = prebuilt(_REPO_BY_NAME.with_for_update())
 
 
 class SqlRepositories(SqlTable):

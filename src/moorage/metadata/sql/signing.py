@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, delete, select
 
 from moorage.metadata import tables as t
 from moorage.metadata.signing import SigningProfileRecord, SigningRoot, SigningStatusRecord
-from moorage.metadata.sql.base import SqlTable, dt, dt_req, ts
+from moorage.metadata.sql.base import SqlTable, dt, dt_req, prebuilt, ts
 from moorage.model import RegistryRef
 
 __all__ = ["SqlSigning"]
@@ -63,8 +63,9 @@ def _image(registry: RegistryRef, repository: str, digest: str) -> Any:
         & (_S.c.digest == digest)
     )
 
+
 # Every pushed image's signing statuses are read (by the signing event consumer): built once.
-_STATUSES = (
+_STATUSES = prebuilt(
     select(_S)
     .where(
         _S.c.account_id == bindparam("account"),
