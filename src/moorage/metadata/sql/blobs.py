@@ -27,16 +27,26 @@ _LINKED_BLOB = prebuilt(
     )
 )
 
-# Which of a manifest's blobs are linked (every push asks).
-_LINKED_OF_MANY = (
-    select(t.repo_blobs.c.digest)
-    .select_from(t.repo_blobs.join(t.blobs, t.blobs.c.digest == t.repo_blobs.c.digest))
-    .where(
-        t.repo_blobs.c.repo_id == bindparam("repo"),
-        t.repo_blobs.c.digest.in_(bindparam("digests", expanding=True)),
-        t.blobs.c.deleting == false(),
+# Which of a manifest's blobs are linked (every push asks): for the usual few blobs, one prebuilt
+# statement per count with a parameter each (d0, d1, ...), which the SQLite store runs compiled
+# once; past _LINKED_FIXED blobs, one IN list expanded per execution.
+_LINKED_FIXED = 32
+
+
+def _linked_of(digests: Any) -> Any:
+    return (
+        select(t.repo_blobs.c.digest)
+        .select_from(t.repo_blobs.join(t.blobs, t.blobs.c.digest == t.repo_blobs.c.digest))
+        .where(
+            t.repo_blobs.c.repo_id == bindparam("repo"),
+            t.repo_blobs.c.digest.in_(digests),
+            t.blobs.c.deleting == false(),
+        )
     )
-)
+
+
+_LINKED_OF_MANY = _linked_of(bindparam("digests", expanding=True))
+_LINKED_OF_N = {n: prebuilt(_linked_of([bindparam(f"d{i}") for i in range(n)])) for n in range(1, _LINKED_FIXED + 1)}
 
 
 class SqlBlobs(SqlTable):
@@ -65,7 +75,13 @@ class SqlBlobs(SqlTable):
         if not digests:
             return []
         wanted = sorted({str(d) for d in digests})
-        found = {row[0] for row in await self._c.execute(_LINKED_OF_MANY, {"repo": repo_id, "digests": wanted})}
+        if len(wanted) <= _LINKED_FIXED:
+            params: dict[str, Any] = {f"d{i}": digest for i, digest in enumerate(wanted)}
+            params["repo"] = repo_id
+            rows = await self._c.execute(_LINKED_OF_N[len(wanted)], params)
+        else:
+            rows = await self._c.execute(_LINKED_OF_MANY, {"repo": repo_id, "digests": wanted})
+        found = {row[0] for row in rows}
         return [d for d in digests if str(d) not in found]
 
     async def unlink(self, repo_id: int, digest: Digest) -> bool:
