@@ -638,6 +638,19 @@ async def test_blob_missing_lists_what_the_repository_does_not_link(metadata_sto
         assert await tx.blobs.missing(repo.id, []) == []
 
 
+@pytest.mark.parametrize("count", [31, 32, 33, 60])
+async def test_blob_missing_for_many_blobs(metadata_store: MetadataStore, count: int) -> None:
+    # Small manifests and large ones take different statements: the answer must not change.
+    repo = await create(metadata_store, "app")
+    blobs = [await add_blob(metadata_store, f"layer-{i}") for i in range(count - 1)]
+    async with metadata_store.transaction(write=True) as tx:
+        for blob in blobs[::2]:
+            await tx.blobs.link(repo.id, blob.digest, now())
+    wanted = [b.digest for b in blobs] + [digest("absent"), blobs[0].digest]  # a repeat too
+    async with metadata_store.transaction() as tx:
+        assert await tx.blobs.missing(repo.id, wanted) == [b.digest for b in blobs[1::2]] + [digest("absent")]
+
+
 async def test_unlink_reports_whether_there_was_a_link(metadata_store: MetadataStore) -> None:
     repo = await create(metadata_store, "app")
     info = await add_blob(metadata_store, "blob")

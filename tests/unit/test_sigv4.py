@@ -421,6 +421,41 @@ def test_malformed_x_amz_date(value: str) -> None:
     assert_incomplete(json_post().with_headers(x_amz_date=[value]), "ISO-8601 'basic format'")
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "20241232T120000Z",  # no such day
+        "20240230T120000Z",
+        "20230229T120000Z",  # not a leap year
+        "20240100T120000Z",
+        "20240001T120000Z",
+        "00000101T120000Z",  # year 0
+        "20240101T240000Z",
+        "20240101T126000Z",
+        "20240101T120060Z",  # strptime reads a leap second, datetime refuses it
+        "20240101T120061Z",
+    ],
+)
+def test_impossible_x_amz_date(value: str) -> None:
+    assert_incomplete(json_post().with_headers(x_amz_date=[value]), "ISO-8601 'basic format'")
+
+
+def test_leap_day_x_amz_date_verifies() -> None:
+    leap_day = datetime(2024, 2, 29, 23, 59, 59, tzinfo=UTC)
+    parsed = check(json_post(at=leap_day), now=leap_day)
+    assert parsed.amz_date == "20240229T235959Z"
+
+
+def test_signing_key_of_another_day_or_secret_is_not_reused() -> None:
+    # Verification remembers derived keys: a request of the next day, or signed with another
+    # secret, must still be checked against its own key.
+    check(json_post())
+    next_day = T0 + timedelta(days=1)
+    check(json_post(at=next_day), now=next_day)
+    assert_mismatch(json_post(at=next_day), now=next_day, secret=SECRET + "x")
+    assert_mismatch(json_post(secret=SECRET + "y"))
+
+
 def test_host_not_signed() -> None:
     s = sign("POST", ENDPOINT + "/", headers=[("X-Amz-Target", TARGET)], data=b"{}")
     unsigned_host = s.with_authorization(lambda a: a.replace("host;", ""))

@@ -538,26 +538,68 @@ class KvTable(Protocol):
 
 
 class Transaction(Protocol):
-    repositories: RepositoryTable
-    images: ImageTable
-    blobs: BlobTable
-    uploads: UploadTable
-    resource_tags: ResourceTagTable
-    identities: IdentityTable
-    policies: PolicyTable
-    lifecycle: LifecycleTable
-    pull_exclusions: PullExclusionTable
-    leases: LeaseTable
-    kv: KvTable
-    events: EventTable
-    templates: TemplateTable
-    replication: ReplicationStatusTable
-    backfills: BackfillTable
-    vulndb: VulnDbTable
-    scans: ScanTable
-    pull_through: PullThroughRuleTable
-    secrets: SecretTable
-    signing: SigningTable
+    """The table families of one transaction. Read-only: an implementation may make each one
+    when it is first used."""
+
+    @property
+    def repositories(self) -> RepositoryTable: ...
+
+    @property
+    def images(self) -> ImageTable: ...
+
+    @property
+    def blobs(self) -> BlobTable: ...
+
+    @property
+    def uploads(self) -> UploadTable: ...
+
+    @property
+    def resource_tags(self) -> ResourceTagTable: ...
+
+    @property
+    def identities(self) -> IdentityTable: ...
+
+    @property
+    def policies(self) -> PolicyTable: ...
+
+    @property
+    def lifecycle(self) -> LifecycleTable: ...
+
+    @property
+    def pull_exclusions(self) -> PullExclusionTable: ...
+
+    @property
+    def leases(self) -> LeaseTable: ...
+
+    @property
+    def kv(self) -> KvTable: ...
+
+    @property
+    def events(self) -> EventTable: ...
+
+    @property
+    def templates(self) -> TemplateTable: ...
+
+    @property
+    def replication(self) -> ReplicationStatusTable: ...
+
+    @property
+    def backfills(self) -> BackfillTable: ...
+
+    @property
+    def vulndb(self) -> VulnDbTable: ...
+
+    @property
+    def scans(self) -> ScanTable: ...
+
+    @property
+    def pull_through(self) -> PullThroughRuleTable: ...
+
+    @property
+    def secrets(self) -> SecretTable: ...
+
+    @property
+    def signing(self) -> SigningTable: ...
 
 
 class MetadataStore(Protocol):

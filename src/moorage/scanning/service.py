@@ -209,10 +209,12 @@ class Scanning:
             name = RepositoryName(detail["repository-name"])
             try:
                 repo = await self._registry.get_repository(registry, name)
+                # Most pushes go to repositories scanned manually only: decided before the
+                # manifest is read.
+                if self.effective(configs[registry], name, repo.scan_on_push).scan_frequency == "MANUAL":
+                    continue
                 image = await self._image(registry, name, detail["image-digest"])
             except Exception:  # noqa: S112 - deleted since the push: nothing to scan
-                continue
-            if self.effective(configs[registry], name, repo.scan_on_push).scan_frequency == "MANUAL":
                 continue
             if image.body is None or mf.parse(image.body, image.media_type).config is None:
                 continue  # an index: its platform images are pushed, and scanned, on their own

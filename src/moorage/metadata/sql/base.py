@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Executable, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,7 +19,21 @@ from sqlalchemy.sql.dml import Insert
 from moorage.metadata import tables as t
 from moorage.model import Page, PageRequest
 
-__all__ = ["Executor", "SqlTable", "dt", "dt_req", "limited", "paged", "touch", "ts"]
+__all__ = [
+    "Executor",
+    "SqlTable",
+    "dt",
+    "dt_req",
+    "insert_ignore",
+    "is_prebuilt",
+    "limited",
+    "paged",
+    "prebuilt",
+    "touch",
+    "ts",
+]
+
+_S = TypeVar("_S")
 
 
 def ts(value: datetime) -> float:
@@ -51,15 +65,28 @@ class Executor(Protocol):
     def begin_nested(self) -> AbstractAsyncContextManager[Any]: ...
 
 
+_IGNORING: dict[tuple[str, str], Insert] = {}
+
+
+def insert_ignore(dialect: str, table: Table) -> Insert:
+    """`INSERT ... ON CONFLICT DO NOTHING` into `table`, built once per dialect. Hot paths execute
+    it with their row as parameters (`execute(stmt, row)`) rather than `.values(row)`: building
+    a VALUES clause costs more than the indexed insert itself."""
+    key = (dialect, table.name)
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        base = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        stmt = _IGNORING[key] = base.on_conflict_do_nothing()
+    return stmt
+
+
 class SqlTable:
     def __init__(self, conn: Executor, dialect: str) -> None:
         self._c = conn
         self._dialect = dialect
 
     def _insert_ignore(self, table: Table) -> Insert:
-        if self._dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        return sqlite.insert(table).on_conflict_do_nothing()
+        return insert_ignore(self._dialect, table)
 
 
 async def touch(conn: Executor, dialect: str, digests: Sequence[str], now: datetime) -> None:
@@ -70,3 +97,19 @@ async def touch(conn: Executor, dialect: str, digests: Sequence[str], now: datet
     insert = postgresql.insert(t.gc_candidates) if dialect == "postgresql" else sqlite.insert(t.gc_candidates)
     stmt = insert.on_conflict_do_update(index_elements=["digest"], set_={"since": insert.excluded.since})
     await conn.execute(stmt, rows)
+
+
+# Statements built once at import that may run on the SQLite fast path (`store._lean`): by
+# identity, so a statement built per call never lands there.
+_PREBUILT: dict[int, Any] = {}
+
+
+def prebuilt(stmt: _S) -> _S:
+    """Mark a module-level SELECT, built once, as one the store may run without SQLAlchemy's
+    per-execution machinery on SQLite (compiled once; rows, types and errors as SQLAlchemy gives)."""
+    _PREBUILT[id(stmt)] = stmt
+    return stmt
+
+
+def is_prebuilt(stmt: Any) -> bool:
+    return _PREBUILT.get(id(stmt)) is stmt

@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import bindparam, delete, false, select, true, update
 
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import SqlTable, dt_req, touch, ts
+from moorage.metadata.sql.base import SqlTable, dt_req, prebuilt, touch, ts
 from moorage.model import BlobInfo, Digest, RegistryRef, RepositoryName, UploadSession, UploadState
 
 __all__ = ["SqlBlobs", "SqlUploads"]
 
 
-_LINKED_BLOB = (
+_LINKED_BLOB = prebuilt(
     select(t.blobs.c.size)
     .select_from(t.repo_blobs.join(t.blobs, t.blobs.c.digest == t.repo_blobs.c.digest))
     .where(
@@ -26,6 +26,27 @@ _LINKED_BLOB = (
         t.blobs.c.deleting == false(),
     )
 )
+
+# Which of a manifest's blobs are linked (every push asks): for the usual few blobs, one prebuilt
+# statement per count with a parameter each (d0, d1, ...), which the SQLite store runs compiled
+# once; past _LINKED_FIXED blobs, one IN list expanded per execution.
+_LINKED_FIXED = 32
+
+
+def _linked_of(digests: Any) -> Any:
+    return (
+        select(t.repo_blobs.c.digest)
+        .select_from(t.repo_blobs.join(t.blobs, t.blobs.c.digest == t.repo_blobs.c.digest))
+        .where(
+            t.repo_blobs.c.repo_id == bindparam("repo"),
+            t.repo_blobs.c.digest.in_(digests),
+            t.blobs.c.deleting == false(),
+        )
+    )
+
+
+_LINKED_OF_MANY = _linked_of(bindparam("digests", expanding=True))
+_LINKED_OF_N = {n: prebuilt(_linked_of([bindparam(f"d{i}") for i in range(n)])) for n in range(1, _LINKED_FIXED + 1)}
 
 
 class SqlBlobs(SqlTable):
@@ -53,14 +74,14 @@ class SqlBlobs(SqlTable):
     async def missing(self, repo_id: int, digests: Sequence[Digest]) -> list[Digest]:
         if not digests:
             return []
-        rb, b = t.repo_blobs, t.blobs
         wanted = sorted({str(d) for d in digests})
-        stmt = (
-            select(rb.c.digest)
-            .select_from(rb.join(b, b.c.digest == rb.c.digest))
-            .where(rb.c.repo_id == repo_id, rb.c.digest.in_(wanted), b.c.deleting == false())
-        )
-        found = {row[0] for row in await self._c.execute(stmt)}
+        if len(wanted) <= _LINKED_FIXED:
+            params: dict[str, Any] = {f"d{i}": digest for i, digest in enumerate(wanted)}
+            params["repo"] = repo_id
+            rows = await self._c.execute(_LINKED_OF_N[len(wanted)], params)
+        else:
+            rows = await self._c.execute(_LINKED_OF_MANY, {"repo": repo_id, "digests": wanted})
+        found = {row[0] for row in rows}
         return [d for d in digests if str(d) not in found]
 
     async def unlink(self, repo_id: int, digest: Digest) -> bool:

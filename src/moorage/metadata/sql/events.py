@@ -18,6 +18,7 @@ from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from moorage.metadata.outbox import ConsumerState, EventFailure, EventPosition, StoredEvent
+from moorage.metadata.sql.base import prebuilt
 from moorage.metadata.tables import event_consumers, event_failures, events
 
 if TYPE_CHECKING:
@@ -80,13 +81,17 @@ def _stable(dialect: str) -> Any:
 
 # The delivery loops run these constantly: built once per dialect, executed with parameters.
 _AFTER: dict[str, Any] = {}
-_CONSUMER = select(event_consumers).where(event_consumers.c.name == bindparam("name"))
+_CONSUMER = prebuilt(select(event_consumers).where(event_consumers.c.name == bindparam("name")))
+_INSERT = {
+    "postgresql": events.insert().values(xid=text("pg_current_xact_id()::text::bigint")),
+    "sqlite": events.insert(),
+}
 
 
 def _after_statement(dialect: str) -> Any:
     stmt = _AFTER.get(dialect)
     if stmt is None:
-        stmt = _AFTER[dialect] = (
+        stmt = _AFTER[dialect] = prebuilt(
             select(*_COLUMNS)
             .where(tuple_(events.c.xid, events.c.seq) > tuple_(bindparam("xid"), bindparam("seq")))
             .where(_stable(dialect))
@@ -120,10 +125,7 @@ class SqlEvents:
             }
             for e in new
         ]
-        stmt = events.insert()
-        if self._dialect == "postgresql":
-            stmt = stmt.values(xid=text("pg_current_xact_id()::text::bigint"))
-        await self._c.execute(stmt, rows)
+        await self._c.execute(_INSERT[self._dialect], rows)
         self.added += len(rows)
 
     async def after(self, position: EventPosition, limit: int) -> list[StoredEvent]:

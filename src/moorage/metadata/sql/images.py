@@ -12,7 +12,7 @@ from sqlalchemy.engine import Row
 
 from moorage.metadata import ManifestRef
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, limited, paged, touch, ts
+from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, limited, paged, prebuilt, touch, ts
 from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, RepositoryName
 
@@ -52,14 +52,16 @@ def _image_by_tag(with_body: bool) -> Select[Any]:
     )
 
 
-_IMAGE_BY_DIGEST = {flag: _image_by_digest(flag) for flag in (False, True)}
+_IMAGE_BY_DIGEST = {flag: prebuilt(_image_by_digest(flag)) for flag in (False, True)}
 # Tags of one image / of a page of images. No ORDER BY (names are sorted in Python), so the
 # (repo_id, digest) index is the one used.
-_TAGS_OF = select(t.tags.c.name).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest == bindparam("digest"))
+_TAGS_OF = prebuilt(
+    select(t.tags.c.name).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest == bindparam("digest"))
+)
 _TAGS_OF_MANY = select(t.tags.c.digest, t.tags.c.name).where(
     t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest.in_(bindparam("digests", expanding=True))
 )
-_IMAGE_BY_TAG = {flag: _image_by_tag(flag) for flag in (False, True)}
+_IMAGE_BY_TAG = {flag: prebuilt(_image_by_tag(flag)) for flag in (False, True)}
 
 
 def _list_ids(tag_status: str, image_status: str, cursor: bool, limit: bool) -> Select[Any]:
@@ -100,12 +102,24 @@ def _list_ids(tag_status: str, image_status: str, cursor: bool, limit: bool) -> 
 
 # Every combination is small and ListImages is a listing users page through: built once at import.
 _LIST_IDS = {
-    (tag_status, image_status, cursor, limit): _list_ids(tag_status, image_status, cursor, limit)
+    (tag_status, image_status, cursor, limit): prebuilt(_list_ids(tag_status, image_status, cursor, limit))
     for tag_status in ("TAGGED", "UNTAGGED", "ANY")
     for image_status in ("ACTIVE", "ARCHIVED", "ACTIVATING", "ANY")
     for cursor in (False, True)
     for limit in (False, True)
 }
+
+# The push path's statements (PutImage, manifest PUT), built once like the read path's.
+_INSERT_REF = t.manifest_refs.insert()
+_INSERT_TAG = t.tags.insert()
+_TAG_TARGET = prebuilt(
+    select(t.tags.c.digest).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.name == bindparam("tag"))
+)
+_MOVE_TAG = (
+    update(t.tags)
+    .where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.name == bindparam("tag"))
+    .values(digest=bindparam("new_digest"), updated_at=bindparam("updated"))
+)
 
 
 class SqlImages(SqlTable):
@@ -157,26 +171,25 @@ class SqlImages(SqlTable):
         )
 
     async def put(self, repo_id: int, image: Image, body: bytes, refs: Sequence[ManifestRef]) -> bool:
-        m = t.manifests
-        stmt = self._insert_ignore(m).values(
-            repo_id=repo_id,
-            digest=str(image.digest),
-            media_type=image.media_type,
-            artifact_type=image.artifact_type,
-            config_media_type=image.config_media_type,
-            subject=str(image.subject) if image.subject else None,
-            size=len(body),
-            image_size=image.image_size,
-            body=body,
-            pushed_at=ts(image.pushed_at),
-        )
-        result = await self._c.execute(stmt)
+        row = {
+            "repo_id": repo_id,
+            "digest": str(image.digest),
+            "media_type": image.media_type,
+            "artifact_type": image.artifact_type,
+            "config_media_type": image.config_media_type,
+            "subject": str(image.subject) if image.subject else None,
+            "size": len(body),
+            "image_size": image.image_size,
+            "body": body,
+            "pushed_at": ts(image.pushed_at),
+        }
+        result = await self._c.execute(self._insert_ignore(t.manifests), row)
         if result.rowcount != 1:
             return False
         unique = {str(child): (kind, media_type) for child, kind, media_type in refs}
         if unique:
             await self._c.execute(
-                t.manifest_refs.insert(),
+                _INSERT_REF,
                 [
                     {
                         "repo_id": repo_id,
@@ -255,18 +268,14 @@ class SqlImages(SqlTable):
         return paged([row[0] for row in rows], page.limit, lambda name: name)
 
     async def set_tag(self, repo_id: int, tag: str, digest: Digest, now: datetime) -> Digest | None:
-        tg = t.tags
-        previous = (
-            await self._c.execute(select(tg.c.digest).where(tg.c.repo_id == repo_id, tg.c.name == tag))
-        ).scalar()
+        previous = (await self._c.execute(_TAG_TARGET, {"repo": repo_id, "tag": tag})).scalar()
         if previous is None:
-            await self._c.execute(tg.insert().values(repo_id=repo_id, name=tag, digest=str(digest), updated_at=ts(now)))
+            row = {"repo_id": repo_id, "name": tag, "digest": str(digest), "updated_at": ts(now)}
+            await self._c.execute(_INSERT_TAG, row)
             return None
         if previous != str(digest):
             await self._c.execute(
-                update(tg)
-                .where(tg.c.repo_id == repo_id, tg.c.name == tag)
-                .values(digest=str(digest), updated_at=ts(now))
+                _MOVE_TAG, {"repo": repo_id, "tag": tag, "new_digest": str(digest), "updated": ts(now)}
             )
         return Digest.parse(previous)
 

@@ -4,12 +4,13 @@ settings, documents, secrets, the shared clock offset)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import SqlTable, ts
+from moorage.metadata.sql.base import SqlTable, prebuilt, ts
 
 __all__ = ["SqlKv", "SqlLeases"]
 
@@ -32,18 +33,24 @@ class SqlLeases(SqlTable):
         await self._c.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
 
 
+# Settings and documents are read on most requests and by every event consumer: built once.
+_KV_GET = prebuilt(select(t.kv.c.value).where(t.kv.c.name == bindparam("name")))
+
+
+def _upsert(insert: Any) -> Any:
+    return insert.on_conflict_do_update(index_elements=["name"], set_={"value": insert.excluded.value})
+
+
+_KV_PUT = {"postgresql": _upsert(postgresql.insert(t.kv)), "sqlite": _upsert(sqlite.insert(t.kv))}
+
+
 class SqlKv(SqlTable):
     async def get(self, name: str) -> str | None:
-        value = (await self._c.execute(select(t.kv.c.value).where(t.kv.c.name == name))).scalar()
+        value = (await self._c.execute(_KV_GET, {"name": name})).scalar()
         return None if value is None else str(value)
 
     async def put(self, name: str, value: str) -> None:
-        if self._dialect == "postgresql":
-            pg = postgresql.insert(t.kv).values(name=name, value=value)
-            await self._c.execute(pg.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
-        else:
-            lite = sqlite.insert(t.kv).values(name=name, value=value)
-            await self._c.execute(lite.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
+        await self._c.execute(_KV_PUT[self._dialect], {"name": name, "value": value})
 
     async def put_if_absent(self, name: str, value: str) -> str:
         await self._c.execute(self._insert_ignore(t.kv).values(name=name, value=value))

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Row
 
 from moorage.errors import RepositoryAlreadyExistsError
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import Executor, SqlTable, dt_req, limited, paged, touch, ts
+from moorage.metadata.sql.base import Executor, SqlTable, dt_req, limited, paged, prebuilt, touch, ts
 from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Page, PageRequest, RegistryRef, Repository, RepositoryName
 
@@ -39,12 +39,14 @@ def repository_from_row(row: Row[Any]) -> Repository:
 
 # Hot-path statements, built once: constructing SQLAlchemy expressions costs more than running
 # an indexed SQLite query.
-_REPO_BY_NAME = select(t.repositories).where(
-    t.repositories.c.account_id == bindparam("account"),
-    t.repositories.c.region == bindparam("region"),
-    t.repositories.c.name == bindparam("name"),
+_REPO_BY_NAME = prebuilt(
+    select(t.repositories).where(
+        t.repositories.c.account_id == bindparam("account"),
+        t.repositories.c.region == bindparam("region"),
+        t.repositories.c.name == bindparam("name"),
+    )
 )
-_REPO_BY_NAME_LOCKED = _REPO_BY_NAME.with_for_update()
+_REPO_BY_NAME_LOCKED = prebuilt(_REPO_BY_NAME.with_for_update())
 
 
 class SqlRepositories(SqlTable):
@@ -62,11 +64,14 @@ class SqlRepositories(SqlTable):
         }
         # ON CONFLICT DO NOTHING rather than catching the unique violation: no savepoint needed,
         # and on PostgreSQL the transaction stays usable.
-        result = await self._c.execute(self._insert_ignore(t.repositories).values(values))
+        result = await self._c.execute(self._insert_ignore(t.repositories), values)
         if result.rowcount != 1:
             raise RepositoryAlreadyExistsError(repo.name, repo.registry.account_id)
-        params = {"account": repo.registry.account_id, "region": repo.registry.region, "name": repo.name}
-        new_id = (await self._c.execute(_REPO_BY_NAME, params)).first().id
+        if self._dialect == "sqlite":
+            new_id = result.lastrowid  # the INTEGER PRIMARY KEY is the rowid
+        else:
+            params = {"account": repo.registry.account_id, "region": repo.registry.region, "name": repo.name}
+            new_id = (await self._c.execute(_REPO_BY_NAME, params)).first().id
         return Repository(
             registry=repo.registry,
             name=repo.name,

@@ -6,11 +6,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from moorage.metadata import tables as t
 from moorage.metadata.signing import SigningProfileRecord, SigningRoot, SigningStatusRecord
-from moorage.metadata.sql.base import SqlTable, dt, dt_req, ts
+from moorage.metadata.sql.base import SqlTable, dt, dt_req, prebuilt, ts
 from moorage.model import RegistryRef
 
 __all__ = ["SqlSigning"]
@@ -62,6 +62,19 @@ def _image(registry: RegistryRef, repository: str, digest: str) -> Any:
         & (_S.c.repository == repository)
         & (_S.c.digest == digest)
     )
+
+
+# Every pushed image's signing statuses are read (by the signing event consumer): built once.
+_STATUSES = prebuilt(
+    select(_S)
+    .where(
+        _S.c.account_id == bindparam("account"),
+        _S.c.region == bindparam("region"),
+        _S.c.repository == bindparam("repository"),
+        _S.c.digest == bindparam("digest"),
+    )
+    .order_by(_S.c.profile_arn)
+)
 
 
 class SqlSigning(SqlTable):
@@ -131,7 +144,8 @@ class SqlSigning(SqlTable):
         return stored
 
     async def statuses(self, registry: RegistryRef, repository: str, digest: str) -> Sequence[SigningStatusRecord]:
-        rows = await self._c.execute(select(_S).where(_image(registry, repository, digest)).order_by(_S.c.profile_arn))
+        params = {"account": registry.account_id, "region": registry.region, "repository": repository, "digest": digest}
+        rows = await self._c.execute(_STATUSES, params)
         return [_status(row) for row in rows]
 
     async def put_statuses(self, records: Sequence[SigningStatusRecord]) -> None:

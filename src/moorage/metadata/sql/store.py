@@ -5,9 +5,9 @@ family (the sibling modules) on the transaction's connection.
 
 Dialect differences live in small named functions:
 - `async_url`: plain `sqlite:///` / `postgresql://` URLs are mapped to the async drivers.
-- `_on_sqlite_connect` / `_on_sqlite_begin`: WAL, foreign keys, a busy timeout, and `BEGIN IMMEDIATE`
-  for write transactions, so SQLite writers queue on the database lock up front instead of
-  failing when a read lock cannot be upgraded.
+- `_on_sqlite_connect` / `_on_sqlite_begin` / `_begin_sync`: WAL, foreign keys, a busy timeout,
+  and `BEGIN IMMEDIATE` for write transactions, so SQLite writers queue on the database lock up
+  front instead of failing when a read lock cannot be upgraded.
 - `SqlTable._insert_ignore` (base.py): `INSERT ... ON CONFLICT DO NOTHING` in either dialect.
 PostgreSQL serialises writers per repository with `SELECT ... FOR UPDATE` on the repository row.
 """
@@ -15,14 +15,17 @@ PostgreSQL serialises writers per repository with `SELECT ... FOR UPDATE` on the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, create_engine, delete, event, func, select
+from sqlalchemy import Connection, Engine, Executable, Select, create_engine, delete, event, func, select
 from sqlalchemy.engine import RootTransaction
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from moorage.metadata import (
@@ -47,7 +50,7 @@ from moorage.metadata import (
 from moorage.metadata import tables as t
 from moorage.metadata.replication import BackfillTable, ReplicationStatusTable, TemplateTable
 from moorage.metadata.signing import SigningTable
-from moorage.metadata.sql.base import Executor
+from moorage.metadata.sql.base import Executor, is_prebuilt
 from moorage.metadata.sql.blobs import SqlBlobs, SqlUploads
 from moorage.metadata.sql.events import SqlEvents
 from moorage.metadata.sql.identities import SqlIdentities, SqlPolicies, SqlPullExclusions
@@ -78,15 +81,77 @@ def async_url(url: str) -> str:
     return url
 
 
+class _Lean:
+    """A prebuilt SELECT compiled once for SQLite: its SQL, the order of its parameters (with the
+    values bound at build time, e.g. a LIMIT), and the shape of its rows with SQLAlchemy's type
+    processors. Running it skips SQLAlchemy's per-execution work (cache key lookup, execution
+    context, cursor result set-up), which costs more than the indexed query."""
+
+    __slots__ = ("_bind_processors", "_defaults", "_meta", "_names", "_sql")
+
+    def __init__(self, compiled: Any) -> None:
+        self._sql: str = compiled.string
+        self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self._defaults: dict[str, Any] = dict(compiled.construct_params(escape_names=False, _check=False))
+        self._bind_processors: dict[str, Any] = dict(compiled._bind_processors)
+        columns = compiled._result_columns
+        processors = [entry.type._cached_result_processor(compiled.dialect, None) for entry in columns]
+        self._meta = SimpleResultMetaData(
+            [entry.keyname for entry in columns],
+            extra=[entry.objects for entry in columns],
+            _processors=processors if any(processors) else None,
+        )
+
+    @staticmethod
+    def of(statement: Executable, dialect: Any) -> _Lean | None:
+        if not isinstance(statement, Select):
+            return None
+        compiled: Any = statement.compile(dialect=dialect)
+        if compiled.positiontup is None:
+            return None
+        if any(bind.expanding for bind in compiled.binds.values()):
+            return None  # IN lists are rendered per execution: SQLAlchemy's job
+        return _Lean(compiled)
+
+    def run(self, driver: Any, parameters: Mapping[str, Any] | None) -> Any:
+        values = self._defaults if not parameters else {**self._defaults, **parameters}
+        processors = self._bind_processors
+        args = [processors[name](values[name]) if name in processors else values[name] for name in self._names]
+        try:
+            rows = driver.execute(self._sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(self._sql, args, exc, sqlite3.Error) from exc
+        return IteratorResult(self._meta, iter(rows))
+
+
+_LEAN: dict[int, _Lean | None] = {}
+
+
+def _lean(statement: Executable, dialect: Any) -> _Lean | None:
+    """The lean form of a statement marked `prebuilt` (base.py), None for any other."""
+    key = id(statement)
+    if key in _LEAN:
+        return _LEAN[key] if is_prebuilt(statement) else None
+    if not is_prebuilt(statement):
+        return None
+    lean = _LEAN[key] = _Lean.of(statement, dialect)
+    return lean
+
+
 class _SyncReads:
     """Runs a read transaction's statements on a synchronous SQLite connection, in the event
     loop's thread: WAL readers never wait for writers, and an indexed point query costs a few
-    microseconds, far less than the thread hop every aiosqlite call makes."""
+    microseconds, far less than the thread hop every aiosqlite call makes. Prebuilt SELECTs go
+    through `_Lean`; everything else through SQLAlchemy."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def execute(self, statement: Executable, parameters: Any = None) -> Any:
+        if parameters is None or isinstance(parameters, dict):
+            lean = _lean(statement, self._conn.dialect)
+            if lean is not None:
+                return lean.run(self._conn.connection.driver_connection, parameters)
         return self._conn.execute(statement, parameters)
 
     def begin_nested(self) -> AbstractAsyncContextManager[Any]:
@@ -94,29 +159,102 @@ class _SyncReads:
 
 
 class SqlTransaction:
+    """The table families on one transaction's connection, each made when first used: a
+    transaction touches two or three of the twenty, and it is begun on every request."""
+
     def __init__(self, conn: Executor, dialect: str) -> None:
-        known: dict[int, tuple[RegistryRef, str]] = {}
-        self.repositories: RepositoryTable = SqlRepositories(conn, dialect, known)
-        self.images: ImageTable = SqlImages(conn, dialect, known)
-        self.blobs: BlobTable = SqlBlobs(conn, dialect)
-        self.uploads: UploadTable = SqlUploads(conn, dialect)
-        self.resource_tags: ResourceTagTable = SqlResourceTags(conn, dialect)
-        self.identities: IdentityTable = SqlIdentities(conn, dialect)
-        self.policies: PolicyTable = SqlPolicies(conn, dialect)
-        self.lifecycle: LifecycleTable = SqlLifecycle(conn, dialect)
-        self.pull_exclusions: PullExclusionTable = SqlPullExclusions(conn, dialect)
-        self.leases: LeaseTable = SqlLeases(conn, dialect)
-        self.kv: KvTable = SqlKv(conn, dialect)
-        self.outbox = SqlEvents(conn, dialect)
-        self.events: EventTable = self.outbox
-        self.templates: TemplateTable = SqlTemplates(conn, dialect)
-        self.replication: ReplicationStatusTable = SqlReplicationStatuses(conn, dialect)
-        self.backfills: BackfillTable = SqlBackfills(conn, dialect)
-        self.vulndb: VulnDbTable = SqlVulnDb(conn, dialect)
-        self.scans: ScanTable = SqlScans(conn, dialect)
-        self.pull_through: PullThroughRuleTable = SqlPullThroughRules(conn, dialect)
-        self.secrets: SecretTable = SqlSecrets(conn, dialect)
-        self.signing: SigningTable = SqlSigning(conn, dialect)
+        self._conn = conn
+        self._dialect = dialect
+        self._known: dict[int, tuple[RegistryRef, str]] = {}
+
+    def events_added(self) -> int:
+        """How many events this transaction wrote (the store wakes consumers after the commit)."""
+        outbox: SqlEvents | None = self.__dict__.get("outbox")
+        return 0 if outbox is None else outbox.added
+
+    @cached_property
+    def repositories(self) -> RepositoryTable:
+        return SqlRepositories(self._conn, self._dialect, self._known)
+
+    @cached_property
+    def images(self) -> ImageTable:
+        return SqlImages(self._conn, self._dialect, self._known)
+
+    @cached_property
+    def blobs(self) -> BlobTable:
+        return SqlBlobs(self._conn, self._dialect)
+
+    @cached_property
+    def uploads(self) -> UploadTable:
+        return SqlUploads(self._conn, self._dialect)
+
+    @cached_property
+    def resource_tags(self) -> ResourceTagTable:
+        return SqlResourceTags(self._conn, self._dialect)
+
+    @cached_property
+    def identities(self) -> IdentityTable:
+        return SqlIdentities(self._conn, self._dialect)
+
+    @cached_property
+    def policies(self) -> PolicyTable:
+        return SqlPolicies(self._conn, self._dialect)
+
+    @cached_property
+    def lifecycle(self) -> LifecycleTable:
+        return SqlLifecycle(self._conn, self._dialect)
+
+    @cached_property
+    def pull_exclusions(self) -> PullExclusionTable:
+        return SqlPullExclusions(self._conn, self._dialect)
+
+    @cached_property
+    def leases(self) -> LeaseTable:
+        return SqlLeases(self._conn, self._dialect)
+
+    @cached_property
+    def kv(self) -> KvTable:
+        return SqlKv(self._conn, self._dialect)
+
+    @cached_property
+    def outbox(self) -> SqlEvents:
+        return SqlEvents(self._conn, self._dialect)
+
+    @cached_property
+    def events(self) -> EventTable:
+        return self.outbox
+
+    @cached_property
+    def templates(self) -> TemplateTable:
+        return SqlTemplates(self._conn, self._dialect)
+
+    @cached_property
+    def replication(self) -> ReplicationStatusTable:
+        return SqlReplicationStatuses(self._conn, self._dialect)
+
+    @cached_property
+    def backfills(self) -> BackfillTable:
+        return SqlBackfills(self._conn, self._dialect)
+
+    @cached_property
+    def vulndb(self) -> VulnDbTable:
+        return SqlVulnDb(self._conn, self._dialect)
+
+    @cached_property
+    def scans(self) -> ScanTable:
+        return SqlScans(self._conn, self._dialect)
+
+    @cached_property
+    def pull_through(self) -> PullThroughRuleTable:
+        return SqlPullThroughRules(self._conn, self._dialect)
+
+    @cached_property
+    def secrets(self) -> SecretTable:
+        return SqlSecrets(self._conn, self._dialect)
+
+    @cached_property
+    def signing(self) -> SigningTable:
+        return SqlSigning(self._conn, self._dialect)
 
 
 _SQLITE_LOCK_WAIT = 30.0
@@ -144,6 +282,24 @@ def _on_sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
 
+def _begin_sync(sync: Connection, statement: str) -> RootTransaction:
+    """A transaction on a loop-thread SQLite connection: SQLAlchemy's (which issues nothing, the
+    driver's transaction control being off), then BEGIN straight on the driver. No "begin" event
+    listener does it, because any listener on an engine makes SQLAlchemy dispatch events around
+    every statement it runs; and the driver call costs less than a SQLAlchemy statement."""
+    outer = sync.begin()
+    try:
+        sync.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
+    except sqlite3.Error as exc:
+        outer.rollback()
+        # As SQLAlchemy would have raised it (callers look for "locked" / "busy" in it).
+        raise OperationalError(statement, None, exc) from exc
+    except BaseException:
+        outer.rollback()
+        raise
+    return outer
+
+
 class SqlMetadataStore:
     """MetadataStore on one SQLAlchemy async engine."""
 
@@ -169,7 +325,7 @@ class SqlMetadataStore:
             callback()
 
     def _committed(self, tx: SqlTransaction) -> None:
-        if tx.outbox.added:
+        if tx.events_added():
             for callback in self._event_listeners:
                 callback()
 
@@ -187,8 +343,7 @@ class SqlMetadataStore:
             for target in (engine.sync_engine, reads):
                 event.listen(target, "connect", _on_sqlite_connect)
             event.listen(writes, "connect", _on_sqlite_connect_nowait)
-            for target in (engine.sync_engine, reads, writes):
-                event.listen(target, "begin", _on_sqlite_begin)
+            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
             return cls(engine, reads, writes)
         # No pre-ping: it costs a round trip per checkout on the hot path; stale connections are
         # recycled instead and a failed statement surfaces as an error for that one request.
@@ -206,7 +361,7 @@ class SqlMetadataStore:
             # the checkout costs more than the indexed queries a read transaction runs.
             sync = self._idle_reads.pop() if self._idle_reads else self._sync_reads.connect()
             try:
-                with sync.begin():
+                with _begin_sync(sync, "BEGIN"):
                     yield SqlTransaction(_SyncReads(sync), self._dialect)
             except BaseException:
                 sync.close()
@@ -255,9 +410,9 @@ class SqlMetadataStore:
         assert self._sync_writes is not None
         delay, waited = 0.0005, 0.0
         while True:
-            sync = self._sync_writes.connect().execution_options(**{_WRITE: True})
+            sync = self._sync_writes.connect()
             try:
-                return sync, sync.begin()
+                return sync, _begin_sync(sync, "BEGIN IMMEDIATE")
             except OperationalError as exc:
                 sync.close()
                 if "locked" not in str(exc) and "busy" not in str(exc):
