@@ -169,21 +169,14 @@ class Scanning:
     async def status_of(
         self, registry: RegistryRef, name: str, pushed: Mapping[str, datetime]
     ) -> dict[str, ScanRecord]:
-        """The current scan of each image (digest -> its push time)."""
-        found = {}
+        """The current scan of each image (digest -> its push time), in one query."""
         async with self._metadata.transaction() as tx:
-            for digest, pushed_at in pushed.items():
-                record = await tx.scans.get(registry, name, digest)
-                if record is not None and record.requested_at >= pushed_at:
-                    found[digest] = record
-        return found
+            records = await tx.scans.many(registry, name, list(pushed))
+        return {r.digest: r for r in records if r.digest in pushed and r.requested_at >= pushed[r.digest]}
 
     async def current_many(self, registry: RegistryRef, name: str, images: Sequence[Image]) -> dict[str, ScanRecord]:
-        """The current scan of each image (a listing's page), in one query; as `status_of`."""
-        async with self._metadata.transaction() as tx:
-            records = await tx.scans.many(registry, name, [str(i.digest) for i in images])
-        pushed = {str(i.digest): i.pushed_at for i in images}
-        return {r.digest: r for r in records if r.digest in pushed and r.requested_at >= pushed[r.digest]}
+        """The current scan of each image (a listing's page), as `status_of`."""
+        return await self.status_of(registry, name, {str(i.digest): i.pushed_at for i in images})
 
     # --- the job -----------------------------------------------------------------------------
 
