@@ -23,7 +23,8 @@ of its range (up to the size of the append that wrote it), which is what makes a
   of the chain, read back once. What is left at the end of an append becomes a new tail piece;
   pieces merge like a binary counter (a piece absorbs the previous one when that one is not
   larger), so a stream of tiny appends keeps O(log) pieces and rewrites each byte O(log) times.
-  Memory per append: about one segment plus one incoming chunk.
+  A segment uploads while the next one fills. Memory per append: about two segments plus one
+  incoming chunk.
 - `read_upload` streams the chain with ranged GETs (S3 cannot read the parts of an unfinished
   multipart upload, which is why the parts are plain objects until the commit).
 - `commit_upload` builds the blob with one multipart upload straight at its final key: each
@@ -45,6 +46,7 @@ lifecycle rule `AbortIncompleteMultipartUpload` to reclaim those.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -52,6 +54,7 @@ import os
 import re
 import ssl
 import threading
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -83,6 +86,7 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 1024 * MiB
 """S3's largest part, and the largest object CopyObject accepts."""
 MAX_PARTS = 10_000
+_PUTS_IN_FLIGHT = 1  # staged segments uploading while the next one fills (memory: one more segment)
 _RAW_URL_SECONDS = 300  # lifetime of the pre-signed URL a streamed read uses (it is used at once)
 _CONNECT_TIMEOUT = 60.0  # seconds to connect and read the response head (botocore's default)
 _READ_TIMEOUT = 60.0  # seconds a body read may wait for the next chunk (botocore's default)
@@ -621,33 +625,49 @@ class S3BlobStore:
         replaced: list[str] = []  # pieces folded into newer ones; deleted once the append succeeded
         buffer = bytearray()
         buffer_start = state.size  # upload offset of buffer[0]
+        # _PUTS_IN_FLIGHT segments go out while the next one arrives (each PutObject runs in
+        # a worker thread); all have landed before the append returns or fails.
+        in_flight: deque[asyncio.Future[None]] = deque()
 
-        async for chunk in data:
-            buffer += chunk
-            if tail_size + len(buffer) < self._part_size:
-                continue
-            if tail:
-                buffer[:0] = await self._read_pieces(tail)
-                buffer_start = tail[0].start
-                replaced += [piece.key for piece in tail]
-                tail, tail_size = [], 0
-            while len(buffer) >= self._part_size:
-                # Send the buffer itself (no copy of the segment); keep only what follows it.
-                segment, buffer = buffer, buffer[self._part_size :]
-                del segment[self._part_size :]
-                end = buffer_start + len(segment)
-                await self._put(self._piece_key(prefix, buffer_start, end), segment)
-                del segment
-                buffer_start = end
+        async def put(key: str, body: bytes | bytearray) -> None:
+            while len(in_flight) >= _PUTS_IN_FLIGHT:
+                await in_flight.popleft()
+            in_flight.append(asyncio.ensure_future(self._put(key, body)))
 
-        size = buffer_start + len(buffer)
-        if buffer:
-            while tail and tail[-1].size <= len(buffer):
-                merged = tail.pop()
-                buffer[:0] = await self._read_pieces([merged])
-                buffer_start = merged.start
-                replaced.append(merged.key)
-            await self._put(self._piece_key(prefix, buffer_start, size), buffer)
+        try:
+            async for chunk in data:
+                buffer += chunk
+                if tail_size + len(buffer) < self._part_size:
+                    continue
+                if tail:
+                    buffer[:0] = await self._read_pieces(tail)
+                    buffer_start = tail[0].start
+                    replaced += [piece.key for piece in tail]
+                    tail, tail_size = [], 0
+                while len(buffer) >= self._part_size:
+                    # Send the buffer itself (no copy of the segment); keep only what follows it.
+                    segment, buffer = buffer, buffer[self._part_size :]
+                    del segment[self._part_size :]
+                    end = buffer_start + len(segment)
+                    await put(self._piece_key(prefix, buffer_start, end), segment)
+                    del segment
+                    buffer_start = end
+
+            size = buffer_start + len(buffer)
+            if buffer:
+                while tail and tail[-1].size <= len(buffer):
+                    merged = tail.pop()
+                    buffer[:0] = await self._read_pieces([merged])
+                    buffer_start = merged.start
+                    replaced.append(merged.key)
+                await put(self._piece_key(prefix, buffer_start, size), buffer)
+            while in_flight:
+                await in_flight.popleft()
+        finally:
+            if in_flight:  # failed or cancelled: the PutObjects still running finish first
+                for future in in_flight:
+                    future.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
         await self._delete_keys(replaced)
         return UploadState(state.upload_id, size, {})
 
