@@ -18,6 +18,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import cast
+from urllib.parse import urlsplit
 
 __all__ = ["CHUNK", "RawBodyError", "RawResponse"]
 
@@ -41,7 +42,6 @@ class RawResponse(asyncio.BufferedProtocol):
         self._ready: deque[bytearray] = deque()  # full chunks not yet handed out
         self._ready_bytes = 0
         self._eof = False
-        self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._paused = False
@@ -53,16 +53,21 @@ class RawResponse(asyncio.BufferedProtocol):
     @classmethod
     async def open(
         cls,
-        scheme: str,
-        host: str,
-        port: int | None,
-        target: str,
+        url: str,
         headers: Mapping[str, str],
         timeout: float,
         ssl_context: Callable[[], ssl.SSLContext] | None = None,
     ) -> RawResponse:
-        """Connect, send `GET target` with `headers` (plus `connection: close`) and read the
-        response head, all within `timeout` seconds. `ssl_context` makes the https context."""
+        """Connect, send `GET url` with `headers` (plus `host`, `user-agent`, `accept-encoding:
+        identity` unless given, and `connection: close`) and read the response head, all within
+        `timeout` seconds. `ssl_context` makes the https context. ValueError for a URL that is
+        not http(s) with a host, or an answer that is not HTTP/1."""
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+        if scheme not in ("http", "https") or not host:
+            raise ValueError(f"not an http(s) URL: {url[:100]!r}")
+        target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+        headers = {"host": parts.netloc, "user-agent": "moorage", "accept-encoding": "identity", **headers}
         loop = asyncio.get_running_loop()
         response = cls()
         async with asyncio.timeout(timeout):
@@ -80,6 +85,11 @@ class RawResponse(asyncio.BufferedProtocol):
                 response.close()
                 raise
         return response
+
+    @property
+    def sized(self) -> bool:
+        """The body is delimited by a Content-Length (what `chunks` reads), not chunked."""
+        return self.length is not None and "transfer-encoding" not in self.headers
 
     # -- protocol ----------------------------------------------------------------------------
 
@@ -114,7 +124,6 @@ class RawResponse(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
-        self._error = exc
         self._wake()
 
     def _wake(self) -> None:

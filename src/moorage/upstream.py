@@ -296,14 +296,10 @@ class UpstreamClient:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 return None
-            headers = {"host": parts.netloc, "user-agent": "moorage", "accept-encoding": "identity"}
-            if auth and parts.netloc == self._host:  # credentials never go to another host
-                headers["authorization"] = auth
-            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            # credentials never go to another host
+            headers = {"authorization": auth} if auth and parts.netloc == self._host else {}
             try:
-                body = await RawResponse.open(
-                    parts.scheme, parts.hostname, parts.port, target, headers, self._timeout, _ssl_context
-                )
+                body = await RawResponse.open(url, headers, self._timeout, _ssl_context)
             except (OSError, TimeoutError, ValueError) as exc:
                 raise UpstreamError(
                     "unavailable", f"upstream {parts.netloc} unreachable: {type(exc).__name__}"
@@ -319,7 +315,7 @@ class UpstreamClient:
                 body.close()
                 _BACKOFF[self._host] = time.monotonic() + _retry_after(body.headers.get("retry-after"))
                 raise UpstreamError("too_many", "the upstream registry answered 429 Too Many Requests", status=429)
-            if body.status == 200 and body.length is not None and "transfer-encoding" not in body.headers:
+            if body.status == 200 and body.sized:
                 return body
             body.close()
             return None

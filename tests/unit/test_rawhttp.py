@@ -30,7 +30,7 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
 
 
 async def get(port: int, timeout: float = 5.0) -> RawResponse:
-    return await RawResponse.open("http", "127.0.0.1", port, "/blob", {"host": f"127.0.0.1:{port}"}, timeout)
+    return await RawResponse.open(f"http://127.0.0.1:{port}/blob", {}, timeout)
 
 
 async def body_of(response: RawResponse, timeout: float = 5.0) -> tuple[bytes, list[int]]:
@@ -63,7 +63,7 @@ async def test_a_head_split_byte_by_byte_then_a_body_in_odd_pieces() -> None:
     server, port = await serve(handler)
     async with server:
         response = await get(port)
-        assert (response.status, response.length) == (200, len(content))
+        assert (response.status, response.length, response.sized) == (200, len(content), True)
         assert response.headers["x-thing"] == "a: b"
         data, sizes = await body_of(response)
         response.close()
@@ -171,3 +171,10 @@ async def test_statuses_and_headers_without_a_length_are_reported_for_the_caller
         response = await get(port)
         response.close()
     assert (response.status, response.length, response.headers["transfer-encoding"]) == (404, None, "chunked")
+    assert not response.sized
+
+
+async def test_only_http_urls_with_a_host_are_fetched() -> None:
+    for url in ("ftp://127.0.0.1/blob", "http:///blob", "file:///etc/passwd"):
+        with pytest.raises(ValueError, match="not an http"):
+            await RawResponse.open(url, {}, 1.0)

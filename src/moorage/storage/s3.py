@@ -60,7 +60,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -471,24 +470,12 @@ class S3BlobStore:
         url: str = self._client.generate_presigned_url(
             ClientMethod="get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=_RAW_URL_SECONDS
         )
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return None
-        headers = {"host": parts.netloc, "user-agent": "moorage", "accept-encoding": "identity"}
-        if byte_range is not None:
-            headers["range"] = byte_range
-        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        headers = {} if byte_range is None else {"range": byte_range}
         try:
-            response = await RawResponse.open(
-                parts.scheme, parts.hostname, parts.port, target, headers, _CONNECT_TIMEOUT, _ssl_context
-            )
+            response = await RawResponse.open(url, headers, _CONNECT_TIMEOUT, _ssl_context)
         except (OSError, TimeoutError, ValueError):
             return None  # botocore tries again, with its retries, and reports the error
-        if (
-            response.status in (200, 206)
-            and response.length is not None
-            and "transfer-encoding" not in response.headers
-        ):
+        if response.status in (200, 206) and response.sized:
             return response
         response.close()
         return None
