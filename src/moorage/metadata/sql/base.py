@@ -76,7 +76,7 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
     stmt = _IGNORING.get(key)
     if stmt is None:
         base = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-        stmt = _IGNORING[key] = base.on_conflict_do_nothing()
+        stmt = _IGNORING[key] = prebuilt(base.on_conflict_do_nothing())
     return stmt
 
 
@@ -105,8 +105,10 @@ _PREBUILT: dict[int, Any] = {}
 
 
 def prebuilt(stmt: _S) -> _S:
-    """Mark a module-level SELECT, built once, as one the store may run without SQLAlchemy's
-    per-execution machinery on SQLite (compiled once; rows, types and errors as SQLAlchemy gives)."""
+    """Mark a module-level statement, built once, as one the store may run without SQLAlchemy's
+    per-execution machinery on SQLite (compiled once; rows, types and errors as SQLAlchemy gives).
+    A SELECT answers a Result; an INSERT/UPDATE/DELETE executed with parameters answers an object
+    with only `rowcount` and `lastrowid`, so callers of a prebuilt DML statement read no more."""
     _PREBUILT[id(stmt)] = stmt
     return stmt
 

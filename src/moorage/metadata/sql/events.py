@@ -84,7 +84,7 @@ _AFTER: dict[str, Any] = {}
 _CONSUMER = prebuilt(select(event_consumers).where(event_consumers.c.name == bindparam("name")))
 _INSERT = {
     "postgresql": events.insert().values(xid=text("pg_current_xact_id()::text::bigint")),
-    "sqlite": events.insert(),
+    "sqlite": prebuilt(events.insert()),
 }
 
 

@@ -110,12 +110,12 @@ _LIST_IDS = {
 }
 
 # The push path's statements (PutImage, manifest PUT), built once like the read path's.
-_INSERT_REF = t.manifest_refs.insert()
-_INSERT_TAG = t.tags.insert()
+_INSERT_REF = prebuilt(t.manifest_refs.insert())
+_INSERT_TAG = prebuilt(t.tags.insert())
 _TAG_TARGET = prebuilt(
     select(t.tags.c.digest).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.name == bindparam("tag"))
 )
-_MOVE_TAG = (
+_MOVE_TAG = prebuilt(
     update(t.tags)
     .where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.name == bindparam("tag"))
     .values(digest=bindparam("new_digest"), updated_at=bindparam("updated"))

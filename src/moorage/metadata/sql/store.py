@@ -27,6 +27,7 @@ from sqlalchemy.engine import RootTransaction
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import UpdateBase
 
 from moorage.metadata import (
     BlobTable,
@@ -124,7 +125,68 @@ class _Lean:
         return IteratorResult(self._meta, iter(rows))
 
 
+class _DmlResult:
+    """What a lean INSERT/UPDATE/DELETE answers: the two attributes callers read."""
+
+    __slots__ = ("lastrowid", "rowcount")
+
+    def __init__(self, rowcount: int, lastrowid: int | None) -> None:
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+
+class _LeanDml:
+    """A prebuilt INSERT/UPDATE/DELETE compiled once for SQLite per set of parameter names, as
+    SQLAlchemy compiles it for those names (`column_keys`), run on the driver cursor. Only
+    statements whose every bound value comes from the caller's parameters qualify: no Python-side
+    column defaults to compute, no RETURNING, no IN lists; anything else runs through SQLAlchemy."""
+
+    __slots__ = ("_bind_processors", "_names", "_sql")
+
+    def __init__(self, compiled: Any) -> None:
+        self._sql: str = compiled.string
+        self._names: tuple[str, ...] = tuple(compiled.positiontup)
+        self._bind_processors: dict[str, Any] = dict(compiled._bind_processors)
+
+    @staticmethod
+    def of(statement: Executable, dialect: Any, keys: tuple[str, ...], many: bool) -> _LeanDml | None:
+        if not isinstance(statement, UpdateBase):
+            return None
+        compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=many)
+        if (
+            compiled.positiontup is None
+            or compiled.insert_prefetch
+            or compiled.update_prefetch
+            or compiled.effective_returning
+            or compiled.escaped_bind_names
+            or any(bind.expanding for bind in compiled.binds.values())
+            or not set(compiled.positiontup) <= set(keys)  # a value SQLAlchemy would ask for, or bound at build
+        ):
+            return None
+        return _LeanDml(compiled)
+
+    def _args(self, values: Mapping[str, Any]) -> list[Any]:
+        processors = self._bind_processors
+        return [processors[name](values[name]) if name in processors else values[name] for name in self._names]
+
+    def run(self, driver: Any, parameters: Mapping[str, Any] | list[Mapping[str, Any]]) -> _DmlResult:
+        if isinstance(parameters, list):
+            args: Any = [self._args(row) for row in parameters]
+            try:
+                cursor = driver.executemany(self._sql, args)
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance(self._sql, args, exc, sqlite3.Error) from exc
+            return _DmlResult(cursor.rowcount, None)
+        args = self._args(parameters)
+        try:
+            cursor = driver.execute(self._sql, args)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(self._sql, args, exc, sqlite3.Error) from exc
+        return _DmlResult(cursor.rowcount, cursor.lastrowid)
+
+
 _LEAN: dict[int, _Lean | None] = {}
+_LEAN_DML: dict[tuple[int, tuple[str, ...], bool], _LeanDml | None] = {}
 
 
 def _lean(statement: Executable, dialect: Any) -> _Lean | None:
@@ -138,6 +200,27 @@ def _lean(statement: Executable, dialect: Any) -> _Lean | None:
     return lean
 
 
+def _lean_dml(statement: Executable, dialect: Any, parameters: Any) -> _LeanDml | None:
+    """The lean form of a prebuilt DML statement for these parameters (a row, or a list of rows
+    with the same names), None when SQLAlchemy must run it."""
+    if isinstance(parameters, dict):
+        keys, many = tuple(sorted(parameters)), False
+    elif isinstance(parameters, list) and parameters and isinstance(parameters[0], dict):
+        first = parameters[0].keys()
+        if any(row.keys() != first for row in parameters):
+            return None
+        keys, many = tuple(sorted(first)), True
+    else:
+        return None
+    index = (id(statement), keys, many)
+    if index in _LEAN_DML:
+        return _LEAN_DML[index] if is_prebuilt(statement) else None
+    if not is_prebuilt(statement):
+        return None
+    lean = _LEAN_DML[index] = _LeanDml.of(statement, dialect, keys, many)
+    return lean
+
+
 class _SyncReads:
     """Runs a read transaction's statements on a synchronous SQLite connection, in the event
     loop's thread: WAL readers never wait for writers, and an indexed point query costs a few
@@ -148,10 +231,15 @@ class _SyncReads:
         self._conn = conn
 
     async def execute(self, statement: Executable, parameters: Any = None) -> Any:
-        if parameters is None or isinstance(parameters, dict):
-            lean = _lean(statement, self._conn.dialect)
-            if lean is not None:
-                return lean.run(self._conn.connection.driver_connection, parameters)
+        if isinstance(statement, Select):
+            if parameters is None or isinstance(parameters, dict):
+                lean = _lean(statement, self._conn.dialect)
+                if lean is not None:
+                    return lean.run(self._conn.connection.driver_connection, parameters)
+        elif parameters:
+            dml = _lean_dml(statement, self._conn.dialect, parameters)
+            if dml is not None:
+                return dml.run(self._conn.connection.driver_connection, parameters)
         return self._conn.execute(statement, parameters)
 
     def begin_nested(self) -> AbstractAsyncContextManager[Any]:
@@ -311,6 +399,7 @@ class SqlMetadataStore:
         self._sync_reads = sync_reads
         self._sync_writes = sync_writes
         self._idle_reads: list[Connection] = []
+        self._idle_writes: list[Connection] = []
         self._event_listeners: list[Callable[[], None]] = []
         self._write_listeners: list[Callable[[], None]] = []
 
@@ -366,10 +455,7 @@ class SqlMetadataStore:
             except BaseException:
                 sync.close()
                 raise
-            if len(self._idle_reads) < 8:
-                self._idle_reads.append(sync)
-            else:
-                sync.close()
+            self._idle(self._idle_reads, sync, 8)
             return
         if self._sync_writes is not None:
             sync, outer = await self._begin_sqlite_write()
@@ -378,11 +464,16 @@ class SqlMetadataStore:
                 yield writing
                 outer.commit()
             except BaseException:
-                outer.rollback()
+                try:
+                    outer.rollback()
+                finally:
+                    sync.close()
+                    self._wrote()
                 raise
-            finally:
-                sync.close()
-                self._wrote()
+            # Kept for the next write, as idle reads are: a pool checkout and check-in (with its
+            # reset rollback) cost more than the statements of a small write transaction.
+            self._idle(self._idle_writes, sync, 2)
+            self._wrote()
             self._committed(writing)
             return
         async with self._engine.connect() as conn:
@@ -402,6 +493,13 @@ class SqlMetadataStore:
         if write:
             self._committed(current)
 
+    @staticmethod
+    def _idle(idle: list[Connection], sync: Connection, keep: int) -> None:
+        if len(idle) < keep:
+            idle.append(sync)
+        else:
+            sync.close()
+
     async def _begin_sqlite_write(self) -> tuple[Connection, RootTransaction]:
         """A write transaction on SQLite, run in the event loop's thread like reads: statements
         cost microseconds instead of a thread hop each. `BEGIN IMMEDIATE` never blocks the loop:
@@ -410,15 +508,17 @@ class SqlMetadataStore:
         assert self._sync_writes is not None
         delay, waited = 0.0005, 0.0
         while True:
-            sync = self._sync_writes.connect()
+            sync = self._idle_writes.pop() if self._idle_writes else self._sync_writes.connect()
             try:
                 return sync, _begin_sync(sync, "BEGIN IMMEDIATE")
             except OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or waited > _SQLITE_LOCK_WAIT:
+                    sync.close()
+                    raise
+                self._idle(self._idle_writes, sync, 2)
+            except BaseException:
                 sync.close()
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if waited > _SQLITE_LOCK_WAIT:
-                    raise
+                raise
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 0.02)
@@ -467,9 +567,10 @@ class SqlMetadataStore:
         self._wrote()
 
     async def close(self) -> None:
-        for idle in self._idle_reads:
+        for idle in (*self._idle_reads, *self._idle_writes):
             idle.close()
         self._idle_reads.clear()
+        self._idle_writes.clear()
         await self._engine.dispose()
         for sync in (self._sync_reads, self._sync_writes):
             if sync is not None:
