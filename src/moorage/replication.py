@@ -410,6 +410,16 @@ class ReplicationSink:
         self._allowed = allowed
         # Destinations in other deployments: each has a sink of its own (RemoteReplicationSink).
         self._remotes = {remote.destination: remote for remote in remotes}
+        # During a batch of the dispatcher's: each registry's configuration, read once for it.
+        self._configs: dict[RegistryRef, dict[str, object]] | None = None
+
+    def begin_batch(self) -> None:
+        """A new batch: every event in it committed before now, so a configuration read from
+        here on is as current for each of them as a read per event would be."""
+        self._configs = {}
+
+    def end_batch(self) -> None:
+        self._configs = None
 
     def accepts(self, event: StoredEvent) -> bool:
         return event.detail_type == ev.IMAGE_ACTION and '"action-type":"PUSH"' in event.body
@@ -424,7 +434,11 @@ class ReplicationSink:
         digest = Digest.parse(detail["image-digest"])
         tag: str | None = detail.get("image-tag")
         try:
-            config = await self._replication.configuration(source)
+            config = None if self._configs is None else self._configs.get(source)
+            if config is None:
+                config = await self._replication.configuration(source)
+                if self._configs is not None:
+                    self._configs[source] = config
             destinations = [d for d in destinations_for(config, name) if d.registry not in self._remotes]
             if not destinations:
                 return
