@@ -35,6 +35,14 @@ _IMAGE_COLUMNS = (
     t.manifests.c.last_activated_at,
 )
 
+_IMAGE_WIDTH = len(_IMAGE_COLUMNS)
+
+
+def _stored(value: str) -> Digest:
+    """A digest as this store wrote it (validated when the manifest was stored)."""
+    algorithm, _, hexpart = value.partition(":")
+    return Digest(algorithm, hexpart)
+
 
 def _image_by_digest(with_body: bool) -> Select[Any]:
     m = t.manifests
@@ -58,8 +66,23 @@ _IMAGE_BY_DIGEST = {flag: prebuilt(_image_by_digest(flag)) for flag in (False, T
 _TAGS_OF = prebuilt(
     select(t.tags.c.name).where(t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest == bindparam("digest"))
 )
-_TAGS_OF_MANY = select(t.tags.c.digest, t.tags.c.name).where(
-    t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest.in_(bindparam("digests", expanding=True))
+
+
+def _list_page(after: bool, limit: bool) -> Select[Any]:
+    m = t.manifests
+    stmt = select(*_IMAGE_COLUMNS).where(m.c.repo_id == bindparam("repo"))
+    if after:
+        stmt = stmt.where(m.c.digest > bindparam("after"))
+    stmt = stmt.order_by(m.c.digest)
+    return stmt.limit(bindparam("limit")) if limit else stmt
+
+
+# A page of a repository's images in digest order, (cursor?, limit?): built once each.
+_LIST_PAGE = {(after, limit): prebuilt(_list_page(after, limit)) for after in (False, True) for limit in (False, True)}
+_TAGS_OF_MANY = prebuilt(
+    select(t.tags.c.digest, t.tags.c.name).where(
+        t.tags.c.repo_id == bindparam("repo"), t.tags.c.digest.in_(bindparam("digests", expanding=True))
+    )
 )
 _IMAGE_BY_TAG = {flag: prebuilt(_image_by_tag(flag)) for flag in (False, True)}
 
@@ -144,30 +167,45 @@ class SqlImages(SqlTable):
         with_tags: bool,
         tags: tuple[str, ...] | None = None,
     ) -> Image:
-        m = row._mapping
-        registry, name = await self._repo(m["repo_id"])
-        digest = Digest.parse(m["digest"])
+        # Every image query selects _IMAGE_COLUMNS first (then the body): read by position,
+        # which costs a fraction of a keyed lookup per column on a page of a hundred rows.
+        (
+            repo_id,
+            stored_digest,
+            media_type,
+            artifact_type,
+            config_media_type,
+            subject,
+            size,
+            image_size,
+            pushed_at,
+            last_pulled_at,
+            storage_class,
+            last_archived_at,
+            last_activated_at,
+        ) = row[:_IMAGE_WIDTH]
+        registry, name = await self._repo(repo_id)
         tag_names: tuple[str, ...] = tags or ()
         if with_tags and tags is None:
-            rows = await self._c.execute(_TAGS_OF, {"repo": m["repo_id"], "digest": m["digest"]})
+            rows = await self._c.execute(_TAGS_OF, {"repo": repo_id, "digest": stored_digest})
             tag_names = tuple(sorted(r[0] for r in rows))
         return Image(
             registry=registry,
             repository=RepositoryName(name),
-            digest=digest,
-            media_type=m["media_type"],
-            size=m["size"],
-            pushed_at=dt_req(m["pushed_at"]),
+            digest=_stored(stored_digest),
+            media_type=media_type,
+            size=size,
+            pushed_at=dt_req(pushed_at),
             tags=tag_names,
-            artifact_type=m["artifact_type"],
-            subject=Digest.parse(m["subject"]) if m["subject"] else None,
-            config_media_type=m["config_media_type"],
-            image_size=m["image_size"],
-            last_pulled_at=dt(m["last_pulled_at"]),
-            body=bytes(m["body"]) if with_body else None,
-            storage_class=m["storage_class"],
-            last_archived_at=dt(m["last_archived_at"]),
-            last_activated_at=dt(m["last_activated_at"]),
+            artifact_type=artifact_type,
+            subject=_stored(subject) if subject else None,
+            config_media_type=config_media_type,
+            image_size=image_size,
+            last_pulled_at=dt(last_pulled_at),
+            body=bytes(row[_IMAGE_WIDTH]) if with_body else None,
+            storage_class=storage_class,
+            last_archived_at=dt(last_archived_at),
+            last_activated_at=dt(last_activated_at),
         )
 
     async def put(self, repo_id: int, image: Image, body: bytes, refs: Sequence[ManifestRef]) -> bool:
@@ -217,11 +255,13 @@ class SqlImages(SqlTable):
         return None if row is None else await self._image(row, with_body=with_body, with_tags=with_tags)
 
     async def list_page(self, repo_id: int, page: PageRequest) -> Page[Image]:
-        m = t.manifests
-        stmt = select(*_IMAGE_COLUMNS).where(m.c.repo_id == repo_id)
+        params: dict[str, Any] = {"repo": repo_id}
         if page.after is not None:
-            stmt = stmt.where(m.c.digest > page.after)
-        rows = (await self._c.execute(limited(stmt.order_by(m.c.digest), page))).all()
+            params["after"] = page.after
+        if page.limit is not None:
+            params["limit"] = page.limit + 1
+        stmt = _LIST_PAGE[page.after is not None, page.limit is not None]
+        rows = (await self._c.execute(stmt, params)).all()
         if page.limit is not None:
             rows = rows[: page.limit + 1]
         # One query for the tags of the whole page, not one per image.

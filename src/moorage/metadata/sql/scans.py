@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
 from moorage.metadata import tables as t
 from moorage.metadata.scans import ScanRecord
-from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, ts
+from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, prebuilt, ts
 from moorage.model import RegistryRef
 
 __all__ = ["SqlScans", "forget_scans"]
@@ -31,6 +31,17 @@ def _record(row: Any) -> ScanRecord:
         attempts=int(m["attempts"]),
         result=m["result"],
     )
+
+
+# A listing page's scans (DescribeImages, the console): built once, the digests an IN list.
+_MANY = prebuilt(
+    select(_S).where(
+        _S.c.account_id == bindparam("account"),
+        _S.c.region == bindparam("region"),
+        _S.c.repository == bindparam("repository"),
+        _S.c.digest.in_(bindparam("digests", expanding=True)),
+    )
+)
 
 
 def _key(registry: RegistryRef, repository: str, digest: str) -> Any:
@@ -140,10 +151,10 @@ class SqlScans(SqlTable):
     async def many(self, registry: RegistryRef, repository: str, digests: Sequence[str]) -> list[ScanRecord]:
         if not digests:
             return []
-        stmt = select(_S).where(
-            _S.c.account_id == registry.account_id,
-            _S.c.region == registry.region,
-            _S.c.repository == repository,
-            _S.c.digest.in_(sorted(set(digests))),
-        )
-        return [_record(row) for row in await self._c.execute(stmt)]
+        params = {
+            "account": registry.account_id,
+            "region": registry.region,
+            "repository": repository,
+            "digests": sorted(set(digests)),
+        }
+        return [_record(row) for row in await self._c.execute(_MANY, params)]

@@ -86,15 +86,19 @@ class _Lean:
     """A prebuilt SELECT compiled once for SQLite: its SQL, the order of its parameters (with the
     values bound at build time, e.g. a LIMIT), and the shape of its rows with SQLAlchemy's type
     processors. Running it skips SQLAlchemy's per-execution work (cache key lookup, execution
-    context, cursor result set-up), which costs more than the indexed query."""
+    context, cursor result set-up), which costs more than the indexed query. An expanding IN
+    list (`bindparam(..., expanding=True)`) is rendered as SQLAlchemy renders it, one `?` per
+    value; an empty list is left to SQLAlchemy (it renders an empty-set expression)."""
 
-    __slots__ = ("_bind_processors", "_defaults", "_meta", "_names", "_sql")
+    __slots__ = ("_bind_processors", "_defaults", "_expanding", "_meta", "_names", "_sized", "_sql")
 
     def __init__(self, compiled: Any) -> None:
         self._sql: str = compiled.string
         self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
         self._defaults: dict[str, Any] = dict(compiled.construct_params(escape_names=False, _check=False))
         self._bind_processors: dict[str, Any] = dict(compiled._bind_processors)
+        self._expanding = frozenset(bind.key for bind in compiled.binds.values() if bind.expanding)
+        self._sized: dict[tuple[int, ...], str] = {}  # the SQL for the IN lists' lengths
         columns = compiled._result_columns
         processors = [entry.type._cached_result_processor(compiled.dialect, None) for entry in columns]
         self._meta = SimpleResultMetaData(
@@ -108,21 +112,53 @@ class _Lean:
         if not isinstance(statement, Select):
             return None
         compiled: Any = statement.compile(dialect=dialect)
-        if compiled.positiontup is None:
+        if compiled.positiontup is None or compiled.literal_execute_params:
             return None
-        if any(bind.expanding for bind in compiled.binds.values()):
-            return None  # IN lists are rendered per execution: SQLAlchemy's job
+        for bind in compiled.binds.values():
+            if bind.expanding and (
+                bind.key not in compiled.positiontup or f"__[POSTCOMPILE_{bind.key}]" not in compiled.string
+            ):
+                return None
         return _Lean(compiled)
 
     def run(self, driver: Any, parameters: Mapping[str, Any] | None) -> Any:
+        """The rows as a Result; None (nothing run) for an empty or non-list IN value."""
         values = self._defaults if not parameters else {**self._defaults, **parameters}
         processors = self._bind_processors
-        args = [processors[name](values[name]) if name in processors else values[name] for name in self._names]
+        sql = self._sql
+        if self._expanding:
+            args: list[Any] = []
+            sizes = []
+            for name in self._names:
+                value = values[name]
+                if name in self._expanding:
+                    if not isinstance(value, (list, tuple)) or not value:
+                        return None
+                    process = processors.get(name)
+                    args.extend(value if process is None else [process(v) for v in value])
+                    sizes.append(len(value))
+                else:
+                    args.append(processors[name](value) if name in processors else value)
+            sql = self._expanded(tuple(sizes))
+        else:
+            args = [processors[name](values[name]) if name in processors else values[name] for name in self._names]
         try:
-            rows = driver.execute(self._sql, args).fetchall()
+            rows = driver.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(self._sql, args, exc, sqlite3.Error) from exc
+            raise DBAPIError.instance(sql, args, exc, sqlite3.Error) from exc
         return IteratorResult(self._meta, iter(rows))
+
+    def _expanded(self, sizes: tuple[int, ...]) -> str:
+        sql = self._sized.get(sizes)
+        if sql is None:
+            sql = self._sql
+            lengths = iter(sizes)
+            for name in self._names:
+                if name in self._expanding:
+                    sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * next(lengths)), 1)
+            if len(self._sized) < 256:
+                self._sized[sizes] = sql
+        return sql
 
 
 class _DmlResult:
@@ -235,7 +271,9 @@ class _SyncReads:
             if parameters is None or isinstance(parameters, dict):
                 lean = _lean(statement, self._conn.dialect)
                 if lean is not None:
-                    return lean.run(self._conn.connection.driver_connection, parameters)
+                    result = lean.run(self._conn.connection.driver_connection, parameters)
+                    if result is not None:
+                        return result
         elif parameters:
             dml = _lean_dml(statement, self._conn.dialect, parameters)
             if dml is not None:
