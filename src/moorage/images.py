@@ -130,11 +130,13 @@ class Images:
                 raise _Failed("InvalidImageTag", f"Invalid request parameters: invalid image tag '{ref.tag}'") from None
         return digest, ref.tag
 
-    async def _resolve(self, tx: Transaction, repo_id: int, ref: ImageRef, *, with_body: bool) -> Image:
+    async def _resolve(
+        self, tx: Transaction, repo_id: int, ref: ImageRef, *, with_body: bool, with_tags: bool = True
+    ) -> Image:
         digest, tag = self._check(ref)
         image = None
         if tag is not None:
-            image = await tx.images.get_by_tag(repo_id, tag, with_body=with_body, with_tags=True)
+            image = await tx.images.get_by_tag(repo_id, tag, with_body=with_body, with_tags=with_tags)
             if image is not None and digest is not None and image.digest != digest:
                 if await tx.images.get(repo_id, digest, with_body=False) is None:
                     raise _Failed("ImageNotFound", NOT_FOUND)
@@ -143,7 +145,7 @@ class Images:
                     "Invalid request parameters: image tag does not match digest",
                 )
         elif digest is not None:
-            image = await tx.images.get(repo_id, digest, with_body=with_body, with_tags=True)
+            image = await tx.images.get(repo_id, digest, with_body=with_body, with_tags=with_tags)
         if image is None:
             raise _Failed("ImageNotFound", NOT_FOUND)
         return image
@@ -166,7 +168,8 @@ class Images:
         *,
         principal_arn: str | None = None,
     ) -> tuple[list[tuple[ImageRef, Image]], list[ImageFailure]]:
-        """The images (a pull: records their pull time for `principal_arn`, see pulls.py)."""
+        """The images, with their bodies and without their tags (a pull: records their pull time
+        for `principal_arn`, see pulls.py)."""
         found: list[tuple[ImageRef, Image]] = []
         failures: list[ImageFailure] = []
         pulled: dict[Digest, Image] = {}
@@ -175,7 +178,7 @@ class Images:
             repo = await self._repo(tx, registry, name)
             for ref in refs:
                 try:
-                    image = await self._resolve(tx, repo.id, ref, with_body=True)
+                    image = await self._resolve(tx, repo.id, ref, with_body=True, with_tags=False)
                     status = image.status(now)
                     if status != "ACTIVE":
                         raise _Failed(

@@ -177,11 +177,10 @@ def _parse_header_auth(headers: Mapping[str, Sequence[str]], authorization: str)
                 malformed = True
                 continue
             params[key] = value.strip()
-    shown = _shown_authorization(scheme, params)
     if malformed:
         raise _incomplete(
             "A part of the Authorization header is not a valid key=value pair (missing equal-sign) "
-            f"or is repeated. Authorization={shown}"
+            f"or is repeated. Authorization={_shown_authorization(scheme, params)}"
         )
     amz_dates = _values(headers, "x-amz-date")
     problems = [
@@ -192,7 +191,7 @@ def _parse_header_auth(headers: Mapping[str, Sequence[str]], authorization: str)
     if not amz_dates:
         problems.append("Authorization header requires existence of a 'X-Amz-Date' header.")
     if problems:
-        raise _incomplete(" ".join(problems) + f" Authorization={shown}")
+        raise _incomplete(" ".join(problems) + f" Authorization={_shown_authorization(scheme, params)}")
     if len(amz_dates) > 1:
         raise _incomplete("Only one X-Amz-Date header may be specified.")
     tokens = _values(headers, "x-amz-security-token")

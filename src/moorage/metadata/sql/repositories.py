@@ -22,6 +22,10 @@ from moorage.model import Page, PageRequest, RegistryRef, Repository, Repository
 __all__ = ["SqlRepositories", "SqlResourceTags", "repository_from_row"]
 
 
+def _exclusions(text: str) -> tuple[str, ...]:
+    return () if text == "[]" else tuple(json.loads(text))  # most repositories have none
+
+
 def repository_from_row(row: Row[Any]) -> Repository:
     m = row._mapping
     return Repository(
@@ -29,7 +33,7 @@ def repository_from_row(row: Row[Any]) -> Repository:
         name=RepositoryName(m["name"]),
         created_at=dt_req(m["created_at"]),
         tag_mutability=m["tag_mutability"],
-        mutability_exclusions=tuple(json.loads(m["mutability_exclusions"])),
+        mutability_exclusions=_exclusions(m["mutability_exclusions"]),
         scan_on_push=bool(m["scan_on_push"]),
         encryption_type=m["encryption_type"],
         kms_key=m["kms_key"],
