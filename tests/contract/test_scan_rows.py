@@ -64,3 +64,18 @@ async def test_deleting_a_repository_drops_the_scans_of_all_its_images(metadata_
         assert await tx.scans.get(REGISTRY, "scan/a", str(a.digest)) is None
         assert await tx.scans.get(REGISTRY, "scan/b", str(b.digest)) is not None
     assert await _affected(metadata_store) == {("scan/b", str(b.digest))}
+
+
+async def test_many_answers_the_scans_of_exactly_the_digests_asked(metadata_store: MetadataStore) -> None:
+    # An IN list of any length (SQLite runs it on its lean path, one ? per value), none included.
+    repo = await create(metadata_store, "scan/many")
+    images = [await push(metadata_store, repo, f"image-{n}".encode()) for n in range(4)]
+    digests = [str(img.digest) for img in images]
+    for digest in digests[:3]:
+        await _scanned(metadata_store, "scan/many", digest)
+    await _scanned(metadata_store, "scan/other", digests[0])  # same digest, another repository
+    async with metadata_store.transaction() as tx:
+        for asked in ([], digests[:1], digests[1:3], [digests[2], digests[2]], digests, ["sha256:" + "0" * 64]):
+            found = await tx.scans.many(REGISTRY, "scan/many", asked)
+            assert sorted(r.digest for r in found) == sorted(set(asked) & set(digests[:3]))
+            assert {r.repository for r in found} <= {"scan/many"}
