@@ -186,6 +186,32 @@ async def test_an_append_buffers_about_one_part(store: S3BlobStore) -> None:
     await store.delete(digest)
 
 
+async def test_a_streamed_commit_buffers_the_parts_in_flight_and_one_more(store: S3BlobStore) -> None:
+    chunk = payload(MiB, seed=7)
+    chunks = 48
+    digest = sha256(chunk * chunks)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(chunks):
+            yield chunk
+
+    async def ready(size: int) -> None:
+        assert await store.stat(digest) is None
+
+    state = await store.begin_upload("streamed-bounded")
+    tracemalloc.start()
+    try:
+        info = await store.commit_stream(state, digest, body(), ready)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info == BlobInfo(digest, chunks * MiB)
+    # Two 8 MiB parts uploading and a third filling; never the whole 48 MiB.
+    assert peak < 26 * MiB, f"a streamed commit of {chunks} MiB peaked at {peak / MiB:.1f} MiB"
+    assert await read_all(store, digest) == chunk * chunks
+    await store.delete(digest)
+
+
 async def test_redirect_urls_serve_the_blob(store: S3BlobStore, seaweed_s3: SeaweedS3, s3_bucket: str) -> None:
     content = payload(100 * KiB + 1, seed=6)
     digest = sha256(content)
