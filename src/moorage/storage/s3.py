@@ -40,7 +40,8 @@ of its range (up to the size of the append that wrote it), which is what makes a
   `_PARTS_IN_FLIGHT` parts uploading while the next fills, and CompleteMultipartUpload runs only
   after the caller's stream ended (its digest matched) and its `ready` returned. A blob smaller
   than one part is one PutObject at the end. Until then the blob key shows nothing; on any error
-  the multipart upload is aborted. Each byte crosses the network to S3 once instead of twice
+  the multipart upload is aborted. Its key and UploadId are noted in `uploads/<id>/streaming`, so
+  that removing the staging (the expired session, after a crash) aborts it too. Each byte crosses the network to S3 once instead of twice
   (staged, then copied). A HEAD that runs while the first part fills finds a blob that already
   exists; the bytes are then only checked, not written.
 - `abort_upload` and the end of a commit delete every object under `uploads/<id>/` (the marker
@@ -114,6 +115,8 @@ _UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PIECE_RE = re.compile(r"data/(\d{16})-(\d{16})")
 _OFFSET_DIGITS = 16
 _MARKER = "begun"
+_MAX_NOTE_BYTES = 4096
+_STREAMING = "streaming"  # names the multipart upload a commit_stream has open at a blob key
 _CONTENT_TYPE = "application/octet-stream"
 _COPY_CONCURRENCY = 8
 _DELETE_BATCH = 1000
@@ -774,18 +777,19 @@ class S3BlobStore:
         key = self._blob_key(digest)
         existing = asyncio.ensure_future(self._head_size(key))  # answered while the first part fills
         try:
-            info = await self._stream_to(key, digest, data, ready, existing)
+            info = await self._stream_to(prefix, key, digest, data, ready, existing)
         finally:
             if existing.done():
                 if not existing.cancelled():
                     existing.exception()  # retrieved: an error that was never awaited is not logged
             else:
                 existing.cancel()
-        await self._remove_staging(prefix)
+        await self._remove_staging(prefix, streamed=True)
         return info
 
     async def _stream_to(
         self,
+        upload_prefix: str,
         key: str,
         digest: Digest,
         data: AsyncIterable[bytes],
@@ -795,6 +799,7 @@ class S3BlobStore:
         """Write `data` at `key` as one multipart upload (a PutObject when it fits in one part),
         completed only after `data` ended and `ready` returned; see commit_stream."""
         upload_id: str | None = None
+        noted: asyncio.Future[None] | None = None  # the PutObject naming the multipart upload
         kept: int | None = None  # size of the blob that already exists: bytes are only consumed
         etags: dict[int, str] = {}
         in_flight: deque[asyncio.Future[None]] = deque()
@@ -850,6 +855,13 @@ class S3BlobStore:
                             self._client.create_multipart_upload, Bucket=self.bucket, Key=key, ContentType=_CONTENT_TYPE
                         )
                         upload_id = created["UploadId"]
+                        # Written down in the staging, so that removing the staging after a
+                        # crash (the expired session) aborts this multipart upload too.
+                        noted = asyncio.ensure_future(
+                            self._put(
+                                upload_prefix + _STREAMING, json.dumps({"key": key, "upload_id": upload_id}).encode()
+                            )
+                        )
                     await queue(filling.done())
                     filling = None
             rest = filling.done() if filling is not None else head
@@ -873,6 +885,8 @@ class S3BlobStore:
             del rest
             while in_flight:
                 await in_flight.popleft()
+            if noted is not None:
+                await noted
             await ready(size)
             await self._call(
                 self._client.complete_multipart_upload,
@@ -886,7 +900,7 @@ class S3BlobStore:
             for future in in_flight:
                 future.cancel()
             with anyio.CancelScope(shield=True):
-                await asyncio.gather(*in_flight, return_exceptions=True)
+                await asyncio.gather(*in_flight, *([noted] if noted is not None else []), return_exceptions=True)
                 if upload_id is not None:
                     with contextlib.suppress(ClientError):
                         await self._call(
@@ -897,16 +911,37 @@ class S3BlobStore:
     async def abort_upload(self, state: UploadState) -> None:
         await self._remove_staging(self._upload_prefix(state.upload_id))
 
-    async def _remove_staging(self, upload_prefix: str) -> None:
-        """Delete every object under `upload_prefix` (the marker last) and abort its multipart uploads."""
-        keys = [key async for key, _size in self._list(upload_prefix)]
+    async def _remove_staging(self, upload_prefix: str, *, streamed: bool = False) -> None:
+        """Delete every object under `upload_prefix` (the marker last) and abort its multipart uploads
+        (also the one a commit_stream noted, unless `streamed` says it completed)."""
+        sizes = {key: size async for key, size in self._list(upload_prefix)}
+        keys = list(sizes)
+        note = upload_prefix + _STREAMING
         marker = upload_prefix + _MARKER
+        if not streamed and 0 < sizes.get(note, 0) <= _MAX_NOTE_BYTES:
+            await self._abort_streaming(note, sizes[note])
         await self._delete_keys([key for key in keys if key != marker])
         for key, upload_id in await self._multipart_uploads(upload_prefix):
             with contextlib.suppress(ClientError):
                 await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
         if marker in keys:
             await self._delete_keys([marker])
+
+    async def _abort_streaming(self, note_key: str, size: int) -> None:
+        """Abort the multipart upload a commit_stream noted (harmless when it completed)."""
+        try:
+            note = json.loads(await self._get_range(note_key, 0, size))
+            key, upload_id = str(note["key"]), str(note["upload_id"])
+        except ClientError as error:
+            if _is_not_found(error):
+                return
+            raise
+        except (ValueError, KeyError, TypeError):
+            return  # not ours to read: the object is deleted with the rest of the staging
+        if not key.startswith(f"{self.prefix}blobs/"):
+            return
+        with contextlib.suppress(ClientError):
+            await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     async def _multipart_uploads(self, prefix: str) -> list[tuple[str, str]]:
         """(key, UploadId) of the multipart uploads in progress under `prefix`."""
