@@ -1938,8 +1938,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if backing is not None:
             footnotes.append(
                 "pg-s3 = PostgreSQL metadata + SeaweedFS S3 blobs (server CPU above is Moorage's alone: PostgreSQL "
-                f"and SeaweedFS used {helper_seconds:,.1f} CPU-s more during the run); uploads stage 8 MiB objects "
-                "in S3 and commit by server-side part copies; downloads "
+                f"and SeaweedFS used {helper_seconds:,.1f} CPU-s more during the run); a monolithic upload streams "
+                "into a multipart upload at the blob's key, PATCHed ones stage 8 MiB objects and commit by "
+                "server-side part copies; downloads "
                 + (
                     "are redirected to pre-signed S3 URLs (the client reads from SeaweedFS)"
                     if options.moorage_env.get("MOORAGE_STORAGE__S3__REDIRECT", "").lower() in ("1", "true", "yes")

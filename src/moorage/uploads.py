@@ -6,6 +6,9 @@ sha256 into `BlobStore.append`; the session's size is stored in the metadata sto
 append (compare-and-set on the previous size), so a session continues in any process and after
 a restart.
 
+A `PUT ?digest=` that carries the whole blob (nothing staged before it) skips the session save:
+`BlobStore.commit_stream` publishes the bytes as they stream, once the digest matched.
+
 The live hasher stays in this process only (never pickled). When a later request of the session
 lands in another process, or after a restart, `complete` re-hashes the staged bytes instead.
 A blob becomes visible only after its digest is verified, the bytes are committed durably in the
@@ -18,7 +21,7 @@ import asyncio
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -172,6 +175,8 @@ class Uploads:
         and raises DigestMismatchError. `on_verified` is called once the digest matched, before
         the blob is published (the pull-through cache then releases a streamed body's last bytes)."""
         session = await self._status_at(registry, name, upload_id, first_byte)
+        if final is not None and session.size == 0:
+            return await self._complete_whole(session, digest, final, on_verified)
         told = False
 
         def early(hasher: Any) -> None:
@@ -196,15 +201,64 @@ class Uploads:
             info = await self._blobs.commit_upload(session.state, digest)
         except UploadStateError:
             raise UploadUnknownError(upload_id) from None
+        await self._link(session, info)
+        return info
+
+    async def _complete_whole(
+        self,
+        session: UploadSession,
+        digest: Digest,
+        data: AsyncIterable[bytes],
+        on_verified: Callable[[], None] | None,
+    ) -> BlobInfo:
+        """`complete` when the last chunk is the whole blob (monolithic PUT, a pull-through fetch):
+        the store publishes the bytes as they stream (`BlobStore.commit_stream`), with no session
+        save in between; the digest check ends the stream, so a mismatch publishes nothing."""
+        upload_id = session.upload_id
+        self._hashers.pop(upload_id, None)
+        hasher = hashlib.new(digest.algorithm)
+        limit = self._max_blob_bytes
+
+        async def verified() -> AsyncIterator[bytes]:
+            size = 0
+            async for chunk in data:
+                size += len(chunk)
+                if size > limit:
+                    raise TooLargeError("blob", limit)
+                hasher.update(chunk)
+                yield chunk
+            actual = Digest(digest.algorithm, hasher.hexdigest())
+            if actual != digest:
+                raise DigestMismatchError(str(digest), str(actual))
+            if on_verified is not None:
+                on_verified()
+
+        try:
+            info = await self._blobs.commit_stream(session.state, digest, verified(), self._claim_size(digest))
+        except DigestMismatchError:
+            await self.cancel(session.registry, session.repository, upload_id, missing_ok=True)
+            raise
+        except UploadStateError:
+            raise UploadUnknownError(upload_id) from None
+        await self._link(session, info)
+        return info
+
+    def _claim_size(self, digest: Digest) -> Callable[[int], Awaitable[None]]:
+        async def ready(size: int) -> None:
+            await self._claim(BlobInfo(digest, size))
+
+        return ready
+
+    async def _link(self, session: UploadSession, info: BlobInfo) -> None:
+        """Record the committed blob, link it into the session's repository and end the session."""
         now = self._clock.now()
         async with self._metadata.transaction(write=True) as tx:
-            repo = await tx.repositories.get(registry, name, for_update=True)
+            repo = await tx.repositories.get(session.registry, session.repository, for_update=True)
             if repo is None:
-                raise UploadUnknownError(upload_id)
+                raise UploadUnknownError(session.upload_id)
             await tx.blobs.claim(info, now)  # the grace period starts now, not at the hold below
-            await tx.blobs.link(repo.id, digest, now)
-            await tx.uploads.delete(upload_id)
-        return info
+            await tx.blobs.link(repo.id, info.digest, now)
+            await tx.uploads.delete(session.upload_id)
 
     async def _claim(self, info: BlobInfo) -> None:
         """Tell garbage collection this blob is in use before its bytes are committed: a GC that

@@ -351,3 +351,89 @@ async def test_longest_safe_upload_id_is_accepted(blob_store: BlobStore) -> None
     state = await stage(blob_store, upload_id, [b"ok"])
     digest = sha256(b"ok")
     assert await blob_store.commit_upload(state, digest) == BlobInfo(digest, 2)
+
+
+# --- commit_stream: a whole blob in one go -------------------------------------------------------
+
+
+class _Readiness:
+    """A `ready` callback that records the sizes it was given and whether the blob was visible."""
+
+    def __init__(self, store: BlobStore, digest: Digest, *, fail: bool = False) -> None:
+        self.store, self.digest, self.fail = store, digest, fail
+        self.calls: list[tuple[int, BlobInfo | None]] = []
+
+    async def __call__(self, size: int) -> None:
+        self.calls.append((size, await self.store.stat(self.digest)))
+        if self.fail:
+            raise InterruptedError_("the caller refused")
+
+
+@pytest.mark.parametrize("size", [0, 300 * KiB, 17 * MiB + 5], ids=["empty", "one-part", "three-parts"])
+async def test_commit_stream_publishes_after_the_stream_ended_and_ready(blob_store: BlobStore, size: int) -> None:
+    content = payload(size, seed=40)
+    digest = sha256(content)
+    state = await blob_store.begin_upload("streamed")
+    ready = _Readiness(blob_store, digest)
+
+    chunks = [content[i : i + MiB] for i in range(0, size, MiB)]
+    info = await blob_store.commit_stream(state, digest, stream(*chunks), ready)
+
+    assert info == BlobInfo(digest, size)
+    assert ready.calls == [(size, None)]  # told once, with the size, before the blob was visible
+    assert await read_all(blob_store, digest) == content
+    assert await staging_is_empty(blob_store)
+
+
+async def test_commit_stream_publishes_nothing_when_the_stream_breaks(blob_store: BlobStore) -> None:
+    content = payload(17 * MiB, seed=41)
+    digest = sha256(content)
+    state = await blob_store.begin_upload("broken")
+    ready = _Readiness(blob_store, digest)
+
+    with pytest.raises(InterruptedError_):
+        await blob_store.commit_stream(state, digest, broken_stream(content[: 9 * MiB], content[9 * MiB :]), ready)
+
+    assert ready.calls == []
+    assert await blob_store.stat(digest) is None
+    with pytest.raises(BlobMissingError):
+        await read_all(blob_store, digest)
+    await blob_store.abort_upload(state)  # what the caller does: no part or staged byte remains
+
+
+@pytest.mark.parametrize("size", [300 * KiB, 17 * MiB], ids=["one-part", "three-parts"])
+async def test_commit_stream_publishes_nothing_when_ready_refuses(blob_store: BlobStore, size: int) -> None:
+    content = payload(size, seed=42)
+    digest = sha256(content)
+    state = await blob_store.begin_upload("refused")
+    ready = _Readiness(blob_store, digest, fail=True)
+
+    with pytest.raises(InterruptedError_):
+        await blob_store.commit_stream(state, digest, stream(content[:MiB], content[MiB:]), ready)
+
+    assert ready.calls == [(size, None)]
+    assert await blob_store.stat(digest) is None
+    await blob_store.abort_upload(state)
+
+
+@pytest.mark.parametrize("size", [300 * KiB, 17 * MiB], ids=["one-part", "three-parts"])
+async def test_commit_stream_of_an_existing_digest_keeps_the_blob(blob_store: BlobStore, size: int) -> None:
+    content = payload(size, seed=43)
+    digest = await put(blob_store, content)
+    state = await blob_store.begin_upload("again")
+    ready = _Readiness(blob_store, digest)
+
+    impostor = payload(size, seed=44)  # a caller's check would refuse these; the store keeps the blob
+    info = await blob_store.commit_stream(state, digest, stream(impostor[:MiB], impostor[MiB:]), ready)
+
+    assert info == BlobInfo(digest, size)
+    assert [told for told, _seen in ready.calls] == [size]
+    assert await read_all(blob_store, digest) == content
+    assert await staging_is_empty(blob_store)
+
+
+async def test_commit_stream_needs_an_empty_upload(blob_store: BlobStore) -> None:
+    state = await stage(blob_store, "begun", [b"staged"])
+    with pytest.raises(UploadStateError):
+        await blob_store.commit_stream(state, sha256(b"x"), stream(b"x"), _Readiness(blob_store, sha256(b"x")))
+    await blob_store.abort_upload(state)

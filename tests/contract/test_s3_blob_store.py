@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from moorage.model import BlobInfo, ByteRange, Digest, UploadState
 from moorage.storage import BlobMissingError
@@ -184,6 +185,59 @@ async def test_an_append_buffers_about_one_part(store: S3BlobStore) -> None:
     assert await store.commit_upload(state, digest) == BlobInfo(digest, chunks * MiB)
     assert (await store.stat(digest)) == BlobInfo(digest, chunks * MiB)
     await store.delete(digest)
+
+
+async def test_a_streamed_commit_buffers_the_parts_in_flight_and_one_more(store: S3BlobStore) -> None:
+    chunk = payload(MiB, seed=7)
+    chunks = 48
+    digest = sha256(chunk * chunks)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(chunks):
+            yield chunk
+
+    async def ready(size: int) -> None:
+        assert await store.stat(digest) is None
+
+    state = await store.begin_upload("streamed-bounded")
+    tracemalloc.start()
+    try:
+        info = await store.commit_stream(state, digest, body(), ready)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info == BlobInfo(digest, chunks * MiB)
+    # Two 8 MiB parts uploading and a third filling; never the whole 48 MiB.
+    assert peak < 26 * MiB, f"a streamed commit of {chunks} MiB peaked at {peak / MiB:.1f} MiB"
+    assert await read_all(store, digest) == chunk * chunks
+    await store.delete(digest)
+
+
+async def test_a_streamed_commit_cut_short_is_reclaimed_with_its_session(
+    store: S3BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = payload(20 * MiB, seed=8)
+    digest = sha256(content)
+    state = await store.begin_upload("crashed")
+    abort = store._client.abort_multipart_upload
+
+    def dead(**kwargs: object) -> None:  # the process died before it could abort
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "gone"}}, "AbortMultipartUpload")
+
+    async def ready(size: int) -> None:
+        raise AssertionError("never reached")
+
+    monkeypatch.setattr(store._client, "abort_multipart_upload", dead)
+    with pytest.raises(Disconnected):
+        await store.commit_stream(state, digest, broken_stream(content[: 10 * MiB], content[10 * MiB :]), ready)
+    assert any(key.startswith("multipart:") for key in await store.staging_leftovers())
+    assert await store.stat(digest) is None
+
+    # What expiring the session does: removing its staging also aborts the blob key's multipart upload.
+    monkeypatch.setattr(store._client, "abort_multipart_upload", abort)
+    await store.abort_upload(state)
+    assert await store.staging_leftovers() == []
+    assert await store.stat(digest) is None
 
 
 async def test_redirect_urls_serve_the_blob(store: S3BlobStore, seaweed_s3: SeaweedS3, s3_bucket: str) -> None:

@@ -11,6 +11,8 @@ Life of an upload:
          │                                                          │
          └──────────────────────► abort_upload(state) ◄─────────────┘ (on failure)
 
+    begin_upload(id) ──► commit_stream(state, digest, data, ready)     (a whole blob in one go)
+
 `UploadState` is returned by every step and persisted by the caller (the Uploads service)
 between requests, so a session can continue in another process or after a restart. The store
 never verifies digests itself: the caller hashes the bytes as they stream through `append` (or
@@ -25,11 +27,13 @@ Guarantees every implementation gives (checked by tests/contract/test_blob_store
   mid-append) first discards the staged bytes past `state.size`; the caller's recorded size
   is the truth.
 - nothing is left behind by `abort_upload` or by a successful commit.
+- `commit_stream` publishes nothing unless `data` ended normally and `ready` returned; when
+  either raises, nothing is published and `abort_upload` leaves nothing behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
@@ -104,6 +108,27 @@ class BlobStore(Protocol):
         """Atomically publish the first `state.size` staged bytes as blob `digest` and remove the
         staging. The caller has verified the digest. If the blob already exists, the staging is
         removed and the existing blob kept. Raises UploadStateError when the staging is gone.
+        """
+        ...
+
+    async def commit_stream(
+        self,
+        state: UploadState,
+        digest: Digest,
+        data: AsyncIterable[bytes],
+        ready: Callable[[int], Awaitable[None]],
+    ) -> BlobInfo:
+        """Publish every byte of `data` as blob `digest`, the whole content of an upload with
+        nothing staged yet (`state.size` is 0), and remove the staging.
+
+        The caller verifies as the bytes stream: `data` raises (for instance DigestMismatchError)
+        rather than end when they do not match `digest`. The blob is published only after `data`
+        has ended and `await ready(size)` has returned (the caller's last word before the blob
+        becomes visible), with the same atomicity and durability as `commit_upload`; when either
+        raises, nothing is published and the exception propagates. A store may skip staging here
+        (S3 writes the parts of a multipart upload straight at the blob's key). If the blob
+        already exists, the bytes are consumed, `ready` awaited, and the existing blob kept.
+        Raises UploadStateError when `state.size` is not 0.
         """
         ...
 

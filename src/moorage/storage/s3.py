@@ -35,6 +35,15 @@ of its range (up to the size of the append that wrote it), which is what makes a
   a prefix, and concurrent commits of one digest each write an identical complete object. More
   than `max_parts` (S3: 10 000) parts are first compacted into objects of up to 5 GiB in the
   same log. A blob that already exists (HEAD) is kept and the staging dropped.
+- `commit_stream` (a whole blob in one request, the common case) stages nothing: the bytes go
+  straight into a multipart upload at the blob's final key, `part_size` bytes per part with
+  `_PARTS_IN_FLIGHT` parts uploading while the next fills, and CompleteMultipartUpload runs only
+  after the caller's stream ended (its digest matched) and its `ready` returned. A blob smaller
+  than one part is one PutObject at the end. Until then the blob key shows nothing; on any error
+  the multipart upload is aborted. Its key and UploadId are noted in `uploads/<id>/streaming`, so
+  that removing the staging (the expired session, after a crash) aborts it too. Each byte crosses the network to S3 once instead of twice
+  (staged, then copied). A HEAD that runs while the first part fills finds a blob that already
+  exists; the bytes are then only checked, not written.
 - `abort_upload` and the end of a commit delete every object under `uploads/<id>/` (the marker
   last) and abort multipart uploads left there by interrupted cuts or compactions.
 
@@ -48,14 +57,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import re
 import ssl
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +94,8 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 """S3's largest part, and the largest object CopyObject accepts."""
 MAX_PARTS = 10_000
 _PUTS_IN_FLIGHT = 1  # staged segments uploading while the next one fills (memory: one more segment)
+_PARTS_IN_FLIGHT = 2  # parts of a streamed blob uploading while the next one fills (commit_stream)
+_HEAD_BYTES = MiB  # a streamed blob's first bytes grow a plain buffer; a whole part is allocated past it
 _RAW_URL_SECONDS = 300  # lifetime of the pre-signed URL a streamed read uses (it is used at once)
 _CONNECT_TIMEOUT = 60.0  # seconds to connect and read the response head (botocore's default)
 _READ_TIMEOUT = 60.0  # seconds a body read may wait for the next chunk (botocore's default)
@@ -105,6 +115,8 @@ _UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PIECE_RE = re.compile(r"data/(\d{16})-(\d{16})")
 _OFFSET_DIGITS = 16
 _MARKER = "begun"
+_MAX_NOTE_BYTES = 4096
+_STREAMING = "streaming"  # names the multipart upload a commit_stream has open at a blob key
 _CONTENT_TYPE = "application/octet-stream"
 _COPY_CONCURRENCY = 8
 _DELETE_BATCH = 1000
@@ -164,6 +176,35 @@ class _Part:
     @property
     def length(self) -> int:
         return sum(span.length for span in self.spans)
+
+
+class _Filling:
+    """A part being filled: one allocation of its final size, chunks copied in as they arrive (a
+    growing bytearray reallocates, copying the bytes and briefly holding them twice)."""
+
+    __slots__ = ("buffer", "filled")
+
+    def __init__(self, size: int) -> None:
+        self.buffer = bytearray(size)
+        self.filled = 0
+
+    def take(self, chunk: bytes | bytearray | memoryview, start: int) -> int:
+        """Copy `chunk[start:]` as far as it fits; returns the number of bytes taken."""
+        count = min(len(chunk) - start, len(self.buffer) - self.filled)
+        # Through memoryviews: a bytearray slice assigned anything but a bytearray copies it first.
+        with memoryview(self.buffer) as target, memoryview(chunk) as source:
+            target[self.filled : self.filled + count] = source[start : start + count]
+        self.filled += count
+        return count
+
+    @property
+    def full(self) -> bool:
+        return self.filled == len(self.buffer)
+
+    def done(self) -> bytearray:
+        """The bytes filled so far (the buffer itself, cut to them)."""
+        del self.buffer[self.filled :]
+        return self.buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +425,14 @@ class S3BlobStore:
     # -- boto3 in worker threads ----------------------------------------------------------------
 
     async def _call(self, method: Callable[..., T], /, **kwargs: Any) -> T:
-        return await anyio.to_thread.run_sync(functools.partial(method, **kwargs))
+        # The worker thread keeps a reference to its last job until it takes the next one: the
+        # job hands its arguments over once, so an idle thread never holds an 8 MiB part body.
+        handed = [kwargs]
+
+        def job() -> T:
+            return method(**handed.pop())
+
+        return await anyio.to_thread.run_sync(job)
 
     async def _list(self, prefix: str) -> AsyncIterator[tuple[str, int]]:
         """(key, size) of every object under `prefix`, page by page."""
@@ -610,8 +658,9 @@ class S3BlobStore:
             tail.insert(0, chain.pop())
         tail_size = sum(piece.size for piece in tail)
         replaced: list[str] = []  # pieces folded into newer ones; deleted once the append succeeded
-        buffer = bytearray()
-        buffer_start = state.size  # upload offset of buffer[0]
+        pending = bytearray()  # new bytes that, with the tail, do not make a segment yet
+        filling: _Filling | None = None  # the segment being filled, once there is one
+        buffer_start = state.size  # upload offset of the first byte not yet sent in a segment
         # _PUTS_IN_FLIGHT segments go out while the next one arrives (each PutObject runs in
         # a worker thread); all have landed before the append returns or fails.
         in_flight: deque[asyncio.Future[None]] = deque()
@@ -621,25 +670,43 @@ class S3BlobStore:
                 await in_flight.popleft()
             in_flight.append(asyncio.ensure_future(self._put(key, body)))
 
-        try:
-            async for chunk in data:
-                buffer += chunk
-                if tail_size + len(buffer) < self._part_size:
-                    continue
-                if tail:
-                    buffer[:0] = await self._read_pieces(tail)
-                    buffer_start = tail[0].start
-                    replaced += [piece.key for piece in tail]
-                    tail, tail_size = [], 0
-                while len(buffer) >= self._part_size:
-                    # Send the buffer itself (no copy of the segment); keep only what follows it.
-                    segment, buffer = buffer, buffer[self._part_size :]
-                    del segment[self._part_size :]
-                    end = buffer_start + len(segment)
+        async def feed(chunk: bytes | bytearray) -> None:
+            nonlocal filling, buffer_start
+            taken = 0
+            while taken < len(chunk):
+                if filling is None:
+                    filling = _Filling(self._part_size)
+                taken += filling.take(chunk, taken)
+                if filling.full:
+                    end = buffer_start + self._part_size
+                    segment, filling = filling.done(), None
                     await put(self._piece_key(prefix, buffer_start, end), segment)
                     del segment
                     buffer_start = end
 
+        segmented = False  # a first segment has started: every later byte goes through feed
+        try:
+            async for chunk in data:
+                if segmented:
+                    await feed(chunk)
+                    continue
+                if tail_size + len(pending) + len(chunk) < self._part_size:
+                    pending += chunk
+                    continue
+                segmented = True
+                # The first segment: the tail pieces, the bytes so far, then this chunk.
+                if tail:
+                    buffer_start = tail[0].start
+                    replaced += [piece.key for piece in tail]
+                    await feed(await self._read_pieces(tail))
+                    tail, tail_size = [], 0
+                head, pending = pending, bytearray()
+                await feed(head)
+                del head
+                await feed(chunk)
+
+            buffer = filling.done() if filling is not None else pending
+            filling = None
             size = buffer_start + len(buffer)
             if buffer:
                 while tail and tail[-1].size <= len(buffer):
@@ -697,19 +764,184 @@ class S3BlobStore:
         await self._remove_staging(prefix)
         return BlobInfo(digest, state.size)
 
+    async def commit_stream(
+        self,
+        state: UploadState,
+        digest: Digest,
+        data: AsyncIterable[bytes],
+        ready: Callable[[int], Awaitable[None]],
+    ) -> BlobInfo:
+        prefix = self._upload_prefix(state.upload_id)
+        if state.size != 0:
+            raise UploadStateError(f"upload {state.upload_id} already stages {state.size} bytes")
+        key = self._blob_key(digest)
+        existing = asyncio.ensure_future(self._head_size(key))  # answered while the first part fills
+        try:
+            info = await self._stream_to(prefix, key, digest, data, ready, existing)
+        finally:
+            if existing.done():
+                if not existing.cancelled():
+                    existing.exception()  # retrieved: an error that was never awaited is not logged
+            else:
+                existing.cancel()
+        await self._remove_staging(prefix, streamed=True)
+        return info
+
+    async def _stream_to(
+        self,
+        upload_prefix: str,
+        key: str,
+        digest: Digest,
+        data: AsyncIterable[bytes],
+        ready: Callable[[int], Awaitable[None]],
+        existing: asyncio.Future[int | None],
+    ) -> BlobInfo:
+        """Write `data` at `key` as one multipart upload (a PutObject when it fits in one part),
+        completed only after `data` ended and `ready` returned; see commit_stream."""
+        upload_id: str | None = None
+        noted: asyncio.Future[None] | None = None  # the PutObject naming the multipart upload
+        kept: int | None = None  # size of the blob that already exists: bytes are only consumed
+        etags: dict[int, str] = {}
+        in_flight: deque[asyncio.Future[None]] = deque()
+        head = bytearray()  # the first bytes, until a whole part is worth allocating
+        filling: _Filling | None = None
+        size = 0
+        number = 0  # parts queued so far
+        step = max(1, self._max_parts // 5)  # parts per part size; the size doubles after each step
+
+        async def send(part_number: int, body: bytearray) -> None:
+            response = await self._call(
+                self._client.upload_part,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=part_number,
+                Body=body,
+            )
+            etags[part_number] = response["ETag"]
+
+        async def queue(body: bytearray) -> None:
+            nonlocal number
+            while len(in_flight) >= _PARTS_IN_FLIGHT:
+                await in_flight.popleft()
+            number += 1
+            if number > self._max_parts:
+                raise RuntimeError("the blob does not fit into the S3 part limit")
+            in_flight.append(asyncio.ensure_future(send(number, body)))
+
+        try:
+            async for chunk in data:
+                size += len(chunk)
+                if kept is not None:
+                    continue
+                if filling is None and len(head) + len(chunk) < _HEAD_BYTES:
+                    head += chunk
+                    continue
+                taken = 0
+                while taken < len(chunk):
+                    if filling is None:
+                        filling = _Filling(min(MAX_PART_SIZE, self._part_size << min(number // step, 10)))
+                        filling.take(head, 0)
+                        head = bytearray()
+                    taken += filling.take(chunk, taken)
+                    if not filling.full:
+                        continue
+                    if upload_id is None:
+                        kept = await existing
+                        if kept is not None:
+                            filling = None
+                            break
+                        created = await self._call(
+                            self._client.create_multipart_upload, Bucket=self.bucket, Key=key, ContentType=_CONTENT_TYPE
+                        )
+                        upload_id = created["UploadId"]
+                        # Written down in the staging, so that removing the staging after a
+                        # crash (the expired session) aborts this multipart upload too.
+                        noted = asyncio.ensure_future(
+                            self._put(
+                                upload_prefix + _STREAMING, json.dumps({"key": key, "upload_id": upload_id}).encode()
+                            )
+                        )
+                    await queue(filling.done())
+                    filling = None
+            rest = filling.done() if filling is not None else head
+            del filling, head
+            if upload_id is None and kept is None:
+                kept = await existing
+            if kept is not None:
+                await ready(size)
+                # The HEAD ran before the caller's claim: a garbage collection may have deleted
+                # the blob since, and its bytes were not kept.
+                kept = await self._head_size(key)
+                if kept is None:
+                    raise UploadStateError(f"blob {digest} was deleted while being uploaded again; retry")
+                return BlobInfo(digest, kept)
+            if upload_id is None:
+                await ready(size)
+                await self._put(key, rest)
+                return BlobInfo(digest, size)
+            if rest:
+                await queue(rest)
+            del rest
+            while in_flight:
+                await in_flight.popleft()
+            if noted is not None:
+                await noted
+            await ready(size)
+            await self._call(
+                self._client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]},
+            )
+            return BlobInfo(digest, size)
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*in_flight, *([noted] if noted is not None else []), return_exceptions=True)
+                if upload_id is not None:
+                    with contextlib.suppress(ClientError):
+                        await self._call(
+                            self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+                        )
+            raise
+
     async def abort_upload(self, state: UploadState) -> None:
         await self._remove_staging(self._upload_prefix(state.upload_id))
 
-    async def _remove_staging(self, upload_prefix: str) -> None:
-        """Delete every object under `upload_prefix` (the marker last) and abort its multipart uploads."""
-        keys = [key async for key, _size in self._list(upload_prefix)]
+    async def _remove_staging(self, upload_prefix: str, *, streamed: bool = False) -> None:
+        """Delete every object under `upload_prefix` (the marker last) and abort its multipart uploads
+        (also the one a commit_stream noted, unless `streamed` says it completed)."""
+        sizes = {key: size async for key, size in self._list(upload_prefix)}
+        keys = list(sizes)
+        note = upload_prefix + _STREAMING
         marker = upload_prefix + _MARKER
+        if not streamed and 0 < sizes.get(note, 0) <= _MAX_NOTE_BYTES:
+            await self._abort_streaming(note, sizes[note])
         await self._delete_keys([key for key in keys if key != marker])
         for key, upload_id in await self._multipart_uploads(upload_prefix):
             with contextlib.suppress(ClientError):
                 await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
         if marker in keys:
             await self._delete_keys([marker])
+
+    async def _abort_streaming(self, note_key: str, size: int) -> None:
+        """Abort the multipart upload a commit_stream noted (harmless when it completed)."""
+        try:
+            note = json.loads(await self._get_range(note_key, 0, size))
+            key, upload_id = str(note["key"]), str(note["upload_id"])
+        except ClientError as error:
+            if _is_not_found(error):
+                return
+            raise
+        except (ValueError, KeyError, TypeError):
+            return  # not ours to read: the object is deleted with the rest of the staging
+        if not key.startswith(f"{self.prefix}blobs/"):
+            return
+        with contextlib.suppress(ClientError):
+            await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     async def _multipart_uploads(self, prefix: str) -> list[tuple[str, str]]:
         """(key, UploadId) of the multipart uploads in progress under `prefix`."""
