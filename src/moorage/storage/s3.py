@@ -35,15 +35,16 @@ of its range (up to the size of the append that wrote it), which is what makes a
   a prefix, and concurrent commits of one digest each write an identical complete object. More
   than `max_parts` (S3: 10 000) parts are first compacted into objects of up to 5 GiB in the
   same log. A blob that already exists (HEAD) is kept and the staging dropped.
-- `commit_stream` (a whole blob in one request, the common case) stages nothing: the bytes go
-  straight into a multipart upload at the blob's final key, `part_size` bytes per part with
-  `_PARTS_IN_FLIGHT` parts uploading while the next fills, and CompleteMultipartUpload runs only
-  after the caller's stream ended (its digest matched) and its `ready` returned. A blob smaller
-  than one part is one PutObject at the end. Until then the blob key shows nothing; on any error
-  the multipart upload is aborted. Its key and UploadId are noted in `uploads/<id>/streaming`, so
-  that removing the staging (the expired session, after a crash) aborts it too. Each byte crosses the network to S3 once instead of twice
-  (staged, then copied). A HEAD that runs while the first part fills finds a blob that already
-  exists; the bytes are then only checked, not written.
+- `commit_stream` (a whole blob in one request: a monolithic PUT, a pull-through or replication
+  fetch) stages nothing: the bytes go straight into a multipart upload at the blob's final key,
+  `part_size` bytes per part with `_PARTS_IN_FLIGHT` parts uploading while the next fills, and
+  CompleteMultipartUpload runs only after the caller's stream ended (its digest matched) and its
+  `ready` returned. A blob smaller than one part is one PutObject at the end. Until then the blob
+  key shows nothing; on any error the multipart upload is aborted. Its key and UploadId are noted
+  in `uploads/<id>/streaming`, so that removing the staging (the expired session, after a crash)
+  aborts it too. Each byte crosses the network to S3 once instead of twice (staged, then copied).
+  A HEAD that runs while the first part fills finds a blob that already exists; the bytes are
+  then only checked, not written.
 - `abort_upload` and the end of a commit delete every object under `uploads/<id>/` (the marker
   last) and abort multipart uploads left there by interrupted cuts or compactions.
 
