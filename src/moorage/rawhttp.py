@@ -9,9 +9,10 @@ chunked bodies, errors) is for the caller to handle with its regular client.
 - Plain http (S3 endpoints inside a deployment, SeaweedFS/MinIO next to Moorage): the socket is
   read directly, `recv` straight into each chunk's `bytes`, so the kernel's copy is the only one.
   `SO_RCVLOWAT` is set to what the chunk still needs, so the event loop wakes once per chunk, not
-  once per segment that arrives. What waits to be read stays in the kernel's receive buffer
-  (bounded by net.ipv4.tcp_rmem and TCP flow control), which is also the read-ahead that lets the
-  next chunk arrive while this one is sent on.
+  once per segment that arrives, and not at all when the chunk is already queued (FIONREAD).
+  What waits to be read stays in the kernel's receive buffer (bounded by net.ipv4.tcp_rmem and
+  TCP flow control), which is also the read-ahead that lets the next chunk arrive while this one
+  is sent on.
 - https: an asyncio `BufferedProtocol` reads into 1 MiB buffers (TLS decrypts into them), each
   copied once into its chunk's `bytes`; reading pauses while `_MAX_READY` bytes wait for the
   consumer.
@@ -19,9 +20,12 @@ chunked bodies, errors) is for the caller to handle with its regular client.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import socket
 import ssl
+import termios
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import cast
@@ -98,6 +102,13 @@ class RawResponse:
             self.headers[name.strip().lower()] = value.strip()
         length = self.headers.get("content-length", "")
         self.length = int(length) if length.isdigit() else None
+
+
+def _queued(sock: socket.socket) -> int:
+    """Bytes waiting in the socket's receive queue (FIONREAD)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, count, True)
+    return count[0]
 
 
 def _set_done(waiter: asyncio.Future[None]) -> None:
@@ -188,8 +199,9 @@ class _PlainResponse(RawResponse):
             while have < want:
                 self._want(want - have)
                 try:
-                    async with asyncio.timeout(timeout):
-                        await self._readable()
+                    if _queued(self._sock) < want - have:  # else no trip through the event loop
+                        async with asyncio.timeout(timeout):
+                            await self._readable()
                     data = self._recv(want - have)
                 except TimeoutError:
                     raise RawBodyError("the body read timed out") from None
