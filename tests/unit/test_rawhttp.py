@@ -1,20 +1,64 @@
 """RawResponse, the bare HTTP/1.1 GET reader of the blob hot paths, against loopback servers that
 answer in awkward pieces: a head split byte by byte, a head and a whole body in one write, a body
-larger than the read-ahead bound, a connection that closes early, a server that stalls."""
+larger than the read-ahead bound, a connection that closes early, a server that stalls. Each over
+plain http (the socket read directly) and over https (the TLS protocol reader)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import random
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from moorage.rawhttp import CHUNK, RawBodyError, RawResponse
 
 pytestmark = pytest.mark.anyio
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+# The servers of the test running: no TLS, or (server context, client context).
+_TLS: list[tuple[ssl.SSLContext, ssl.SSLContext] | None] = [None]
+
+
+def _contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: the server's context and a client context trusting it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_path.write_bytes(pem)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_path, key_path)
+    return server, ssl.create_default_context(cafile=str(cert_path))
+
+
+@pytest.fixture(autouse=True, params=["http", "https"])
+def scheme(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    _TLS[0] = _contexts(tmp_path) if request.param == "https" else None
+    yield request.param
+    _TLS[0] = None
 
 
 async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
@@ -25,12 +69,17 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
+    tls = _TLS[0]
+    server = await asyncio.start_server(wrapped, "127.0.0.1", 0, ssl=tls[0] if tls else None)
     return server, server.sockets[0].getsockname()[1]
 
 
 async def get(port: int, timeout: float = 5.0) -> RawResponse:
-    return await RawResponse.open(f"http://127.0.0.1:{port}/blob", {}, timeout)
+    tls = _TLS[0]
+    if tls is None:
+        return await RawResponse.open(f"http://127.0.0.1:{port}/blob", {}, timeout)
+    client = tls[1]
+    return await RawResponse.open(f"https://127.0.0.1:{port}/blob", {}, timeout, lambda: client)
 
 
 async def body_of(response: RawResponse, timeout: float = 5.0) -> tuple[bytes, list[int]]:
@@ -105,8 +154,8 @@ async def test_a_slow_consumer_bounds_what_is_read_ahead() -> None:
         chunks = response.chunks(5.0)
         first = await anext(chunks)
         await asyncio.sleep(0.5)  # the server writes as fast as the client reads ahead
-        # Read-ahead stops at 4 MiB in the reader, plus what the kernel buffers hold (a loopback
-        # socket's receive buffer grows to net.ipv4.tcp_rmem's maximum, 32 MiB on Debian).
+        # Read-ahead is what the kernel buffers hold (a loopback socket's receive buffer grows to
+        # net.ipv4.tcp_rmem's maximum, 32 MiB on Debian), plus 4 MiB in the https reader.
         assert sent < 56 * CHUNK
         rest = [chunk async for chunk in chunks]
         response.close()
