@@ -41,7 +41,7 @@ from typing import Protocol
 from moorage.errors import MoorageError
 from moorage.model import BlobInfo, ByteRange, Digest, UploadState
 
-__all__ = ["BlobMissingError", "BlobStore", "UploadStateError"]
+__all__ = ["BlobMissingError", "BlobStore", "UploadStateError", "commit_by_staging"]
 
 
 class BlobMissingError(MoorageError):
@@ -139,3 +139,19 @@ class BlobStore(Protocol):
     async def close(self) -> None:
         """Release connections and other resources."""
         ...
+
+
+async def commit_by_staging(
+    store: BlobStore,
+    state: UploadState,
+    digest: Digest,
+    data: AsyncIterable[bytes],
+    ready: Callable[[int], Awaitable[None]],
+) -> BlobInfo:
+    """`commit_stream` for a store where staging costs nothing extra (a local file, memory): the
+    bytes are appended, `ready` awaited, then published as by `commit_upload`."""
+    if state.size != 0:
+        raise UploadStateError(f"upload {state.upload_id} already stages {state.size} bytes")
+    staged = await store.append(state, data)
+    await ready(staged.size)
+    return await store.commit_upload(staged, digest)

@@ -33,7 +33,7 @@ import anyio.to_thread
 
 from moorage.errors import DigestInvalidError
 from moorage.model import BlobInfo, ByteRange, Digest, UploadState
-from moorage.storage import BlobMissingError, UploadStateError
+from moorage.storage import BlobMissingError, UploadStateError, commit_by_staging
 
 __all__ = ["CHUNK_SIZE", "FilesystemBlobStore"]
 
@@ -236,12 +236,7 @@ class FilesystemBlobStore:
         data: AsyncIterable[bytes],
         ready: Callable[[int], Awaitable[None]],
     ) -> BlobInfo:
-        # Staging costs nothing extra here: the bytes are staged, then published as by commit_upload.
-        if state.size != 0:
-            raise UploadStateError(f"upload {state.upload_id} already stages {state.size} bytes")
-        staged = await self.append(state, data)
-        await ready(staged.size)
-        return await self.commit_upload(staged, digest)
+        return await commit_by_staging(self, state, digest, data, ready)
 
     async def abort_upload(self, state: UploadState) -> None:
         with contextlib.suppress(FileNotFoundError):

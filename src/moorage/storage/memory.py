@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from moorage.model import BlobInfo, ByteRange, Digest, UploadState
-from moorage.storage import BlobMissingError, UploadStateError
+from moorage.storage import BlobMissingError, UploadStateError, commit_by_staging
 
 __all__ = ["CHUNK_SIZE", "MemoryBlobStore"]
 
@@ -116,12 +116,7 @@ class MemoryBlobStore:
         data: AsyncIterable[bytes],
         ready: Callable[[int], Awaitable[None]],
     ) -> BlobInfo:
-        # Staging costs nothing extra here: the bytes are staged, then published as by commit_upload.
-        if state.size != 0:
-            raise UploadStateError(f"upload {state.upload_id} already stages {state.size} bytes")
-        staged = await self.append(state, data)
-        await ready(staged.size)
-        return await self.commit_upload(staged, digest)
+        return await commit_by_staging(self, state, digest, data, ready)
 
     async def abort_upload(self, state: UploadState) -> None:
         if not _UPLOAD_ID_RE.fullmatch(state.upload_id):
