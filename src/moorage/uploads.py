@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -234,7 +234,9 @@ class Uploads:
                 on_verified()
 
         try:
-            info = await self._blobs.commit_stream(session.state, digest, verified(), self._claim_size(digest))
+            info = await self._blobs.commit_stream(
+                session.state, digest, verified(), lambda size: self._claim(BlobInfo(digest, size))
+            )
         except DigestMismatchError:
             await self.cancel(session.registry, session.repository, upload_id, missing_ok=True)
             raise
@@ -242,12 +244,6 @@ class Uploads:
             raise UploadUnknownError(upload_id) from None
         await self._link(session, info)
         return info
-
-    def _claim_size(self, digest: Digest) -> Callable[[int], Awaitable[None]]:
-        async def ready(size: int) -> None:
-            await self._claim(BlobInfo(digest, size))
-
-        return ready
 
     async def _link(self, session: UploadSession, info: BlobInfo) -> None:
         """Record the committed blob, link it into the session's repository and end the session."""
