@@ -30,6 +30,9 @@ pays for a verified, durable upload on this machine. The targets printed are iss
 
 Server CPU is utime+stime from /proc/<pid>/stat of the server process and all its descendants
 (granian's worker processes). Client and servers share the machine's cores; compare ratios.
+Before the rounds a probe (a few seconds, skip with `--no-page-probe`) writes 256 MiB files into
+fresh and into just-freed page-cache pages and prints both costs under the table: in a VM with free
+page reporting the fresh ones cost several times more, and every server's upload pays that.
 `--quick` uses 256 MiB blobs, 3 s load runs, one round and a 1 GiB memory upload.
 
 Moorage's storage: `--backend embedded` (default) is SQLite + filesystem blobs in its data dir;
@@ -1534,6 +1537,136 @@ def print_report(results: Results, header: str, footnotes: Sequence[str] = ()) -
 
 
 # --------------------------------------------------------------------------------------------------
+# The machine's cost of writing into the page cache
+# --------------------------------------------------------------------------------------------------
+
+PROBE_MIB = 256  # each measured probe file
+PROBE_SEGMENT_MIB = 16  # the drain's unit of measure
+PROBE_DRAIN_MAX_MIB = 2048  # the most the drain writes looking for the end of the recently freed pages
+
+
+@dataclass
+class PageCacheCost:
+    """What this thread paid to write `size_mib` (1 MiB os.write calls, then fsync) into fresh and into
+    just-freed page-cache pages: CPU-s per GiB and MiB/s (wall, fsync included)."""
+
+    size_mib: int
+    fresh_cpu: float
+    fresh_mibs: float
+    freed_cpu: float
+    freed_mibs: float
+    drained_mib: int  # written first, unmeasured, to use up the pages freed recently
+    drained: bool  # the drain saw writes get dear (False: no fresh-page cost within PROBE_DRAIN_MAX_MIB)
+
+    def footnote(self) -> str:
+        line = (
+            f"page cache here: writing {self.size_mib} MiB into fresh pages {self.fresh_cpu:.2f} CPU-s/GiB "
+            f"({self.fresh_mibs:,.0f} MiB/s), into just-freed pages {self.freed_cpu:.2f} CPU-s/GiB "
+            f"({self.freed_mibs:,.0f} MiB/s); "
+        )
+        if not self.drained:
+            return line + (
+                f"no write of the first {self.drained_mib:,} MiB cost more than one into just-freed pages: "
+                "this machine may not charge for fresh pages"
+            )
+        return line + (
+            "every server's upload CPU includes the first figure, bar writes into the "
+            f"~{self.drained_mib:,} MiB of recently freed pages the kernel hands out first"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "size_mib": self.size_mib,
+            "fresh_cpu_s_per_gib": self.fresh_cpu,
+            "fresh_mibs": self.fresh_mibs,
+            "freed_cpu_s_per_gib": self.freed_cpu,
+            "freed_mibs": self.freed_mibs,
+            "drained_mib": self.drained_mib,
+            "drained": self.drained,
+        }
+
+
+def _timed_write(fd: int, buffer: bytes, mib: int, sync: bool = True) -> tuple[float, float]:
+    """Write `buffer` (1 MiB) `mib` times to `fd`, fsync if `sync`: (this thread's CPU-s, wall s)."""
+    cpu = time.thread_time()
+    began = time.perf_counter()
+    for _ in range(mib):
+        os.write(fd, buffer)
+    if sync:
+        os.fsync(fd)
+    return time.thread_time() - cpu, time.perf_counter() - began
+
+
+def _write_new_file(path: Path, buffer: bytes, mib: int, sync: bool = True) -> tuple[float, float]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        return _timed_write(fd, buffer, mib, sync)
+    finally:
+        os.close(fd)
+
+
+def probe_page_cache(directory: Path, size_mib: int = PROBE_MIB) -> PageCacheCost:
+    """Measure what writing a file costs on this machine, into fresh page-cache pages and into pages
+    freed a moment ago, with files in `directory` (the filesystem the servers write to).
+
+    In a VM with free page reporting (virtio_balloon here), the guest tells the host which memory it
+    has left free for a while and the host drops it; when the guest next puts data in such a page, the
+    host faults a zeroed page back in, on the writing vCPU. So a write into fresh page-cache pages,
+    which is what every upload does, costs several times a write into pages freed seconds ago (not yet
+    reported). The figures are this thread's CPU (time.thread_time: the copy, the page allocation, the
+    host's faults as the guest sees them, the fsync's submission) and the wall time of write and fsync.
+
+    1. calibrate: a write into just-freed pages (write a small file, delete it, write another);
+    2. drain: the kernel hands out the pages freed recently first (by anyone: up to about a GiB on
+       this VM), so write an unmeasured file until its writes cost over 3x the calibration (or
+       PROBE_DRAIN_MAX_MIB: then there is no fresh-page cost to see) and keep it;
+    3. fresh: write and fsync `size_mib` into a new file, kept, so the next write cannot reuse it;
+    4. just freed: delete the fresh file, at once write and fsync `size_mib` into another one, which
+       gets the fresh file's pages back.
+    Every file is deleted at the end: their pages become recently freed ones again, but this VM keeps
+    only about a GiB of those unreported anyway (20 s after the probe as many cheap pages were left
+    as without it: 928 MiB), so the probe does not make the rounds' uploads cheaper."""
+    buffer = os.urandom(MIB)
+    paths = [directory / f"page-probe-{name}.bin" for name in ("calibrate", "drain", "fresh", "freed")]
+    calibrate, drain, fresh, freed = paths
+    try:
+        calibration_mib = 2 * PROBE_SEGMENT_MIB
+        _write_new_file(calibrate, buffer, calibration_mib, sync=False)
+        calibrate.unlink()
+        cpu, _ = _write_new_file(calibrate, buffer, calibration_mib, sync=False)
+        calibrate.unlink()
+        threshold = 3 * cpu * PROBE_SEGMENT_MIB / calibration_mib
+        drained_mib, dear, drained = 0, 0, False
+        fd = os.open(drain, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            while drained_mib < PROBE_DRAIN_MAX_MIB:
+                cpu, _ = _timed_write(fd, buffer, PROBE_SEGMENT_MIB, sync=False)
+                drained_mib += PROBE_SEGMENT_MIB
+                dear = dear + 1 if cpu > threshold else 0
+                if dear == 2:  # two segments in a row: the recently freed pages are used up
+                    drained = True
+                    break
+        finally:
+            os.close(fd)
+        fresh_cpu, fresh_wall = _write_new_file(fresh, buffer, size_mib)
+        fresh.unlink()
+        freed_cpu, freed_wall = _write_new_file(freed, buffer, size_mib)
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+    gib = size_mib * MIB / GIB
+    return PageCacheCost(
+        size_mib=size_mib,
+        fresh_cpu=fresh_cpu / gib,
+        fresh_mibs=size_mib / fresh_wall,
+        freed_cpu=freed_cpu / gib,
+        freed_mibs=size_mib / freed_wall,
+        drained_mib=drained_mib,
+        drained=drained,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
 # The benchmark
 # --------------------------------------------------------------------------------------------------
 
@@ -1566,6 +1699,7 @@ class Options:
     compare_backends: bool = False
     auth: AuthMode = "token"
     floor: bool = True
+    page_probe: bool = True
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -1632,6 +1766,11 @@ def parse_options(argv: Sequence[str]) -> Options:
         help="skip the floor column (bench/floor_app.py: the same HTTP stack hashing, writing and fsyncing "
         "uploads with no registry behind it)",
     )
+    parser.add_argument(
+        "--no-page-probe",
+        action="store_true",
+        help="skip the probe of this machine's cost of writing into fresh and just-freed page-cache pages",
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server logs, data)")
     parser.add_argument("--quick", action="store_true", help="small blobs, short load runs, one round")
     args = parser.parse_args(argv)
@@ -1657,6 +1796,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         compare_backends=args.compare_backends,
         auth=args.auth,
         floor=not args.no_floor,
+        page_probe=not args.no_page_probe,
     )
     if args.compare_backends and args.backend is not None:
         parser.error("--compare-backends runs both backends: drop --backend")
@@ -1869,8 +2009,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (staged objects and the blob; it reclaims deleted space only when it vacuums)
         weight = 1 + sum(2 if backend == "pg-s3" else 1 for backend in backends) + (1 if options.floor else 0)
         estimate = options.size_mib * MIB * (1 + weight * 3 * options.rounds) + weight * options.rss_mib * MIB
+        if options.page_probe:  # before anything else is written; deletes its files
+            estimate = max(estimate, (PROBE_DRAIN_MAX_MIB + PROBE_MIB) * MIB)
         if free < estimate:
             raise BenchError(f"{workdir}: {free / GIB:.1f} GiB free, the run needs about {estimate / GIB:.1f} GiB")
+        page_cost: PageCacheCost | None = None
+        if options.page_probe:
+            _log(f"probing the page cache: {PROBE_MIB} MiB into fresh pages, {PROBE_MIB} MiB into just-freed ones")
+            page_cost = probe_page_cache(workdir)
+            _log(f"  {page_cost.footnote()}")
         data_size = options.size_mib * MIB
         _log(f"workdir {workdir}; writing {data_size // MIB} MiB of random data")
         data_path = workdir / "data.bin"
@@ -1953,6 +2100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else ""
                 )
             )
+        if page_cost is not None:
+            footnotes.append(page_cost.footnote())
         footnotes += [
             f"other processes on the machine used {foreign_cores:.2f} cores on average during the run "
             f"(load average {load_before:.1f} at start)"
@@ -1990,6 +2139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "HEAD load": "registry.py _loadgen (asyncio/uvloop), wrk cannot parse HEAD",
                     },
                 },
+                "page_cache": page_cost.as_json() if page_cost is not None else None,
                 "metrics": [metric.as_json() for metric in results.metrics.values()],
             }
             options.json_path.write_text(json.dumps(document, indent=2) + "\n")
