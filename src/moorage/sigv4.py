@@ -83,6 +83,11 @@ _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
 _WS_RE = re.compile(r"[ \t]+")
+# The Authorization header exactly as the AWS SDKs write it: parsed by one match, to the same
+# parameters the general parser finds in it (anything else takes the general parser).
+_SDK_AUTHORIZATION_RE = re.compile(
+    ALGORITHM + r" Credential=([^,= \t]+), SignedHeaders=([^,= \t]+), Signature=([^,= \t]+)"
+)
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
 _QUERY_AUTH_PARAMS = (
     "X-Amz-Algorithm",
@@ -165,6 +170,20 @@ def parse_request_auth(method: str, headers: Mapping[str, Sequence[str]], query_
 
 
 def _parse_header_auth(headers: Mapping[str, Sequence[str]], authorization: str) -> ParsedAuth:
+    sdk = _SDK_AUTHORIZATION_RE.fullmatch(authorization)
+    if sdk is not None:
+        amz_dates = _values(headers, "x-amz-date")
+        if len(amz_dates) == 1:
+            tokens = _values(headers, "x-amz-security-token")
+            return _parsed(
+                credential=sdk[1],
+                signed_headers=sdk[2],
+                signature=sdk[3],
+                amz_date=amz_dates[0].strip(),
+                presigned=False,
+                expires=None,
+                security_token=tokens[0] if tokens else None,
+            )
     scheme, _, rest = authorization.strip().replace("\t", " ").partition(" ")
     params: dict[str, str] = {}
     malformed = False
@@ -254,19 +273,28 @@ def _parsed(
     expires: int | None,
     security_token: str | None,
 ) -> ParsedAuth:
-    parts = credential.split("/")
-    if len(parts) != 5 or not all(parts[:4]):
-        raise _incomplete(
-            "Credential should be of the form '<access key id>/<YYYYMMDD>/<region>/<service>/aws4_request', "
-            f"not '{credential[:256]}'."
-        )
-    _amz_datetime(amz_date)
-    names = tuple(signed_headers.split(";"))
-    if not all(names):
-        raise _incomplete("SignedHeaders must be a ';'-separated list of header names.")
-    if "host" not in names:
-        raise _incomplete("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
-    access_key_id, date, region, service, terminator = parts
+    shape = _SHAPES.get((credential, signed_headers))
+    if shape is None:
+        parts = credential.split("/")
+        if len(parts) != 5 or not all(parts[:4]):
+            raise _incomplete(
+                "Credential should be of the form '<access key id>/<YYYYMMDD>/<region>/<service>/aws4_request', "
+                f"not '{credential[:256]}'."
+            )
+        _amz_datetime(amz_date)
+        names = tuple(signed_headers.split(";"))
+        if not all(names):
+            raise _incomplete("SignedHeaders must be a ';'-separated list of header names.")
+        if "host" not in names:
+            raise _incomplete("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+        if len(_SHAPES) >= _MEMO_MAX:
+            _SHAPES.clear()
+        key_id, scope_date, scope_region, scope_service, scope_terminator = parts
+        shape = (key_id, scope_date, scope_region, scope_service, scope_terminator, names)
+        _SHAPES[(credential, signed_headers)] = shape
+    else:
+        _amz_datetime(amz_date)
+    access_key_id, date, region, service, terminator, names = shape
     return ParsedAuth(
         access_key_id=access_key_id,
         date=date,
@@ -282,6 +310,14 @@ def _parsed(
     )
 
 
+_MEMO_MAX = 256
+# The credential scope and SignedHeaders of requests seen: both repeat on every request of a
+# client for a day, and checking them costs more than looking them up. Only valid ones are kept.
+_SHAPES: dict[tuple[str, str], tuple[str, str, str, str, str, tuple[str, ...]]] = {}
+_DATETIMES: dict[str, datetime] = {}  # valid X-Amz-Date values seen, parsed
+_SORTED_NAMES: set[tuple[str, ...]] = set()  # SignedHeaders lists seen lower-case, sorted and unique
+
+
 def _shown_authorization(scheme: str, params: Mapping[str, str]) -> str:
     """The Authorization header as error messages may repeat it: never the signature, nor an unknown
     scheme's credentials."""
@@ -292,6 +328,18 @@ def _shown_authorization(scheme: str, params: Mapping[str, str]) -> str:
 
 
 def _amz_datetime(amz_date: str) -> datetime:
+    """X-Amz-Date as a UTC datetime; IncompleteSignatureException unless it is one."""
+    known = _DATETIMES.get(amz_date)
+    if known is not None:
+        return known
+    moment = _parse_amz_datetime(amz_date)
+    if len(_DATETIMES) >= _MEMO_MAX:
+        _DATETIMES.clear()
+    _DATETIMES[amz_date] = moment
+    return moment
+
+
+def _parse_amz_datetime(amz_date: str) -> datetime:
     # The fixed-width digits are read by position: for this shape exactly the values strptime
     # with _AMZ_DATE_FORMAT accepts are valid datetimes, at a fraction of strptime's cost.
     if _AMZ_DATE_RE.fullmatch(amz_date):
@@ -343,7 +391,10 @@ def canonical_request(
         values = _values(headers, name)
         if not values:
             raise _invalid()
-        lines.append(f"{name}:" + ",".join(_trim(value) for value in values))
+        if len(values) == 1:
+            lines.append(f"{name}:{_trim(values[0])}")
+        else:
+            lines.append(f"{name}:" + ",".join(_trim(value) for value in values))
     lines.append("")
     lines.append(";".join(signed_headers))
     lines.append(payload_hash)
@@ -351,6 +402,8 @@ def canonical_request(
 
 
 def canonical_uri(path: str | bytes) -> str:
+    if path == "/" or path == b"/":  # every AWS JSON API call
+        return "/"
     raw = _raw(path)
     segments: list[bytes] = []
     for segment in raw.split(b"/"):
@@ -370,6 +423,8 @@ def canonical_uri(path: str | bytes) -> str:
 
 
 def canonical_query_string(query_string: str | bytes, *, presigned: bool = False) -> str:
+    if not query_string:
+        return ""
     pairs = []
     for raw_key, raw_value in _query_pairs(_raw(query_string)):
         key = _decode(raw_key)
@@ -407,6 +462,8 @@ def _encode(data: bytes) -> str:
 
 
 def _trim(value: str) -> str:
+    if "\t" not in value and "  " not in value:  # no run to collapse: the regex would change nothing
+        return value.strip(" ")
     return _WS_RE.sub(" ", value.strip(" \t"))
 
 
@@ -442,7 +499,7 @@ def _cached_signing_key(secret: str, date: str, region: str, service: str) -> by
 
 
 def signature(key: bytes, string_to_sign: str) -> str:
-    return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
 
 
 # -- verification --------------------------------------------------------------------------------------
@@ -485,8 +542,12 @@ def verify(
         raise _incomplete("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
     _check_time(parsed, request_time, now, max_skew)
     names = parsed.signed_headers
-    if list(names) != sorted(set(names)) or any(name != name.lower() for name in names):
-        raise _invalid()
+    if names not in _SORTED_NAMES:
+        if list(names) != sorted(set(names)) or any(name != name.lower() for name in names):
+            raise _invalid()
+        if len(_SORTED_NAMES) >= _MEMO_MAX:
+            _SORTED_NAMES.clear()
+        _SORTED_NAMES.add(names)
 
     payload_hash = _payload_hash(headers, payload_sha256_hex)
     canonical = canonical_request(method, path, query_string, headers, names, payload_hash, presigned=parsed.presigned)
@@ -498,11 +559,11 @@ def verify(
 
 def _check_time(parsed: ParsedAuth, request_time: datetime, now: datetime, max_skew: timedelta) -> None:
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    minutes = f"{int(max_skew.total_seconds() // 60)} min."
     earliest, latest = now - max_skew, now + max_skew
     if request_time > latest:
         raise _invalid(
-            f"Signature not yet current: {parsed.amz_date} is still later than {_fmt(latest)} ({_fmt(now)} + {minutes})"
+            f"Signature not yet current: {parsed.amz_date} is still later than {_fmt(latest)} "
+            f"({_fmt(now)} + {_minutes(max_skew)})"
         )
     if parsed.presigned:
         if parsed.expires is None or not 1 <= parsed.expires <= MAX_PRESIGNED_EXPIRES:
@@ -513,8 +574,13 @@ def _check_time(parsed: ParsedAuth, request_time: datetime, now: datetime, max_s
             )
     elif request_time < earliest:
         raise _invalid(
-            f"Signature expired: {parsed.amz_date} is now earlier than {_fmt(earliest)} ({_fmt(now)} - {minutes})"
+            f"Signature expired: {parsed.amz_date} is now earlier than {_fmt(earliest)} "
+            f"({_fmt(now)} - {_minutes(max_skew)})"
         )
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{int(span.total_seconds() // 60)} min."
 
 
 def _payload_hash(headers: Mapping[str, Sequence[str]], actual: str) -> str:

@@ -127,21 +127,8 @@ class Uploads:
             # Nothing staged yet: this process can hash the whole blob as it streams, even when
             # the session was started by another worker or replica.
             hasher = hashlib.sha256()
-        limit = self._max_blob_bytes
-        size = session.size
-
-        async def counted() -> AsyncIterator[bytes]:
-            nonlocal size
-            async for chunk in data:
-                size += len(chunk)
-                if size > limit:
-                    raise TooLargeError("blob", limit)
-                if hasher is not None:
-                    hasher.update(chunk)
-                yield chunk
-
         try:
-            state = await self._blobs.append(session.state, counted())
+            state = await self._blobs.append(session.state, _metered(data, session.size, self._max_blob_bytes, hasher))
         except UploadStateError:
             raise UploadUnknownError(upload_id) from None
         if written is not None:
@@ -217,25 +204,18 @@ class Uploads:
         upload_id = session.upload_id
         self._hashers.pop(upload_id, None)
         hasher = hashlib.new(digest.algorithm)
-        limit = self._max_blob_bytes
 
-        async def verified() -> AsyncIterator[bytes]:
-            size = 0
-            async for chunk in data:
-                size += len(chunk)
-                if size > limit:
-                    raise TooLargeError("blob", limit)
-                hasher.update(chunk)
-                yield chunk
+        def check() -> None:  # the stream's end: a mismatch raises from it, before anything is published
             actual = Digest(digest.algorithm, hasher.hexdigest())
             if actual != digest:
                 raise DigestMismatchError(str(digest), str(actual))
             if on_verified is not None:
                 on_verified()
 
+        verified = _metered(data, 0, self._max_blob_bytes, hasher, check)
         try:
             info = await self._blobs.commit_stream(
-                session.state, digest, verified(), lambda size: self._claim(BlobInfo(digest, size))
+                session.state, digest, verified, lambda size: self._claim(BlobInfo(digest, size))
             )
         except DigestMismatchError:
             await self.cancel(session.registry, session.repository, upload_id, missing_ok=True)
@@ -317,3 +297,24 @@ class Uploads:
         self._hashers.move_to_end(upload_id)
         while len(self._hashers) > _MAX_LIVE_HASHERS:
             self._hashers.popitem(last=False)
+
+
+async def _metered(
+    data: AsyncIterable[bytes],
+    size: int,
+    limit: int,
+    hasher: Any,
+    at_end: Callable[[], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """`data` as it streams into an upload that holds `size` bytes already: TooLargeError as soon
+    as the upload would pass `limit` bytes, each chunk fed to `hasher` (unless None) on its way
+    through, and `at_end` called after the last chunk (it may raise, ending the stream with that)."""
+    async for chunk in data:
+        size += len(chunk)
+        if size > limit:
+            raise TooLargeError("blob", limit)
+        if hasher is not None:
+            hasher.update(chunk)
+        yield chunk
+    if at_end is not None:
+        at_end()

@@ -435,3 +435,43 @@ def test_upload_session_survives_restart(
             assert_blob(client, name, data)
     finally:
         live.stop()
+
+
+def test_blob_size_limit_holds_while_streaming(
+    tmp_path: Path, client_for: Callable[[LiveServer], httpx.Client]
+) -> None:
+    """limits.max_blob_bytes, against bodies that declare no length (chunked transfer): a
+    monolithic PUT and PATCHes that pass the limit only together both get 413 SIZE_INVALID, and
+    nothing of them is published; a blob of exactly the limit is taken."""
+    limit = 256 * 1024
+    live = LiveServer(
+        tmp_path / "data", args=("--create-on-push",), env={"MOORAGE_LIMITS__MAX_BLOB_BYTES": str(limit)}
+    ).start()
+
+    def streamed(data: bytes) -> Iterator[bytes]:
+        for at in range(0, len(data), 32 * 1024):
+            yield data[at : at + 32 * 1024]
+
+    name = "limits/app"
+    try:
+        with client_for(live) as client:
+            whole = os.urandom(limit + 1)
+            put = client.put(start_upload(client, name), params={"digest": digest_of(whole)}, content=streamed(whole))
+            assert put.status_code == 413, put.text
+            assert error_codes(put) == ["SIZE_INVALID"]
+            assert client.head(f"/v2/{name}/blobs/{digest_of(whole)}").status_code == 404
+
+            half = os.urandom(limit // 2 + 1)
+            first = client.patch(start_upload(client, name), content=streamed(half))
+            assert first.status_code == 202, first.text
+            second = client.patch(first.headers["location"], content=streamed(half))
+            assert second.status_code == 413, second.text
+            assert error_codes(second) == ["SIZE_INVALID"]
+            assert client.head(f"/v2/{name}/blobs/{digest_of(half + half)}").status_code == 404
+
+            exact = os.urandom(limit)
+            taken = client.put(start_upload(client, name), params={"digest": digest_of(exact)}, content=streamed(exact))
+            assert_blob_created(taken, name, digest_of(exact))
+            assert_blob(client, name, exact)
+    finally:
+        live.stop()

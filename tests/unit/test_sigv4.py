@@ -656,3 +656,45 @@ def test_presigned_wrong_service() -> None:
     error = failure(presigned(service="sts"))
     assert error.code == "InvalidSignatureException"
     assert error.message == "Credential should be scoped to correct service: 'ecr'."
+
+
+# -- what is remembered between requests -----------------------------------------------------------------
+
+
+def test_a_remembered_scope_still_checks_every_signature() -> None:
+    """The second request of a client takes the remembered credential scope and SignedHeaders:
+    a wrong signature, body or clock must still fail there."""
+    first = json_post()
+    check(first)
+    check(first)  # the same request again: everything remembered
+    tampered = first.with_authorization(lambda value: value[:-4] + ("0000" if value[-4:] != "0000" else "1111"))
+    assert failure(tampered).code == sigv4.INVALID_SIGNATURE
+    assert failure(first, body=b"{}").code == sigv4.INVALID_SIGNATURE
+    assert failure(first, now=T0 + timedelta(minutes=16)).message.startswith("Signature expired:")
+    assert failure(first, now=T0 - timedelta(minutes=16)).message.startswith("Signature not yet current:")
+
+
+def test_the_sdk_form_and_the_general_form_parse_alike() -> None:
+    """The Authorization header as the SDKs write it, and the same parameters spaced and ordered
+    otherwise (the general parser), give the same parse and both verify."""
+    sdk = json_post()
+    value = sdk.headers["authorization"][0]
+    scheme, _, rest = value.partition(" ")
+    parts = [part.strip() for part in rest.split(",")]
+    loose = sdk.with_headers(authorization=[f"  {scheme}\t{' ,  '.join(reversed(parts))}  "])
+    assert check(loose) == check(sdk)
+
+
+def test_invalid_shapes_are_never_remembered() -> None:
+    """A malformed credential or unsorted SignedHeaders fails every time it is sent, also after a
+    valid request of the same client."""
+    good = json_post()
+    check(good)
+    bad_scope = good.with_authorization(lambda value: value.replace("/us-east-1/", "//"))
+    unsorted = good.with_authorization(lambda value: value.replace("content-type;host", "host;content-type"))
+    for _ in range(2):
+        assert failure(bad_scope).code == sigv4.INCOMPLETE_SIGNATURE
+        assert failure(unsorted).code == sigv4.INVALID_SIGNATURE
+    bad_date = good.with_headers(x_amz_date=["20240101T120000"])
+    for _ in range(2):
+        assert failure(bad_date).code == sigv4.INCOMPLETE_SIGNATURE
