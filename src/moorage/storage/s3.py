@@ -64,7 +64,7 @@ import re
 import ssl
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -811,15 +811,8 @@ class S3BlobStore:
         step = max(1, self._max_parts // 5)  # parts per part size; the size doubles after each step
 
         async def send(part_number: int, body: bytearray) -> None:
-            response = await self._call(
-                self._client.upload_part,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=part_number,
-                Body=body,
-            )
-            etags[part_number] = response["ETag"]
+            assert upload_id is not None
+            etags[part_number] = await self._upload_part(key, upload_id, part_number, body)
 
         async def queue(body: bytearray) -> None:
             nonlocal number
@@ -852,10 +845,7 @@ class S3BlobStore:
                         if kept is not None:
                             filling = None
                             break
-                        created = await self._call(
-                            self._client.create_multipart_upload, Bucket=self.bucket, Key=key, ContentType=_CONTENT_TYPE
-                        )
-                        upload_id = created["UploadId"]
+                        upload_id = await self._create_multipart(key)
                         # Written down in the staging, so that removing the staging after a
                         # crash (the expired session) aborts this multipart upload too.
                         noted = asyncio.ensure_future(
@@ -889,13 +879,7 @@ class S3BlobStore:
             if noted is not None:
                 await noted
             await ready(size)
-            await self._call(
-                self._client.complete_multipart_upload,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]},
-            )
+            await self._complete_multipart(key, upload_id, etags)
             return BlobInfo(digest, size)
         except BaseException:
             for future in in_flight:
@@ -903,10 +887,7 @@ class S3BlobStore:
             with anyio.CancelScope(shield=True):
                 await asyncio.gather(*in_flight, *([noted] if noted is not None else []), return_exceptions=True)
                 if upload_id is not None:
-                    with contextlib.suppress(ClientError):
-                        await self._call(
-                            self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
-                        )
+                    await self._abort_multipart(key, upload_id)
             raise
 
     async def abort_upload(self, state: UploadState) -> None:
@@ -923,8 +904,7 @@ class S3BlobStore:
             await self._abort_streaming(note, sizes[note])
         await self._delete_keys([key for key in keys if key != marker])
         for key, upload_id in await self._multipart_uploads(upload_prefix):
-            with contextlib.suppress(ClientError):
-                await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
+            await self._abort_multipart(key, upload_id)
         if marker in keys:
             await self._delete_keys([marker])
 
@@ -941,8 +921,7 @@ class S3BlobStore:
             return  # not ours to read: the object is deleted with the rest of the staging
         if not key.startswith(f"{self.prefix}blobs/"):
             return
-        with contextlib.suppress(ClientError):
-            await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
+        await self._abort_multipart(key, upload_id)
 
     async def _multipart_uploads(self, prefix: str) -> list[tuple[str, str]]:
         """(key, UploadId) of the multipart uploads in progress under `prefix`."""
@@ -1003,10 +982,7 @@ class S3BlobStore:
             )
             return
         parts = _parts(spans)
-        created = await self._call(
-            self._client.create_multipart_upload, Bucket=self.bucket, Key=key, ContentType=_CONTENT_TYPE
-        )
-        upload_id: str = created["UploadId"]
+        upload_id = await self._create_multipart(key)
         etags: dict[int, str] = {}
         try:
             limiter = anyio.CapacityLimiter(_COPY_CONCURRENCY)
@@ -1022,16 +998,10 @@ class S3BlobStore:
                         group.start_soon(send, number, part)
             except BaseExceptionGroup as failures:
                 raise _first_failure(failures) from None
-            await self._call(
-                self._client.complete_multipart_upload,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]},
-            )
+            await self._complete_multipart(key, upload_id, etags)
         except BaseException:
-            with anyio.CancelScope(shield=True), contextlib.suppress(ClientError):
-                await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
+            with anyio.CancelScope(shield=True):
+                await self._abort_multipart(key, upload_id)
             raise
 
     async def _send_part(self, key: str, upload_id: str, number: int, part: _Part, joining: anyio.Lock) -> str:
@@ -1050,11 +1020,38 @@ class S3BlobStore:
             return copied
         async with joining:
             body = b"".join([await self._get_range(s.key, s.offset, s.length) for s in part.spans])
-            response = await self._call(
-                self._client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
-            )
-        uploaded: str = response["ETag"]
-        return uploaded
+            return await self._upload_part(key, upload_id, number, body)
+
+    # -- multipart uploads, as both the streamed and the composed commits make them ------------
+
+    async def _create_multipart(self, key: str) -> str:
+        created = await self._call(
+            self._client.create_multipart_upload, Bucket=self.bucket, Key=key, ContentType=_CONTENT_TYPE
+        )
+        upload_id: str = created["UploadId"]
+        return upload_id
+
+    async def _upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray) -> str:
+        """The part's ETag."""
+        response = await self._call(
+            self._client.upload_part, Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        etag: str = response["ETag"]
+        return etag
+
+    async def _complete_multipart(self, key: str, upload_id: str, etags: Mapping[int, str]) -> None:
+        await self._call(
+            self._client.complete_multipart_upload,
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]},
+        )
+
+    async def _abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort it; an abort S3 refuses (already completed or aborted, say) is let be."""
+        with contextlib.suppress(ClientError):
+            await self._call(self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     # -- housekeeping --------------------------------------------------------------------------
 
