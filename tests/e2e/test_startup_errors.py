@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import os
 import secrets
 import signal
@@ -22,12 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.support.live import LiveServer, free_port
+from tests.support.tls import self_signed
 
 
 @dataclass
@@ -110,31 +106,10 @@ def test_unreachable_s3_endpoint(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "credentials").exists(), "a root key was shown for a server that never ran"
 
 
-def _key_pair(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    key_path.write_bytes(pem)
-    return cert_path, key_path
-
-
 @pytest.mark.parametrize("problem", ["missing cert", "cert is a directory", "key not PEM", "key of another cert"])
 def test_bad_tls_files(tmp_path: Path, problem: str) -> None:
-    cert, key = _key_pair(tmp_path, "one")
-    _, other_key = _key_pair(tmp_path, "two")
+    cert, key = self_signed(tmp_path, "one", "localhost")
+    _, other_key = self_signed(tmp_path, "two", "localhost")
     setting = "http.tls_key"
     if problem == "missing cert":
         cert, setting = tmp_path / "nowhere.crt", "http.tls_cert"
