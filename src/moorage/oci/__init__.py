@@ -21,7 +21,6 @@ call and the result into a response. Domain errors become OCI errors through `oc
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from moorage.asgi import (
     ResponseAbortedError,
     Scope,
     Send,
+    compact_json,
     send_bytes,
 )
 from moorage.auth import Principal, RegistryAuthenticator
@@ -142,7 +142,7 @@ class OciContext:
         )
 
     async def reply_json(self, status: int, document: object, headers: list[tuple[str, str]] | None = None) -> None:
-        body = json.dumps(document, separators=(",", ":")).encode()
+        body = compact_json(document)
         await self.reply(status, [("content-type", JSON), *(headers or [])], body)
 
 
