@@ -12,7 +12,7 @@ from sqlalchemy.engine import Row
 
 from moorage.metadata import ManifestRef
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, limited, paged, prebuilt, touch, ts
+from moorage.metadata.sql.base import Executor, SqlTable, limited, paged, prebuilt, touch, ts
 from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, RepositoryName
 
@@ -42,6 +42,47 @@ def _stored(value: str) -> Digest:
     """A digest as this store wrote it (validated when the manifest was stored)."""
     algorithm, _, hexpart = value.partition(":")
     return Digest(algorithm, hexpart)
+
+
+def _build(
+    row: Row[Any, *tuple[Any, ...]], repo: tuple[RegistryRef, str], tags: tuple[str, ...], *, with_body: bool
+) -> Image:
+    """The Image of a row that selects _IMAGE_COLUMNS first (then the body, `with_body`), read by
+    position: a keyed lookup per column costs a measurable share of a page of a hundred rows."""
+    (
+        _repo_id,
+        stored_digest,
+        media_type,
+        artifact_type,
+        config_media_type,
+        subject,
+        size,
+        image_size,
+        pushed_at,
+        last_pulled_at,
+        storage_class,
+        last_archived_at,
+        last_activated_at,
+    ) = row[:_IMAGE_WIDTH]
+    from_ts = datetime.fromtimestamp
+    return Image(
+        registry=repo[0],
+        repository=RepositoryName(repo[1]),
+        digest=_stored(stored_digest),
+        media_type=media_type,
+        size=size,
+        pushed_at=from_ts(pushed_at, UTC),
+        tags=tags,
+        artifact_type=artifact_type,
+        subject=_stored(subject) if subject else None,
+        config_media_type=config_media_type,
+        image_size=image_size,
+        last_pulled_at=None if last_pulled_at is None else from_ts(last_pulled_at, UTC),
+        body=bytes(row[_IMAGE_WIDTH]) if with_body else None,
+        storage_class=storage_class,
+        last_archived_at=None if last_archived_at is None else from_ts(last_archived_at, UTC),
+        last_activated_at=None if last_activated_at is None else from_ts(last_activated_at, UTC),
+    )
 
 
 def _image_by_digest(with_body: bool) -> Select[Any]:
@@ -167,46 +208,12 @@ class SqlImages(SqlTable):
         with_tags: bool,
         tags: tuple[str, ...] | None = None,
     ) -> Image:
-        # Every image query selects _IMAGE_COLUMNS first (then the body): read by position,
-        # which costs a fraction of a keyed lookup per column on a page of a hundred rows.
-        (
-            repo_id,
-            stored_digest,
-            media_type,
-            artifact_type,
-            config_media_type,
-            subject,
-            size,
-            image_size,
-            pushed_at,
-            last_pulled_at,
-            storage_class,
-            last_archived_at,
-            last_activated_at,
-        ) = row[:_IMAGE_WIDTH]
-        registry, name = await self._repo(repo_id)
+        repo = await self._repo(row[0])
         tag_names: tuple[str, ...] = tags or ()
         if with_tags and tags is None:
-            rows = await self._c.execute(_TAGS_OF, {"repo": repo_id, "digest": stored_digest})
+            rows = await self._c.execute(_TAGS_OF, {"repo": row[0], "digest": row[1]})
             tag_names = tuple(sorted(r[0] for r in rows))
-        return Image(
-            registry=registry,
-            repository=RepositoryName(name),
-            digest=_stored(stored_digest),
-            media_type=media_type,
-            size=size,
-            pushed_at=dt_req(pushed_at),
-            tags=tag_names,
-            artifact_type=artifact_type,
-            subject=_stored(subject) if subject else None,
-            config_media_type=config_media_type,
-            image_size=image_size,
-            last_pulled_at=dt(last_pulled_at),
-            body=bytes(row[_IMAGE_WIDTH]) if with_body else None,
-            storage_class=storage_class,
-            last_archived_at=dt(last_archived_at),
-            last_activated_at=dt(last_activated_at),
-        )
+        return _build(row, repo, tag_names, with_body=with_body)
 
     async def put(self, repo_id: int, image: Image, body: bytes, refs: Sequence[ManifestRef]) -> bool:
         row = {
@@ -262,19 +269,19 @@ class SqlImages(SqlTable):
             params["limit"] = page.limit + 1
         stmt = _LIST_PAGE[page.after is not None, page.limit is not None]
         rows = (await self._c.execute(stmt, params)).all()
-        if page.limit is not None:
-            rows = rows[: page.limit + 1]
+        more = page.limit is not None and len(rows) > page.limit
+        if more:
+            rows = rows[: page.limit]
+        if not rows:
+            return Page([], None)
         # One query for the tags of the whole page, not one per image.
         tags: dict[str, list[str]] = {}
-        if rows:
-            found = await self._c.execute(_TAGS_OF_MANY, {"repo": repo_id, "digests": [r.digest for r in rows]})
-            for digest, tag in found:
-                tags.setdefault(digest, []).append(tag)
-        images = [
-            await self._image(row, with_body=False, with_tags=True, tags=tuple(sorted(tags.get(row.digest, ()))))
-            for row in rows
-        ]
-        return paged(images, page.limit, lambda image: str(image.digest))
+        found = await self._c.execute(_TAGS_OF_MANY, {"repo": repo_id, "digests": [r[1] for r in rows]})
+        for digest, tag in found:
+            tags.setdefault(digest, []).append(tag)
+        repo = await self._repo(repo_id)
+        images = [_build(row, repo, tuple(sorted(tags.get(row[1], ()))), with_body=False) for row in rows]
+        return Page(images, str(images[-1].digest) if more else None)
 
     async def list_ids(
         self,
