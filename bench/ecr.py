@@ -19,6 +19,12 @@ first server alternates too); reported numbers are medians over the rounds:
 4. A full listing of those 1,000 images through boto3's DescribeImages paginator (PageSize 100),
    one client, listings back to back: wall time and server CPU per listing.
 
+A third server, the floor (bench/ecr_floor_app.py, skip with `--no-floor`), takes the single-item
+calls (CreateRepository, PutImage, DescribeRepositories, BatchGetImage): the same granian stack
+checking SigV4 with Moorage's verifier and running one SQLite statement per call (a write commits
+with one fsync), with no registry behind it. Its column is what any app on this stack pays at
+least; beside moto's, it shows how much of the 1/5 budget the stack itself takes.
+
 Load for 1-3 comes from `--clients` worker processes (not threads: no GIL ceiling on the client
 side), each with one persistent `http.client.HTTPConnection` and its own raw SigV4 signer: every
 call is a botocore AWSRequest signed by `SigV4Auth` and sent as is, without boto3's ~0.8 CPU-ms
@@ -100,7 +106,9 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 PAGE_SIZE = 100
 CHECK_EVERY = 10  # DescribeImages: parse and check every 10th response (a page is ~40 KB of JSON)
-SERVER_KEYS = ("moorage", "moto")
+FLOOR = "floor"  # bench/ecr_floor_app.py: the stack floor, for the operations in FLOOR_OPERATIONS
+SERVER_KEYS = ("moorage", "moto", FLOOR)
+FLOOR_OPERATIONS = frozenset({"create", "put", "repos", "batchget"})
 HTTP_TIMEOUT = 120.0
 
 
@@ -598,6 +606,47 @@ def start_moto(workdir: Path, binary: str, timeout: float = 60.0) -> Server:
     return server
 
 
+def start_floor(workdir: Path, source: Path, timeout: float = 30.0) -> Server:
+    """bench/ecr_floor_app.py under granian exactly as `moorage serve` runs (ASGI, uvloop, 1 worker):
+    the HTTP stack, Moorage's SigV4 check and one fsynced SQLite commit per write, no registry."""
+    port = free_port()
+    log_path = workdir / "floor.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    env["MOORAGE_BENCH_FLOOR_DIR"] = str(workdir / "floor-data")
+    env["MOORAGE_ROOT_SECRET_ACCESS_KEY"] = SECRET
+    here = str(Path(__file__).resolve().parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, str(source), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-ws",
+        "ecr_floor_app:app",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    title = "floor (granian ASGI, SigV4 check + one fsynced SQLite statement, no registry)"
+    server = Server(FLOOR, title, port, process, log_path, layers_required=False)
+    try:
+        _wait_ready(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def moto_version() -> str:
     try:
         from importlib.metadata import version
@@ -770,8 +819,9 @@ class Metric:
         values = self.samples[server]
         return statistics.median(values) if values else None
 
-    def ratio(self) -> float | None:
-        ours, theirs = self.median("moorage"), self.median("moto")
+    def ratio(self, server: str = "moorage") -> float | None:
+        """`server`'s median over moto's."""
+        ours, theirs = self.median(server), self.median("moto")
         if ours is None or theirs is None or theirs == 0:
             return None
         return ours / theirs
@@ -805,7 +855,9 @@ class Results:
             out[key] = {
                 "moorage": metric.median("moorage"),
                 "moto": metric.median("moto"),
+                "floor": metric.median(FLOOR),
                 "ratio": metric.ratio(),
+                "floor_ratio": metric.ratio(FLOOR),
                 "samples": metric.samples,
                 "errors": {k: v for k, v in metric.errors.items() if v},
             }
@@ -830,7 +882,7 @@ def print_report(results: Results, images: int, header: str, footnotes: Sequence
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(190, shutil.get_terminal_size().columns))
+    console = Console(width=max(240, shutil.get_terminal_size().columns))
     console.print(header, markup=False, highlight=False)
     table = Table(title="calls per second and server CPU per call (medians; the last row counts listings, not calls)")
     for name, justify in (
@@ -842,6 +894,8 @@ def print_report(results: Results, images: int, header: str, footnotes: Sequence
         ("moto CPU-µs/call", "right"),
         ("CPU ratio", "right"),
         ("≤ 1/5 moto", "left"),
+        ("floor CPU-µs/call", "right"),
+        ("floor / moto", "right"),
         ("client CPU-µs/call m / moto", "right"),
     ):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
@@ -860,6 +914,8 @@ def print_report(results: Results, images: int, header: str, footnotes: Sequence
             _cell(cpu, "moto"),
             _fmt(cpu_ratio, "{:.3f}x"),
             status,
+            _cell(cpu, FLOOR),
+            _fmt(cpu.ratio(FLOOR), "{:.3f}x"),
             f"{_cell(client, 'moorage')} / {_cell(client, 'moto')}",
         )
     console.print(table)
@@ -869,6 +925,8 @@ def print_report(results: Results, images: int, header: str, footnotes: Sequence
         detail.add_column(name, justify="left" if name in ("operation", "server") else "right")
     for op in OPERATIONS:
         for server in SERVER_KEYS:
+            if server == FLOOR and op.key not in FLOOR_OPERATIONS:
+                continue
             detail.add_row(
                 op.label.format(images=f"{images:,}"),
                 server,
@@ -917,6 +975,7 @@ class Options:
     keep_tmp: bool
     moorage_src: Path
     moto_binary: str
+    floor: bool = True
     growth: bool = False
     growth_small: tuple[int, int] = (200, 200)
     growth_large: tuple[int, int] = (40_000, 100_000)
@@ -941,6 +1000,12 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server logs, data)")
     parser.add_argument("--quick", action="store_true", help="one round of 2 s load runs")
     parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor column (bench/ecr_floor_app.py: the same HTTP stack checking SigV4 and "
+        "committing one fsynced SQLite statement per write, with no registry)",
+    )
+    parser.add_argument(
         "--growth",
         action="store_true",
         help="instead: the growth series, a full page at 200 vs 40,000 repositories / 200 vs 100,000 images",
@@ -959,6 +1024,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         keep_tmp=args.keep_tmp,
         moorage_src=args.moorage_src.resolve(),
         moto_binary=args.moto_binary,
+        floor=not args.no_floor,
         growth=args.growth,
     )
     if not (options.moorage_src / "moorage" / "__init__.py").is_file():
@@ -1002,12 +1068,14 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
     for server in servers:
         with SignedClient(server.port) as client:
             note = seed_repository(client, describe_repo, blobs, server.layers_required)
-            if note:
+            if note and server.key != FLOOR:
                 results.notes[server.key].add(note)
             seed_repository(client, "bench/put-warmup", blobs, server.layers_required)
         _log(f"{server.key}: populating {describe_repo} with {options.images:,} images (PutImage)")
         fill = run_load(pool, server, "put", describe_repo, "fill", clients, 0.0, blobs=blobs, total=options.images)
         _log(f"  {server.key:7} {fill.calls:,} PutImage in {fill.seconds:.1f} s")
+        if server.key == FLOOR:
+            continue
         listing_clients[server.key] = boto3_client(server.port)
         pages, distinct = list_all(listing_clients[server.key], describe_repo, options.images)
         if distinct != options.images:
@@ -1026,10 +1094,11 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
     for server in servers:
         run_load(pool, server, "create", "", "bench/warm", clients, warm)
         run_load(pool, server, "put", "bench/put-warmup", "warm", clients, warm, blobs=blobs)
-        run_load(pool, server, "describe", describe_repo, "warm", clients, warm)
-        for kind in ("repos", "batchget", "list"):
-            run_load(pool, server, kind, describe_repo, "warm", clients, warm)
-        run_listing(server, listing_clients[server.key], describe_repo, options.images, 0.0)
+        for kind in ("describe", "repos", "batchget", "list"):
+            if server.key != FLOOR or kind in FLOOR_OPERATIONS:
+                run_load(pool, server, kind, describe_repo, "warm", clients, warm)
+        if server.key != FLOOR:
+            run_listing(server, listing_clients[server.key], describe_repo, options.images, 0.0)
 
     pids = [server.pid for server in servers]
     round_load = ForeignLoad(pids)
@@ -1045,6 +1114,8 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
                 seed_repository(client, put_repo, blobs, server.layers_required)
         for op in OPERATIONS:
             for server in order:
+                if server.key == FLOOR and op.key not in FLOOR_OPERATIONS:
+                    continue
                 server.check_alive()
                 try:
                     if op.key == "listing":
@@ -1327,6 +1398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"workdir {workdir}; starting moorage and moto_server; {options.clients} client processes")
         servers.append(start_moorage(workdir, options.workers, options.moorage_src))
         servers.append(start_moto(workdir, options.moto_binary))
+        if options.floor:
+            servers.append(start_floor(workdir, options.moorage_src))
         for server in servers:
             _log(f"  {server.title}: http://127.0.0.1:{server.port} (pid {server.pid})")
         load_before = os.getloadavg()[0]
@@ -1353,11 +1426,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(load average {load_before:.1f} at start)"
             + ("  <- numbers are noisy, compare ratios only" if foreign_cores > 0.2 else ""),
         ]
+        if options.floor:
+            footnotes.append(
+                "floor: bench/ecr_floor_app.py on the same stack (granian ASGI, uvloop, 1 worker): Moorage's "
+                "SigV4 check, JSON decode, one SQLite statement (a write commits with one fsync: WAL, "
+                "synchronous=FULL), an orjson answer; no validation, authorization, events or image model: "
+                "the least any app on this stack pays for the call"
+            )
         describe_m = results.get("describe", "cpu")
         page_sizes = {"moorage": float(PAGE_SIZE), "moto": float(PAGE_SIZE)}
         if any("ignores maxResults" in note for note in results.notes["moto"]):
             page_sizes["moto"] = float(options.images)
-        per_image = {k: (describe_m.median(k) or 0.0) / page_sizes[k] for k in SERVER_KEYS}
+        per_image = {k: (describe_m.median(k) or 0.0) / size for k, size in page_sizes.items()}
         if all(per_image.values()):
             lead = (
                 "* moto ignores maxResults, so each of its 'pages' holds all images; "
