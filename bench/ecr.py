@@ -84,6 +84,7 @@ from procstat import (
     cpu_seconds,
     cpu_snapshot,
     free_port,
+    granian_command,
     process_tree,
     source_revision,
 )
@@ -545,6 +546,28 @@ def _wait_ready(server: Server, timeout: float) -> None:
     raise BenchError(f"{server.title} not ready after {timeout:.0f}s ({last}); log tail:\n{server.log_tail()}")
 
 
+def _started(
+    key: str,
+    title: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    layers_required: bool,
+    timeout: float,
+) -> Server:
+    """`command` started in its own session (its output to `log_path`), once it answers a signed call."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = Server(key, title, port, process, log_path, layers_required=layers_required)
+    try:
+        _wait_ready(server, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def start_moorage(workdir: Path, workers: int, source: Path, timeout: float = 90.0) -> Server:
     data_dir = workdir / "moorage-data"
     port = free_port()
@@ -571,16 +594,8 @@ def start_moorage(workdir: Path, workers: int, source: Path, timeout: float = 90
         "warning",
         "--no-access-log",
     ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     title = f"moorage ({workers} worker{'s' if workers != 1 else ''}, sigv4)"
-    server = Server("moorage", title, port, process, log_path, layers_required=True)
-    try:
-        _wait_ready(server, timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return _started("moorage", title, command, env, port, log_path, True, timeout)
 
 
 def start_moto(workdir: Path, binary: str, timeout: float = 60.0) -> Server:
@@ -589,62 +604,22 @@ def start_moto(workdir: Path, binary: str, timeout: float = 60.0) -> Server:
     port = free_port()
     log_path = workdir / "moto.log"  # werkzeug logs every request here, as moto_server does by default
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    server = Server("moto", "moto_server", port, process, log_path, layers_required=False)
-    try:
-        _wait_ready(server, timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    command = [binary, "-H", "127.0.0.1", "-p", str(port)]
+    return _started("moto", "moto_server", command, env, port, log_path, False, timeout)
 
 
 def start_floor(workdir: Path, source: Path, timeout: float = 30.0) -> Server:
     """bench/ecr_floor_app.py under granian exactly as `moorage serve` runs (ASGI, uvloop, 1 worker):
     the HTTP stack, Moorage's SigV4 check and one fsynced SQLite commit per write, no registry."""
     port = free_port()
-    log_path = workdir / "floor.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
     env["MOORAGE_BENCH_FLOOR_DIR"] = str(workdir / "floor-data")
     env["MOORAGE_ROOT_SECRET_ACCESS_KEY"] = SECRET
     here = str(Path(__file__).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, str(source), env.get("PYTHONPATH")]))
-    command = [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-ws",
-        "ecr_floor_app:app",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     title = "floor (granian ASGI, SigV4 check + one fsynced SQLite statement, no registry)"
-    server = Server(FLOOR, title, port, process, log_path, layers_required=False)
-    try:
-        _wait_ready(server, timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    command = granian_command("ecr_floor_app:app", port)
+    return _started(FLOOR, title, command, env, port, workdir / "floor.log", False, timeout)
 
 
 def moto_version() -> str:

@@ -100,6 +100,29 @@ def free_port() -> int:
         return port
 
 
+def granian_command(app: str, port: int) -> list[str]:
+    """`app` ("module:attribute") under granian as `moorage serve` runs it: ASGI, uvloop, one
+    worker, on 127.0.0.1:`port`. The benches' floor servers run this way."""
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        app,
+    ]
+
+
 def source_revision(source: Path) -> str:
     """`git describe`-like identity of the benchmarked moorage sources ("+dirty" when edited)."""
     try:

@@ -81,6 +81,7 @@ from procstat import (
     cpu_seconds,
     cpu_snapshot,
     free_port,
+    granian_command,
     process_tree,
     source_revision,
 )
@@ -408,24 +409,7 @@ def start_floor(workdir: Path, timeout: float = 30.0) -> Server:
     log_path = workdir / "floor.log"
     env = {**os.environ, "MOORAGE_BENCH_FLOOR_DIR": str(data_dir)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), env.get("PYTHONPATH")]))
-    command = [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "floor_app:app",
-    ]
+    command = granian_command("floor_app:app", port)
     title = "floor (granian ASGI, hash + write + fsync, no registry)"
     return _launch(FLOOR, title, command, env, port, log_path, ("/floor-ready", 404), timeout)
 
