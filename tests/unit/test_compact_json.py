@@ -5,11 +5,19 @@ refuses), compactly and as UTF-8."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from moorage.asgi import compact_json
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
 
 
 @pytest.mark.parametrize(
@@ -45,6 +53,9 @@ def test_compact_and_utf8() -> None:
     assert compact_json({"a": [1, 2], "b": "\u00e9"}) == '{"a":[1,2],"b":"\u00e9"}'.encode()
 
 
-def test_what_neither_encodes_still_fails() -> None:
+@pytest.mark.parametrize("value", [object(), datetime.now(UTC), Point(1, 2)], ids=["object", "datetime", "dataclass"])
+def test_what_json_refuses_still_fails(value: Any) -> None:
     with pytest.raises(TypeError):
-        compact_json({"value": object()})
+        json.dumps(value)
+    with pytest.raises(TypeError):
+        compact_json({"value": value})
