@@ -489,7 +489,7 @@ class RootApp:
             return
         headers = [("content-type", "application/octet-stream"), ("content-length", str(blob.info.size))]
         if blob.path is not None:
-            await send_file(scope, send, 200, headers, blob.path, None)
+            await send_file(send, 200, headers, blob.path, None)
         else:
             assert blob.chunks is not None
             await send_stream(send, 200, headers, blob.chunks)

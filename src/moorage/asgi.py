@@ -274,19 +274,19 @@ async def send_stream(send: Send, status: int, headers: Headers, chunks: AsyncIt
     await send({"type": "http.response.body", "body": b""})
 
 
-async def send_file(
-    scope: Scope, send: Send, status: int, headers: Headers, path: Path, span: tuple[int, int] | None
-) -> None:
-    """Send a file, or the inclusive byte `span` of it. A whole file goes to the server's native
-    sender when it offers the ASGI `http.response.pathsend` extension."""
-    raw = _raw_headers(headers)
-    if span is None and "http.response.pathsend" in scope.get("extensions", {}):
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.pathsend", "path": str(path)})
-        return
-    await send({"type": "http.response.start", "status": status, "headers": raw})
+async def send_file(send: Send, status: int, headers: Headers, path: Path, span: tuple[int, int] | None) -> None:
+    """Send a file, or the inclusive byte `span` of it, in 1 MiB `pread`s, each awaited through
+    the server's flow control (a slow client holds at most a chunk or two in memory).
+
+    Not through granian's `http.response.pathsend`: measured side by side on a 512 MiB file it
+    served 1,400-1,900 MiB/s at ~0.6 server CPU-s/GiB, 1 MiB body messages 2,600-2,800 MiB/s
+    at ~0.4 (16 MiB messages are slower again: they leave the CPU caches).
+
+    The file is opened before the status goes out, so a missing one still lets the caller answer
+    an error; once open, a concurrent unlink (GC) does not cut the body short."""
     fd = os.open(path, os.O_RDONLY)
     try:
+        await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
         start, end = span if span is not None else (0, os.fstat(fd).st_size - 1)
         position = start
         while position <= end:

@@ -99,7 +99,7 @@ async def get_blob(ctx: OciContext) -> None:
     else:
         headers.append(("content-length", str(blob.info.size)))
     if blob.path is not None:
-        await send_file(ctx.request.scope, ctx.send, status, headers, blob.path, blob.span)
+        await send_file(ctx.send, status, headers, blob.path, blob.span)
     else:
         assert blob.chunks is not None
         await send_stream(ctx.send, status, headers, blob.chunks)
