@@ -404,6 +404,30 @@ async def test_tags_paginate_in_lexical_order(metadata_store: MetadataStore) -> 
     assert seen == ["beta", "latest", "v1", "v2", "v3"]
 
 
+async def test_tags_paginate_case_insensitively_with_the_exact_name_breaking_ties(
+    metadata_store: MetadataStore,
+) -> None:
+    # The OCI order: "A" and "a" fold alike, so the exact name decides ("A" < "a"); a cursor that
+    # falls between two such names must neither repeat nor skip the second.
+    repo = await create(metadata_store, "app")
+    await push(metadata_store, repo, b"manifest", tags=["b", "AB", "a", "B", "ab", "A", "b1", "Ab"])
+    expected = ["A", "a", "AB", "Ab", "ab", "B", "b", "b1"]
+    async with metadata_store.transaction() as tx:
+        assert list((await tx.images.tags(repo.id, PageRequest())).items) == expected
+        for limit in (1, 2, 3):
+            seen: list[str] = []
+            after: str | None = None
+            while True:
+                page = await tx.images.tags(repo.id, PageRequest(limit=limit, after=after))
+                seen.extend(page.items)
+                if page.next_after is None:
+                    break
+                after = page.next_after
+            assert seen == expected, limit
+        # A cursor that is not a tag of the repository still starts right after its place.
+        assert list((await tx.images.tags(repo.id, PageRequest(limit=3, after="Aa"))).items) == ["AB", "Ab", "ab"]
+
+
 async def test_image_list_page_is_in_digest_order_without_bodies(metadata_store: MetadataStore) -> None:
     repo = await create(metadata_store, "app")
     pushed = [await push(metadata_store, repo, f"m{i}".encode(), tags=[f"t{i}"]) for i in range(3)]

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Row
 
 from moorage.metadata import ManifestRef
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import Executor, SqlTable, limited, paged, prebuilt, touch, ts
+from moorage.metadata.sql.base import Executor, SqlTable, paged, prebuilt, touch, ts
 from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, RepositoryName
 
@@ -126,6 +126,26 @@ _TAGS_OF_MANY = prebuilt(
     )
 )
 _IMAGE_BY_TAG = {flag: prebuilt(_image_by_tag(flag)) for flag in (False, True)}
+
+
+def _tag_page(after: bool, limit: bool) -> Select[Any]:
+    """A page of a repository's tag names in the OCI spec's order: case-insensitive, the exact
+    name breaking ties ("A" < "a"), after the cursor (`after`, `after_folded`: it lowercased)."""
+    tg = t.tags
+    folded = func.lower(tg.c.name)
+    stmt = select(tg.c.name).where(tg.c.repo_id == bindparam("repo"))
+    if after:
+        # `folded >= cursor` on its own lets the index range start at the cursor
+        # (ix_tags_repo_folded); the OR then drops the names up to it within equal foldings.
+        stmt = stmt.where(
+            folded >= bindparam("after_folded"),
+            or_(folded > bindparam("after_folded"), tg.c.name > bindparam("after")),
+        )
+    stmt = stmt.order_by(folded, tg.c.name)
+    return stmt.limit(bindparam("limit")) if limit else stmt
+
+
+_TAG_PAGE = {(after, limit): prebuilt(_tag_page(after, limit)) for after in (False, True) for limit in (False, True)}
 
 
 def _list_ids(tag_status: str, image_status: str, cursor: bool, limit: bool) -> Select[Any]:
@@ -304,14 +324,12 @@ class SqlImages(SqlTable):
         return paged(entries, page.limit, lambda entry: f"{entry[0]} {entry[1]}" if entry[1] else str(entry[0]))
 
     async def tags(self, repo_id: int, page: PageRequest) -> Page[str]:
-        # The OCI spec's lexical order is case-insensitive; the exact name breaks ties ("A" < "a").
-        tg = t.tags
-        folded = func.lower(tg.c.name)
-        stmt = select(tg.c.name).where(tg.c.repo_id == repo_id)
+        params: dict[str, Any] = {"repo": repo_id}
         if page.after is not None:
-            after = page.after
-            stmt = stmt.where(or_(folded > after.lower(), and_(folded == after.lower(), tg.c.name > after)))
-        rows = (await self._c.execute(limited(stmt.order_by(folded, tg.c.name), page))).all()
+            params.update(after=page.after, after_folded=page.after.lower())
+        if page.limit is not None:
+            params["limit"] = page.limit + 1
+        rows = await self._c.execute(_TAG_PAGE[page.after is not None, page.limit is not None], params)
         return paged([row[0] for row in rows], page.limit, lambda name: name)
 
     async def set_tag(self, repo_id: int, tag: str, digest: Digest, now: datetime) -> Digest | None:
