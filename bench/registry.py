@@ -12,7 +12,8 @@ numbers are medians over the rounds:
    streamed (POST, one PATCH with Transfer-Encoding: chunked, PUT). The body streams from one
    temp file through sendfile(2), behind a fresh random prefix per upload so every digest is new;
    digests are computed before the timed section.
-2. blob download throughput (GET, read and discarded in 1 MiB chunks) and its server CPU.
+2. blob download throughput (GET, read and discarded in 1 MiB chunks) and its server CPU: three
+   GETs per server and round, alternating servers (DOWNLOADS_PER_ROUND).
 3. requests per second under concurrency (2 client threads/processes, 32 connections): manifest
    GET by tag and tags/list (100+ tags) with wrk; manifest HEAD and blob HEAD with this script's
    own asyncio load generator, because wrk cannot parse HEAD responses that carry a
@@ -114,6 +115,7 @@ UPLOAD_MODES: tuple[UploadMode, ...] = ("monolithic", "chunked", "streamed")
 MOORAGE = "moorage"  # the Moorage under test (the embedded one with --compare-backends)
 PG_S3 = "moorage-pg-s3"  # the second Moorage with --compare-backends
 REFERENCE = "reference"
+DOWNLOADS_PER_ROUND = 3  # each server's blob GET is timed this many times per round (medians over all)
 FLOOR = "floor"  # bench/floor_app.py: the HTTP stack with no registry (uploads and download only)
 REDIRECT = "moorage-redirect"  # --backend pg-s3: a second Moorage on the same stores, S3 redirects (download only)
 BOTO3 = "boto3"  # --backend pg-s3: a plain boto3 multipart upload of the same bytes (not a server)
@@ -1898,7 +1900,9 @@ def measure(
                 downloads.setdefault(server.key, payload.digest)
         if MOORAGE in downloads:  # the redirecting Moorage shares the pg-s3 one's stores
             downloads[REDIRECT] = downloads[MOORAGE]
-        for server in order:
+        # Several GETs per round, alternating servers: one alone swings with the page cache and
+        # the scheduler (1,700-3,500 MiB/s for the same server and blob in one run).
+        for server in [s for _ in range(DOWNLOADS_PER_ROUND) for s in order]:
             keys = ["download_redirect_mibs", "download_redirect_cpu"] if server.key == REDIRECT else []
             keys = keys or ["download_mibs", "download_cpu"]
             digest = downloads.get(server.key)
