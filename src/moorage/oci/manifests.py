@@ -8,11 +8,11 @@ GET                  /v2/<name>/referrers/<digest>?artifactType=
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
 from moorage import manifests as mf
+from moorage.asgi import compact_json
 from moorage.errors import PaginationInvalidError
 from moorage.images import convert_for
 from moorage.model import Digest, Image, Page, PageRequest
@@ -145,7 +145,7 @@ async def referrers(ctx: OciContext) -> None:
     found = await ctx.registry.referrers(ctx.registry_ref, ctx.name, subject, artifact_type)
     index = {"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [_descriptor(i) for i in found]}
     headers = [("oci-filters-applied", "artifactType")] if artifact_type else []
-    body = json.dumps(index, separators=(",", ":")).encode()
+    body = compact_json(index)
     await ctx.reply(200, [("content-type", mf.OCI_INDEX), *headers], body)
 
 

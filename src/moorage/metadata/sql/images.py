@@ -12,7 +12,7 @@ from sqlalchemy.engine import Row
 
 from moorage.metadata import ManifestRef
 from moorage.metadata import tables as t
-from moorage.metadata.sql.base import Executor, SqlTable, paged, prebuilt, touch, ts
+from moorage.metadata.sql.base import Executor, SqlTable, dt, dt_req, paged, prebuilt, touch, ts
 from moorage.metadata.sql.scans import forget_scans
 from moorage.model import Digest, Image, Page, PageRequest, RegistryRef, RepositoryName
 
@@ -64,24 +64,23 @@ def _build(
         last_archived_at,
         last_activated_at,
     ) = row[:_IMAGE_WIDTH]
-    from_ts = datetime.fromtimestamp
     return Image(
         registry=repo[0],
         repository=RepositoryName(repo[1]),
         digest=_stored(stored_digest),
         media_type=media_type,
         size=size,
-        pushed_at=from_ts(pushed_at, UTC),
+        pushed_at=dt_req(pushed_at),
         tags=tags,
         artifact_type=artifact_type,
         subject=_stored(subject) if subject else None,
         config_media_type=config_media_type,
         image_size=image_size,
-        last_pulled_at=None if last_pulled_at is None else from_ts(last_pulled_at, UTC),
+        last_pulled_at=dt(last_pulled_at),
         body=bytes(row[_IMAGE_WIDTH]) if with_body else None,
         storage_class=storage_class,
-        last_archived_at=None if last_archived_at is None else from_ts(last_archived_at, UTC),
-        last_activated_at=None if last_activated_at is None else from_ts(last_activated_at, UTC),
+        last_archived_at=dt(last_archived_at),
+        last_activated_at=dt(last_activated_at),
     )
 
 
