@@ -110,6 +110,13 @@ CHECK_EVERY = 10  # DescribeImages: parse and check every 10th response (a page 
 FLOOR = "floor"  # bench/ecr_floor_app.py: the stack floor, for the operations in FLOOR_OPERATIONS
 SERVER_KEYS = ("moorage", "moto", FLOOR)
 FLOOR_OPERATIONS = frozenset({"create", "put", "repos", "batchget"})
+
+
+def _takes(server: str, operation: str) -> bool:
+    """Whether `server` takes part in `operation` (the floor answers only FLOOR_OPERATIONS)."""
+    return server != FLOOR or operation in FLOOR_OPERATIONS
+
+
 HTTP_TIMEOUT = 120.0
 
 
@@ -899,9 +906,7 @@ def print_report(results: Results, images: int, header: str, footnotes: Sequence
     for name in ("operation", "server", "server cores", "client cores", "TCP connections/call", "wall ms/listing"):
         detail.add_column(name, justify="left" if name in ("operation", "server") else "right")
     for op in OPERATIONS:
-        for server in SERVER_KEYS:
-            if server == FLOOR and op.key not in FLOOR_OPERATIONS:
-                continue
+        for server in (s for s in SERVER_KEYS if _takes(s, op.key)):
             detail.add_row(
                 op.label.format(images=f"{images:,}"),
                 server,
@@ -1049,7 +1054,7 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
         _log(f"{server.key}: populating {describe_repo} with {options.images:,} images (PutImage)")
         fill = run_load(pool, server, "put", describe_repo, "fill", clients, 0.0, blobs=blobs, total=options.images)
         _log(f"  {server.key:7} {fill.calls:,} PutImage in {fill.seconds:.1f} s")
-        if server.key == FLOOR:
+        if not _takes(server.key, "listing"):
             continue
         listing_clients[server.key] = boto3_client(server.port)
         pages, distinct = list_all(listing_clients[server.key], describe_repo, options.images)
@@ -1070,9 +1075,9 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
         run_load(pool, server, "create", "", "bench/warm", clients, warm)
         run_load(pool, server, "put", "bench/put-warmup", "warm", clients, warm, blobs=blobs)
         for kind in ("describe", "repos", "batchget", "list"):
-            if server.key != FLOOR or kind in FLOOR_OPERATIONS:
+            if _takes(server.key, kind):
                 run_load(pool, server, kind, describe_repo, "warm", clients, warm)
-        if server.key != FLOOR:
+        if _takes(server.key, "listing"):
             run_listing(server, listing_clients[server.key], describe_repo, options.images, 0.0)
 
     pids = [server.pid for server in servers]
@@ -1088,9 +1093,7 @@ def measure(options: Options, pool: ClientPool, servers: list[Server]) -> Result
             with SignedClient(server.port) as client:
                 seed_repository(client, put_repo, blobs, server.layers_required)
         for op in OPERATIONS:
-            for server in order:
-                if server.key == FLOOR and op.key not in FLOOR_OPERATIONS:
-                    continue
+            for server in (s for s in order if _takes(s.key, op.key)):
                 server.check_alive()
                 try:
                     if op.key == "listing":

@@ -404,13 +404,15 @@ def _registry_password(port: int) -> str:
     return token
 
 
-def start_floor(workdir: Path, timeout: float = 30.0) -> Server:
-    """bench/floor_app.py under granian exactly as `moorage serve` runs (ASGI, uvloop, 1 worker)."""
+def start_floor(workdir: Path, source: Path, timeout: float = 30.0) -> Server:
+    """bench/floor_app.py under granian exactly as `moorage serve` runs (ASGI, uvloop, 1 worker);
+    it sends downloads with `source`'s own send_file."""
     data_dir = workdir / "floor-data"
     port = free_port()
     log_path = workdir / "floor.log"
     env = {**os.environ, "MOORAGE_BENCH_FLOOR_DIR": str(data_dir)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), env.get("PYTHONPATH")]))
+    here = str(Path(__file__).resolve().parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, str(source), env.get("PYTHONPATH")]))
     command = granian_command("floor_app:app", port)
     title = "floor (granian ASGI, hash + write + fsync, no registry)"
     return _launch(FLOOR, title, command, env, port, log_path, ("/floor-ready", 404), timeout)
@@ -2037,7 +2039,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 servers.append(redirect)
             servers.append(start_reference(workdir, options.reference_binary, options.reference_cache, s3=reference_s3))
             if options.floor and reference_s3 is None:  # the floor writes to a local file
-                servers.append(start_floor(workdir))
+                servers.append(start_floor(workdir, options.moorage_src))
             for server in servers:
                 _log(f"  {server.title}: http://127.0.0.1:{server.port} (pid {server.pid})")
             helper_pids = backing.pids if backing is not None else []
