@@ -46,6 +46,8 @@ async def test_events_are_read_back_in_order_with_their_exact_body(metadata_stor
         assert (found[0].account_id, found[0].region) == (REGISTRY.account_id, REGISTRY.region)
         assert [e.id for e in await tx.events.after(found[0].position, 100)] == [second.id, third.id]
         assert [e.id for e in await tx.events.after(found[1].position, 1)] == [third.id]
+        assert [e.id for e in await tx.events.after(found[0].position, 1)] == [second.id]
+        assert [e.id for e in await tx.events.after((found[0].position[0], 0), 2)] == [first.id, second.id]
         assert await tx.events.after(found[2].position, 100) == []
         assert await tx.events.head() == found[2].position
         assert await tx.events.count_after(found[0].position) == 2
