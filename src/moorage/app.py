@@ -109,6 +109,7 @@ class Moorage:
     backfills: Job | None = None
     scanning: Scanning | None = None
     signing: Signing | None = None
+    replication: Replication | None = None
     signer: SignerApi | None = None
     cache_pulls: CachePulls | None = None
     console: ConsoleApp | None = None
@@ -213,6 +214,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
     pull_through = PullThroughCache(metadata, clock, settings.pull_through_cache, credentials=secrets)
     signing = Signing(metadata, identities, registry, uploads, clock=clock, agent=f"moorage/{__version__}")
     registry.push_hooks.append(signing.on_push)
+    registry.push_hooks.append(replication.on_push)
 
     async def sign_allowed(principal_arn: str, profile: str) -> bool:
         """Whether the pushing principal may signer:SignPayload with the profile (ECR asks the same)."""
@@ -342,6 +344,7 @@ async def build(settings: Settings, *, clock: Clock | None = None) -> Moorage:
         backfills=BackfillJob(metadata, replication_sink, replication),
         scanning=scanning,
         signing=signing,
+        replication=replication,
         signer=signer,
         cache_pulls=cache_pulls,
         console=console,

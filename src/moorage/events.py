@@ -60,6 +60,15 @@ REPOSITORY_ACTION = "Moorage Repository Action"
 LIFECYCLE_ACTION = "Moorage Lifecycle Action"
 REPLICATION_ACTION = "ECR Replication Action"
 
+# Bits of Event.work: the push's transaction knew the consumer has something to do for it.
+WORK_SIGNING = 1  # the push recorded IN_PROGRESS signing rows
+WORK_REPLICATION = 2  # the replication configuration had destinations for the repository
+
+
+def wants(work: int | None, bit: int) -> bool:
+    """Whether a consumer owning `bit` has to look at an event with `work` (None: undecided, so yes)."""
+    return work is None or bool(work & bit)
+
 
 def repository_arn(registry: RegistryRef, name: str) -> str:
     return f"arn:aws:ecr:{registry.region}:{registry.account_id}:repository/{name}"
@@ -81,6 +90,9 @@ class Event:
     time: datetime
     repository: str | None
     body: str
+    # Which of Moorage's own consumers have work for this event (WORK_* bits), decided in the
+    # writing transaction; None = not decided, every consumer looks (see `wants`).
+    work: int | None = None
 
     @classmethod
     def create(

@@ -200,7 +200,10 @@ def _references(parsed: mf.ParsedManifest) -> list[ManifestRef]:
     return refs
 
 
-PushHook = Callable[[Transaction, Repository, Image, str | None, datetime], Awaitable[None]]
+PushHook = Callable[[Transaction, Repository, Image, str | None, datetime], Awaitable[int]]
+"""Runs in a push's transaction (repository, image, pushing principal's ARN, now); returns the
+moorage.events.WORK_* bits of the consumers it found work for (0: none), which the push's event
+carries so that the others pass it over."""
 
 
 async def delete_referrers(tx: Transaction, repo: Repository, subject: Digest, now: datetime) -> list[Digest]:
@@ -470,9 +473,10 @@ class Registry:
                 manifest_media_type=parsed.media_type,
                 artifact_media_type=parsed.artifact_type or (parsed.config.media_type if parsed.config else None),
             )
-            await tx.events.add([push])
+            work = 0
             for hook in self.push_hooks:
-                await hook(tx, repo, image, principal, now)
+                work |= await hook(tx, repo, image, principal, now)
+            await tx.events.add([replace(push, work=work)])
         tags = (tag,) if tag is not None else ()
         return ManifestPut(replace(image, tags=tags, body=body), created, changed)
 

@@ -137,6 +137,18 @@ class Replication:
             text = await tx.kv.get(_doc_key(registry))
         return dict(json.loads(text)) if text else {"rules": []}
 
+    async def on_push(
+        self, tx: Transaction, repo: Repository, image: Image, principal: str | None, now: datetime
+    ) -> int:
+        """The Registry push hook: WORK_REPLICATION when the registry's configuration, as of the
+        push's own transaction, has a destination for the repository. The replication consumers
+        pass over every other push (ECR replicates what is pushed after the configuration is in
+        place, never an earlier push that a consumer happened to deliver late)."""
+        text = await tx.kv.get(_doc_key(repo.registry))
+        if not text:
+            return 0
+        return ev.WORK_REPLICATION if destinations_for(json.loads(text), repo.name) else 0
+
     async def put_configuration(self, registry: RegistryRef, config: dict[str, object]) -> dict[str, object]:
         """Validate (InvalidRequestError with ECR's constraint text) and replace the configuration."""
         rules = config.get("rules", [])
@@ -422,7 +434,11 @@ class ReplicationSink:
         self._configs = None
 
     def accepts(self, event: StoredEvent) -> bool:
-        return event.detail_type == ev.IMAGE_ACTION and '"action-type":"PUSH"' in event.body
+        return (
+            event.detail_type == ev.IMAGE_ACTION
+            and ev.wants(event.work, ev.WORK_REPLICATION)
+            and '"action-type":"PUSH"' in event.body
+        )
 
     async def close(self) -> None:
         return None
@@ -898,7 +914,11 @@ class RemoteReplicationSink:
         self.name = f"replication-remote-{dest.account_id}-{dest.region}"
 
     def accepts(self, event: StoredEvent) -> bool:
-        return event.detail_type == ev.IMAGE_ACTION and '"action-type":"PUSH"' in event.body
+        return (
+            event.detail_type == ev.IMAGE_ACTION
+            and ev.wants(event.work, ev.WORK_REPLICATION)
+            and '"action-type":"PUSH"' in event.body
+        )
 
     async def close(self) -> None:
         await self._copier.close()

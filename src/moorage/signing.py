@@ -773,21 +773,22 @@ class Signing:
 
     async def on_push(
         self, tx: Transaction, repo: Repository, image: Image, principal: str | None, now: datetime
-    ) -> None:
+    ) -> int:
         """The Registry push hook: in the push's transaction, IN_PROGRESS rows for each profile
         whose rule matches the repository (none for signatures themselves). An image already
-        signed by a profile, whose signature is still there, is not signed again."""
+        signed by a profile, whose signature is still there, is not signed again. WORK_SIGNING
+        when it recorded a row: the signing consumer passes over every other push."""
         if image.artifact_type == SIGNATURE_ARTIFACT_TYPE or principal is None:
-            return
+            return 0
         text = await tx.kv.get(_doc_key(repo.registry))
         config = json.loads(text) if text else None
         if not config:
-            return
+            return 0
         arns = list(
             dict.fromkeys(r["signingProfileArn"] for r in config.get("rules", []) if rule_matches(r, repo.name))
         )
         if not arns:
-            return
+            return 0
         current = {s.profile_arn: s for s in await tx.signing.statuses(repo.registry, repo.name, str(image.digest))}
         rows = []
         for arn in arns:
@@ -802,6 +803,7 @@ class Signing:
                 )
             )
         await tx.signing.put_statuses(rows)
+        return ev.WORK_SIGNING if rows else 0
 
     # -- signing -------------------------------------------------------------------------
 
@@ -961,6 +963,7 @@ class SigningSink:
     def accepts(self, event: StoredEvent) -> bool:
         return (
             event.detail_type == ev.IMAGE_ACTION
+            and ev.wants(event.work, ev.WORK_SIGNING)
             and '"action-type":"PUSH"' in event.body
             and SIGNATURE_ARTIFACT_TYPE not in event.body
         )

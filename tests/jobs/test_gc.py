@@ -54,7 +54,9 @@ async def push_blob(m: Moorage, name: str, data: bytes) -> Digest:
     return digest
 
 
-async def push_image(m: Moorage, name: str, tag: str | None, layers: list[bytes]) -> Digest:
+async def push_image(
+    m: Moorage, name: str, tag: str | None, layers: list[bytes], *, principal: str | None = None
+) -> Digest:
     config = json.dumps({"architecture": "amd64", "os": "linux", "n": random.random()}).encode()
     config_digest = await push_blob(m, name, config)
     descriptors = []
@@ -78,7 +80,9 @@ async def push_image(m: Moorage, name: str, tag: str | None, layers: list[bytes]
             "layers": descriptors,
         }
     ).encode()
-    result = await m.registry.put_manifest(REG, RepositoryName(name), manifest, OCI_MANIFEST, tag=tag)
+    result = await m.registry.put_manifest(
+        REG, RepositoryName(name), manifest, OCI_MANIFEST, tag=tag, principal=principal
+    )
     return result.image.digest
 
 

@@ -44,6 +44,7 @@ class StoredEvent:
     repository: str | None
     created_at: datetime
     body: str
+    work: int | None = None  # Event.work as written (moorage.events.WORK_*)
 
 
 @dataclass(frozen=True, slots=True)

@@ -347,6 +347,8 @@ events = Table(
     Column("repository", String(256), nullable=True),
     Column("created_at", Float, nullable=False),
     Column("body", Text, nullable=False),
+    # Event.work: which of Moorage's own consumers have work for it (NULL: undecided, all look).
+    Column("work", Integer, nullable=True),
     Index("ix_events_position", "xid", "seq"),
     Index("ix_events_created_at", "created_at"),
     # Positions must never be reused, even after every row was pruned: consumers keep them.

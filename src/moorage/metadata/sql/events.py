@@ -36,6 +36,7 @@ _COLUMNS = (
     events.c.repository,
     events.c.created_at,
     events.c.body,
+    events.c.work,
 )
 
 
@@ -58,6 +59,7 @@ def _stored(row: Any) -> StoredEvent:
         repository=m["repository"],
         created_at=datetime.fromtimestamp(m["created_at"], UTC),
         body=m["body"],
+        work=m["work"],
     )
 
 
@@ -129,6 +131,18 @@ def _after_sqlite() -> Any:
     return select(*both.c).order_by(both.c.xid, both.c.seq).limit(bindparam("limit"))
 
 
+def count_after_statement(dialect: str, position: EventPosition) -> Any:
+    """How many events sort after `position` (the backlog metric, per consumer)."""
+    xid: Any = bindparam("xid", position[0])
+    seq: Any = bindparam("seq", position[1])
+    if dialect == "postgresql":
+        return select(func.count()).where(tuple_(events.c.xid, events.c.seq) > tuple_(xid, seq))
+    # As in _after_sqlite: two exact index ranges instead of every event from `xid` on.
+    same = select(func.count()).where(events.c.xid == xid, events.c.seq > seq).scalar_subquery()
+    later = select(func.count()).where(events.c.xid > xid).scalar_subquery()
+    return select(same + later)
+
+
 class SqlEvents:
     def __init__(self, conn: Any, dialect: str) -> None:
         self._c = conn
@@ -150,6 +164,7 @@ class SqlEvents:
                 "repository": e.repository,
                 "created_at": _ts(e.time),
                 "body": e.body,
+                "work": e.work,
             }
             for e in new
         ]
@@ -181,9 +196,7 @@ class SqlEvents:
         return [_stored(r) for r in (await self._c.execute(stmt)).all()]
 
     async def count_after(self, position: EventPosition) -> int:
-        stmt = select(func.count()).where(
-            tuple_(events.c.xid, events.c.seq) > tuple_(literal(position[0]), literal(position[1]))
-        )
+        stmt = count_after_statement(self._dialect, position)
         return int((await self._c.execute(stmt)).scalar() or 0)
 
     async def register(self, name: str, now: datetime) -> ConsumerState:
