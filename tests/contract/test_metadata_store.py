@@ -443,6 +443,30 @@ async def test_image_list_page_is_in_digest_order_without_bodies(metadata_store:
     assert all(got.tags == expected_tags[got.digest] for got in listed)
 
 
+async def test_image_list_page_reads_each_page_s_own_tags(metadata_store: MetadataStore) -> None:
+    # Several tags, no tags, and the same manifests tagged otherwise in a second repository: each
+    # page holds exactly the tags of its own images in this repository, sorted, at any page size.
+    repo = await create(metadata_store, "app")
+    other = await create(metadata_store, "other")
+    expected: dict[Digest, tuple[str, ...]] = {}
+    for i in range(7):
+        tags = [f"v{i}.{j}" for j in range(i % 3)][::-1]
+        img = await push(metadata_store, repo, f"shared{i}".encode(), tags=tags)
+        expected[img.digest] = tuple(sorted(tags))
+        await push(metadata_store, other, f"shared{i}".encode(), tags=[f"elsewhere{i}"])
+    for limit in (1, 2, 3, 7):
+        seen: dict[Digest, tuple[str, ...]] = {}
+        after: str | None = None
+        while True:
+            async with metadata_store.transaction() as tx:
+                page = await tx.images.list_page(repo.id, PageRequest(limit=limit, after=after))
+            seen.update((img.digest, img.tags) for img in page.items)
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert seen == expected, limit
+
+
 async def _listed_ids(
     store: MetadataStore,
     repo: Repository,
