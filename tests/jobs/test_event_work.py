@@ -6,20 +6,18 @@ still looked at by all of them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from moorage import events as ev
-from moorage.app import Moorage, build
+from moorage.app import Moorage
 from moorage.clock import FixedClock
-from moorage.config import load_settings
-from moorage.metadata.migrate import upgrade
 from moorage.metadata.outbox import StoredEvent
 from moorage.model import Repository, RepositoryName
 from moorage.replication import ReplicationSink
 from moorage.signing import SigningSink
+from tests.jobs.conftest import services
 from tests.jobs.test_gc import REG, push_image
 
 pytestmark = pytest.mark.anyio
@@ -30,13 +28,8 @@ PUSHER = f"arn:aws:iam::{REG.account_id}:user/ci"
 
 @pytest.fixture
 async def moorage(tmp_path: Path) -> AsyncIterator[Moorage]:
-    settings, _ = load_settings(None, {}, {"data_dir": tmp_path, "jobs.enabled": False})
-    await upgrade(settings.metadata.effective_url(tmp_path))
-    services = await build(settings, clock=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
-    try:
-        yield services
-    finally:
-        await services.close()
+    async with services(tmp_path, {"jobs.enabled": False}) as built:
+        yield built
 
 
 async def _push_events(m: Moorage) -> list[StoredEvent]:

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from moorage.config import load_settings
 from moorage.errors import ManifestBlobUnknownError
 from moorage.metadata.migrate import upgrade
 from moorage.model import Digest, RegistryRef, Repository, RepositoryName
+from tests.jobs.conftest import services
 
 pytestmark = pytest.mark.anyio
 
@@ -30,13 +31,8 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 @pytest.fixture
 async def moorage(tmp_path: Path) -> AsyncIterator[Moorage]:
-    settings, _ = load_settings(None, {}, {"data_dir": tmp_path, "gc.grace_period": "1h", "uploads.expiry": "2h"})
-    await upgrade(settings.metadata.effective_url(tmp_path))
-    services = await build(settings, clock=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
-    try:
-        yield services
-    finally:
-        await services.close()
+    async with services(tmp_path, {"gc.grace_period": "1h", "uploads.expiry": "2h"}) as built:
+        yield built
 
 
 def clock(m: Moorage) -> FixedClock:
