@@ -105,6 +105,21 @@ def _doc_key(registry: RegistryRef) -> str:
     return f"doc/{registry.account_id}/{registry.region}/{_DOCUMENT}"
 
 
+async def _configuration_in(tx: Transaction, registry: RegistryRef) -> dict[str, object]:
+    """The registry's replication configuration as `tx` sees it (no rules when none was put)."""
+    text = await tx.kv.get(_doc_key(registry))
+    return dict(json.loads(text)) if text else {"rules": []}
+
+
+def _replicable_push(event: StoredEvent) -> bool:
+    """What both replication sinks take: a push that the push's transaction found a destination for."""
+    return (
+        event.detail_type == ev.IMAGE_ACTION
+        and ev.wants(event.work, ev.WORK_REPLICATION)
+        and '"action-type":"PUSH"' in event.body
+    )
+
+
 def destinations_for(config: Mapping[str, object] | None, repository: str) -> list[Destination]:
     """The unique destinations of the rules whose filters match `repository` (a rule without
     filters matches every repository), in the order they first appear."""
@@ -134,8 +149,7 @@ class Replication:
 
     async def configuration(self, registry: RegistryRef) -> dict[str, object]:
         async with self._metadata.transaction() as tx:
-            text = await tx.kv.get(_doc_key(registry))
-        return dict(json.loads(text)) if text else {"rules": []}
+            return await _configuration_in(tx, registry)
 
     async def on_push(
         self, tx: Transaction, repo: Repository, image: Image, principal: str | None, now: datetime
@@ -144,10 +158,8 @@ class Replication:
         push's own transaction, has a destination for the repository. The replication consumers
         pass over every other push (ECR replicates what is pushed after the configuration is in
         place, never an earlier push that a consumer happened to deliver late)."""
-        text = await tx.kv.get(_doc_key(repo.registry))
-        if not text:
-            return 0
-        return ev.WORK_REPLICATION if destinations_for(json.loads(text), repo.name) else 0
+        config = await _configuration_in(tx, repo.registry)
+        return ev.WORK_REPLICATION if destinations_for(config, repo.name) else 0
 
     async def put_configuration(self, registry: RegistryRef, config: dict[str, object]) -> dict[str, object]:
         """Validate (InvalidRequestError with ECR's constraint text) and replace the configuration."""
@@ -434,11 +446,7 @@ class ReplicationSink:
         self._configs = None
 
     def accepts(self, event: StoredEvent) -> bool:
-        return (
-            event.detail_type == ev.IMAGE_ACTION
-            and ev.wants(event.work, ev.WORK_REPLICATION)
-            and '"action-type":"PUSH"' in event.body
-        )
+        return _replicable_push(event)
 
     async def close(self) -> None:
         return None
@@ -914,11 +922,7 @@ class RemoteReplicationSink:
         self.name = f"replication-remote-{dest.account_id}-{dest.region}"
 
     def accepts(self, event: StoredEvent) -> bool:
-        return (
-            event.detail_type == ev.IMAGE_ACTION
-            and ev.wants(event.work, ev.WORK_REPLICATION)
-            and '"action-type":"PUSH"' in event.body
-        )
+        return _replicable_push(event)
 
     async def close(self) -> None:
         await self._copier.close()

@@ -66,11 +66,10 @@ def _build(
         last_archived_at,
         last_activated_at,
     ) = row[:_IMAGE_WIDTH]
-    algorithm, _, hexpart = stored_digest.partition(":")
     return Image(
         repo[0],
         RepositoryName(repo[1]),
-        Digest(algorithm, hexpart),
+        _stored(stored_digest),
         media_type,
         size,
         dt_req(pushed_at),
