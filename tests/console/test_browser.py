@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,14 +67,6 @@ def cells(browser: Browser, css: str) -> list[list[str]]:
     return [[cell.text for cell in row.find_all("td")] for row in browser.find_all(f"{css} tbody tr")]
 
 
-def loaded(browser: Browser, in_url: str, timeout: float = 10.0) -> None:
-    """Wait for the page a click navigates to: until then the old page's elements still match."""
-    deadline = time.monotonic() + timeout
-    while in_url not in browser.url or browser.run("return document.readyState") != "complete":
-        assert time.monotonic() < deadline, f"no page with {in_url!r} in its URL after {timeout} s: {browser.url}"
-        time.sleep(0.05)
-
-
 def test_sign_in_find_a_repository_and_open_an_image(world: World, browser: Browser, shots: Path) -> None:
     browser.get(f"{world.live.url}/console/signin")
     screenshot(browser, shots, "signin")
@@ -89,7 +80,7 @@ def test_sign_in_find_a_repository_and_open_an_image(world: World, browser: Brow
 
     browser.find("#q").type("app")
     browser.find("form.search button").click()
-    loaded(browser, "q=app")
+    browser.wait_for_page("q=app")
     browser.wait_for("a.repo-link")
     assert [e.text for e in browser.find_all("a.repo-link")] == ["team/app"]
     browser.find("a.repo-link").click()

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.live import LiveServer
+from tests.support.procs import rss_tree
 
 MiB = 1024 * 1024
 SIZE = 96 * MiB
@@ -26,19 +27,6 @@ _BLOCK = os.urandom(MiB)
 def _blob() -> Iterator[bytes]:
     for index in range(SIZE // MiB):
         yield index.to_bytes(8, "big") + _BLOCK[8:]
-
-
-def _tree_rss(pid: int) -> int:
-    """VmRSS (bytes) of `pid` and its children (the serving parent and its workers)."""
-    total = 0
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(p) for p in (task / "children").read_text().split()]
-    for each in pids:
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
 
 
 def test_a_stalled_download_does_not_queue_the_blob_in_memory(tmp_path: Path) -> None:
@@ -51,7 +39,7 @@ def test_a_stalled_download_does_not_queue_the_blob_in_memory(tmp_path: Path) ->
         done = httpx.put(f"{server.url}{location}", params={"digest": blob}, content=_blob(), timeout=120)
         assert done.status_code == 201, done.text
         assert server.process is not None
-        before = _tree_rss(server.process.pid)
+        before = sum(rss_tree(server.process.pid).values())
 
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -63,7 +51,7 @@ def test_a_stalled_download_does_not_queue_the_blob_in_memory(tmp_path: Path) ->
             peak = before
             for _ in range(20):  # 2 s of reading nothing: the server has all the time to queue it
                 time.sleep(0.1)
-                peak = max(peak, _tree_rss(server.process.pid))
+                peak = max(peak, sum(rss_tree(server.process.pid).values()))
             # Then the reader picks up: the download is whole and correct.
             sock.settimeout(30)
             while b"\r\n\r\n" not in data:

@@ -36,6 +36,7 @@ import httpx
 import pytest
 
 from tests.support.live import LiveServer
+from tests.support.procs import rss_tree
 from tests.support.seaweed import SeaweedS3
 from tests.support.services import PostgresServer
 
@@ -62,23 +63,6 @@ def blocks(seed: int, size: int) -> Iterator[bytes]:
         piece = bytes(chunk[: size - sent])
         sent += len(piece)
         yield piece
-
-
-def rss_tree(root: int) -> dict[int, int]:
-    """VmRSS in bytes of `root` and every descendant still alive."""
-    found: dict[int, int] = {}
-    pending = [root]
-    while pending:
-        pid = pending.pop()
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    found[pid] = int(line.split()[1]) * 1024
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 @dataclass

@@ -180,6 +180,15 @@ class Browser:
                     raise
                 time.sleep(0.05)
 
+    def wait_for_page(self, in_url: str, timeout: float = 10.0) -> None:
+        """Wait for the page a click navigates to (its URL holds `in_url`, its document is
+        loaded): until then the old page's elements still match `find` and `wait_for`."""
+        deadline = time.monotonic() + timeout
+        while in_url not in self.url or self.run("return document.readyState") != "complete":
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no page with {in_url!r} in its URL after {timeout} s: {self.url}")
+            time.sleep(0.05)
+
     def close(self) -> None:
         try:
             if getattr(self, "session", None):
